@@ -1,0 +1,60 @@
+//! Where the control-plane binaries are, building them on first use.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::Error;
+
+const GO_MOD: &str = include_str!("../../control-plane/go.mod");
+const BUILD_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/build");
+
+/// The Kubernetes version pinned in `tests/control-plane/go.mod`, e.g. `v1.36.3`.
+pub fn pinned_version() -> &'static str {
+    GO_MOD
+        .lines()
+        .find_map(|l| l.strip_prefix("require k8s.io/kubernetes "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("tests/control-plane/go.mod requires k8s.io/kubernetes")
+}
+
+/// The directory holding etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+/// kubectl, kwok and kwok-stages.yaml.
+///
+/// `NOVA_CONTROL_PLANE_BIN` names a prepared directory; otherwise `tests/control-plane/build`
+/// runs (a no-op when the binaries are already built) and its last output line is the answer.
+pub fn bin_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NOVA_CONTROL_PLANE_BIN") {
+            return Ok(dir.into());
+        }
+        let out = Command::new(BUILD_SCRIPT)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {BUILD_SCRIPT}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{BUILD_SCRIPT} failed with {}", out.status));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .ok_or_else(|| format!("{BUILD_SCRIPT} printed no directory"))
+    })
+    .clone()
+    .map_err(Error::Build)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pinned_version_is_a_release_tag() {
+        let v = super::pinned_version();
+        let parts: Vec<&str> = v.trim_start_matches('v').split('.').collect();
+        assert!(v.starts_with("v1."), "{v}");
+        assert_eq!(parts.len(), 3, "{v}");
+        assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{v}");
+    }
+}
