@@ -7,7 +7,9 @@ use test_cluster::{Mode, shared};
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let ending = std::env::args().nth(1).unwrap_or_default();
+    let started = std::time::Instant::now();
     let cp = shared(Mode::ApiServer).await.expect("control plane starts");
+    println!("started in {:.2}s", started.elapsed().as_secs_f64());
     for (name, pid) in cp.pids() {
         println!("pid {pid} {name}");
     }
