@@ -1,0 +1,377 @@
+//! Backup and Restore: pg_dump and file backups on a schedule, GFS retention, integrity checks.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    CRON, Conditions, LocalRef, SecretKeyRef, SecretRef, abs_path_list, conditions_schema,
+};
+
+/// Scheduled backups of a database, files on a host, or a volume.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "nova.infra.dev",
+    version = "v1alpha1",
+    kind = "Backup",
+    namespaced,
+    status = "BackupStatus",
+    shortname = "nbk",
+    category = "nova",
+    doc = "Scheduled backups with retention, checksums and verified restores.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastBackup.time"),
+    printcolumn(
+        name = "Verified",
+        type_ = "boolean",
+        json_path = ".status.lastBackup.verified"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// What to back up.
+    pub source: BackupSource,
+    /// Cron schedule (five fields, or `@daily` and the like).
+    #[schemars(length(min = 1, max = 128), regex(pattern = CRON))]
+    pub schedule: String,
+    /// IANA time zone for the schedule. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
+    )]
+    pub time_zone: Option<String>,
+    /// Pause scheduling; a running backup finishes.
+    #[serde(default)]
+    pub suspend: bool,
+    /// How many backups to keep (grandfather-father-son).
+    #[serde(default)]
+    pub retention: Retention,
+    /// Where backups go.
+    pub destination: Destination,
+    /// Signing of each artifact with HMAC-SHA256 (its SHA-256 is always recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<Integrity>,
+    /// Regular verification by test restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+}
+
+/// The thing backed up. Exactly one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.postgres) ? 1 : 0) + (has(self.files) ? 1 : 0) + (has(self.volume) ? 1 : 0) == 1").message("source has exactly one of postgres, files or volume"))]
+pub struct BackupSource {
+    /// A PostgreSQL database, dumped with pg_dump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSource>,
+    /// Files on a Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesSource>,
+    /// A PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+}
+
+/// PostgreSQL source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSource {
+    /// Secret key holding a `postgres://` connection URL.
+    pub connection_secret_ref: SecretKeyRef,
+    /// Database to dump.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$-]*$")
+    )]
+    pub database: String,
+}
+
+/// Files on a host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FilesSource {
+    /// The Host.
+    pub host_ref: LocalRef,
+    /// Absolute paths to include.
+    #[schemars(schema_with = "abs_path_list")]
+    pub paths: Vec<String>,
+}
+
+/// A PVC source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSource {
+    /// Name of the PersistentVolumeClaim.
+    #[schemars(length(min = 1, max = 253))]
+    pub pvc: String,
+}
+
+/// GFS retention. A backup is kept if any rule keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Most recent backups to keep. Default 7.
+    #[serde(default = "seven")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_last: i32,
+    /// Newest backup of each of the last N days.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_daily: i32,
+    /// Newest backup of each of the last N ISO weeks.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_weekly: i32,
+    /// Newest backup of each of the last N months.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 10000))]
+    pub keep_monthly: i32,
+    /// Newest backup of each of the last N years.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep_yearly: i32,
+    /// Never delete below this many verified backups, whatever the rules say. Default 1.
+    #[serde(default = "one_i")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_verified: i32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            keep_last: 7,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_yearly: 0,
+            min_verified: 1,
+        }
+    }
+}
+
+fn seven() -> i32 {
+    7
+}
+fn one_i() -> i32 {
+    1
+}
+
+/// Backup destination. Exactly one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.s3) ? 1 : 0) + (has(self.pvc) ? 1 : 0) + (has(self.hostPath) ? 1 : 0) == 1").message("destination has exactly one of s3, pvc or hostPath"))]
+pub struct Destination {
+    /// An S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// A PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc: Option<VolumeSource>,
+    /// A directory on a Host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<HostPathDestination>,
+}
+
+/// S3 bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// Endpoint URL; AWS when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+    /// Region. Default us-east-1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// Bucket name.
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), regex(pattern = r"^[A-Za-z0-9!_.*'()/-]*$"))]
+    pub prefix: Option<String>,
+    /// Secret with keys `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Directory on a host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPathDestination {
+    /// The Host.
+    pub host_ref: LocalRef,
+    /// Absolute directory.
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$")
+    )]
+    pub path: String,
+}
+
+/// HMAC signing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Integrity {
+    /// Secret key holding the HMAC key.
+    pub hmac_key_secret_ref: SecretKeyRef,
+}
+
+/// Verification by test restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    /// Cron schedule of verifications. Default: after each backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = CRON))]
+    pub schedule: Option<String>,
+    /// Restore into a scratch target and check it (pg_restore into a temporary database,
+    /// or extraction and checksum of files). Default true.
+    #[serde(default = "super::common::yes")]
+    pub restore_test: bool,
+}
+
+/// One backup artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupArtifact {
+    /// Artifact ID.
+    pub id: String,
+    /// When it was taken.
+    pub time: Time,
+    /// Size in bytes.
+    pub size: i64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Whether a test restore succeeded.
+    pub verified: bool,
+}
+
+/// Observed state of a Backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The generation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The newest artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupArtifact>,
+    /// Recent artifacts, newest first (the catalog is in Nova's state database).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<BackupArtifact>,
+    /// Next scheduled run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_schedule_time: Option<Time>,
+    /// Ready and Progressing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+}
+
+/// Restores one backup artifact.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "nova.infra.dev",
+    version = "v1alpha1",
+    kind = "Restore",
+    namespaced,
+    status = "RestoreStatus",
+    shortname = "nrs",
+    category = "nova",
+    doc = "Restores a backup artifact into a target.",
+    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backupRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("a Restore cannot be changed; create a new one"))]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The Backup whose catalog holds the artifact.
+    pub backup_ref: LocalRef,
+    /// Which artifact.
+    #[serde(default)]
+    pub artifact: ArtifactChoice,
+    /// Where to restore; default: the Backup's own source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<BackupSource>,
+}
+
+/// Which artifact to restore.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.id) != self.latestVerified").message("artifact: give id, or latestVerified: true, not both"))]
+pub struct ArtifactChoice {
+    /// A specific artifact ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub id: Option<String>,
+    /// The newest verified artifact. Default true.
+    #[serde(default)]
+    pub latest_verified: bool,
+}
+
+impl Default for ArtifactChoice {
+    fn default() -> Self {
+        Self {
+            id: None,
+            latest_verified: true,
+        }
+    }
+}
+
+/// Restore phases.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// Observed state of a Restore.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The generation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Running, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RestorePhase>,
+    /// The artifact restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_id: Option<String>,
+    /// When the restore finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Conditions,
+}

@@ -1,0 +1,39 @@
+//! The Nova API: every kind of `nova.infra.dev/v1alpha1`.
+//!
+//! Types only; behaviour lives with each kind's controller. Doc comments become the
+//! `kubectl explain` text, so they are written for users.
+
+pub mod alert;
+pub mod backup;
+pub mod bluegreen;
+pub mod common;
+pub mod host;
+pub mod platform;
+pub mod tls;
+pub mod training;
+
+pub use alert::AlertRule;
+pub use backup::{Backup, Restore};
+pub use bluegreen::BlueGreenDeployment;
+pub use host::Host;
+pub use platform::Platform;
+pub use tls::{AcmeIssuer, TlsCertificate};
+pub use training::TrainingJob;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Every CRD Nova defines, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        Platform::crd(),
+        BlueGreenDeployment::crd(),
+        Host::crd(),
+        AcmeIssuer::crd(),
+        TlsCertificate::crd(),
+        Backup::crd(),
+        Restore::crd(),
+        AlertRule::crd(),
+        TrainingJob::crd(),
+    ]
+}

@@ -1,0 +1,4 @@
+//! Nova: a Kubernetes operator that runs a group's platforms from declarative resources.
+
+pub mod api;
+pub mod crdgen;
