@@ -1,4 +1,15 @@
 //! Nova: a Kubernetes operator that runs a group's platforms from declarative resources.
+//!
+//! Data flows one way: watch → reconcile → desired objects (pure functions) → server-side
+//! apply → status.
 
 pub mod api;
+pub mod conditions;
+pub mod context;
 pub mod crdgen;
+pub mod http;
+pub mod leader;
+pub mod operator;
+pub mod platform;
+pub mod state;
+pub mod telemetry;

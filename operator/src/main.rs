@@ -1,8 +1,9 @@
 //! The `nova` command.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -24,15 +25,70 @@ enum Command {
         #[arg(long, default_value = "crds")]
         out: PathBuf,
     },
+    /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
+    Operator {
+        /// State database: a file path or sqlite:// URL (SQLite), or a postgres:// URL.
+        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        state: String,
+        /// Address of the HTTP port (/metrics, /healthz, /readyz).
+        #[arg(long, env = "NOVA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: SocketAddr,
+        /// Namespace of the leader-election Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease; default: POD_NAME, else host name and PID.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Objects reconciled at the same time.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u16,
+    },
 }
 
-fn main() -> Result<()> {
+#[tokio::main]
+async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crds { out } => {
-            for name in nova::crdgen::write(&out)? {
+            for name in
+                nova::crdgen::write(&out).with_context(|| format!("writing {}", out.display()))?
+            {
                 println!("{}", out.join(name).display());
             }
         }
+        Command::Operator {
+            state,
+            http_addr,
+            lease_namespace,
+            identity,
+            concurrency,
+        } => {
+            nova::telemetry::init_logging();
+            let identity = identity.unwrap_or_else(|| {
+                let host =
+                    std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "nova".into());
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            let client = kube::Client::try_default()
+                .await
+                .context("no usable kubeconfig or in-cluster config")?;
+            let cfg = nova::operator::Config {
+                state_url: state,
+                http_addr,
+                lease: nova::operator::default_lease(lease_namespace, identity),
+                concurrency,
+            };
+            nova::operator::run(cfg, client, shutdown_signal()).await?;
+        }
     }
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,151 @@
+//! `nova operator`: waits for the CRDs, wins the leader lease, then runs the controllers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::{conditions, wait::await_condition, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::Platform;
+use crate::context::Context;
+use crate::leader::{Elector, LeaseConfig};
+use crate::state::State;
+use crate::telemetry::Metrics;
+use crate::{http, platform};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub state_url: String,
+    pub http_addr: SocketAddr,
+    pub lease: LeaseConfig,
+    pub concurrency: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("{0}")]
+    State(#[from] crate::state::Error),
+    #[error("leader election: {0}")]
+    Lease(#[source] kube::Error),
+    #[error("lost leadership: {0}")]
+    LostLease(String),
+    #[error("waiting for CRD {0}: {1}")]
+    Crd(String, #[source] kube::runtime::wait::Error),
+    #[error("HTTP server on {0}: {1}")]
+    Http(SocketAddr, #[source] std::io::Error),
+}
+
+/// Runs until `shutdown` resolves (then returns Ok after a graceful stop) or leadership is lost.
+pub async fn run(
+    cfg: Config,
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let http_addr = cfg.http_addr;
+    let mut server = tokio::spawn(http::serve(http_addr, metrics.clone(), ready.clone()));
+
+    let state = State::connect(&cfg.state_url).await?;
+    wait_for_crds(&client).await?;
+    ready.store(true, Ordering::Relaxed);
+
+    let elector = Elector::new(client.clone(), cfg.lease.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    tokio::select! {
+        r = elector.acquire() => r.map_err(Error::Lease)?,
+        _ = stopping() => return Ok(()),
+        r = &mut server => return Err(Error::Http(http_addr, server_error(r))),
+    }
+
+    let ctx = Context::new(client.clone(), metrics, state);
+    let controllers = run_controllers(client.clone(), ctx, cfg.concurrency, stopping());
+    tokio::select! {
+        _ = controllers => {
+            elector.release().await;
+            info!("controllers stopped; lease released");
+            Ok(())
+        }
+        why = elector.hold() => Err(Error::LostLease(why)),
+        r = &mut server => Err(Error::Http(http_addr, server_error(r))),
+    }
+}
+
+fn server_error(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
+    match r {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => std::io::Error::other("the HTTP server stopped"),
+        Err(e) => std::io::Error::other(e),
+    }
+}
+
+async fn wait_for_crds(client: &Client) -> Result<(), Error> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crate::api::crds() {
+        let name = crd.name_any();
+        info!(crd = %name, "waiting for CRD to be established");
+        await_condition(api.clone(), &name, conditions::is_crd_established())
+            .await
+            .map_err(|e| Error::Crd(name, e))?;
+    }
+    Ok(())
+}
+
+async fn run_controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    concurrency: u16,
+    stopping: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nova");
+    Controller::new(
+        Api::<Platform>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+    .owns(Api::<Service>::all(client.clone()), owned.clone())
+    .owns(Api::<Ingress>::all(client.clone()), owned)
+    .with_config(controller::Config::default().concurrency(concurrency))
+    .graceful_shutdown_on(stopping)
+    .run(platform::reconcile, platform::error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            // Reconcile errors are logged by error_policy; these are queue or watch errors.
+            warn!(error = %e, "controller");
+        }
+    })
+    .await;
+}
+
+/// How long the operator waits between lease attempts and renewals.
+pub fn default_lease(namespace: String, identity: String) -> LeaseConfig {
+    LeaseConfig {
+        namespace,
+        name: "nova-operator".into(),
+        identity,
+        lease_duration: Duration::from_secs(15),
+        renew_every: Duration::from_secs(2),
+    }
+}

@@ -1,0 +1,258 @@
+//! The Platform controller on Kubernetes: Platform → Deployment, Service, Ingress by
+//! server-side apply, then status from what the cluster reports.
+
+pub mod desired;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::api::platform::{Platform, PlatformStatus, StrategyType};
+use crate::conditions::{self, Cond};
+use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+
+const KIND: &str = "Platform";
+
+#[instrument(skip_all, fields(platform = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
+pub async fn reconcile(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&p, &ctx).await;
+    ctx.metrics.reconciled(KIND, started.elapsed());
+    if let Err(e) = &result {
+        ctx.metrics.failed(KIND, e.category());
+    }
+    result
+}
+
+pub fn error_policy(p: Arc<Platform>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(platform = %p.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
+    requeue_after_error(err)
+}
+
+/// Why this controller cannot act on a Platform, if it cannot. These paths belong to other
+/// controllers (hosts, blue-green) that are not part of this build yet; saying so beats
+/// pretending.
+fn unsupported(p: &Platform) -> Option<String> {
+    if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
+        return Some(
+            "target.hosts is not handled by this version of Nova yet; use target.kubernetes".into(),
+        );
+    }
+    if p.spec
+        .strategy
+        .as_ref()
+        .is_some_and(|s| s.type_ == StrategyType::BlueGreen)
+    {
+        return Some(
+            "strategy BlueGreen is not handled by this version of Nova yet; use Rolling".into(),
+        );
+    }
+    None
+}
+
+async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
+    let ns = p
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("a Platform is namespaced".into()))?;
+    let name = p.name_any();
+
+    if let Some(why) = unsupported(p) {
+        let conds = [
+            Cond::new("Ready", false, "NotSupported", &why),
+            Cond::new("Degraded", true, "NotSupported", &why),
+        ];
+        update_status(p, ctx, &conds, None, None).await?;
+        return Ok(Action::await_change());
+    }
+
+    let missing = missing_dependencies(p, ctx, &ns).await?;
+    if !missing.is_empty() {
+        // Nothing is applied until every reference resolves: pods that cannot start would only
+        // replace healthy ones.
+        let msg = missing.join("; ");
+        let conds = [
+            Cond::new("Ready", false, "MissingDependency", &msg),
+            Cond::new("Degraded", true, "MissingDependency", &msg),
+        ];
+        update_status(p, ctx, &conds, None, None).await?;
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+
+    let children = desired::children(p);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployment = deployments
+        .patch(&name, &apply, &Patch::Apply(&children.deployment))
+        .await?;
+    Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &apply, &Patch::Apply(&children.service))
+        .await?;
+    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ns);
+    match &children.ingress {
+        Some(ing) => {
+            ingresses.patch(&name, &apply, &Patch::Apply(ing)).await?;
+        }
+        None => delete_if_owned(&ingresses, &name, p).await?,
+    }
+
+    if ctx
+        .state
+        .record_release(KIND, &ns, &name, &children.revision, &p.spec.image)
+        .await?
+    {
+        let detail = format!("revision {} (image {})", children.revision, p.spec.image);
+        ctx.state.audit(KIND, &ns, &name, "apply", &detail).await?;
+        publish(ctx, p, EventType::Normal, "RevisionApplied", &detail).await;
+    }
+
+    let (conds, ready_replicas) = rollout_conditions(p, &deployment);
+    update_status(p, ctx, &conds, ready_replicas, Some(children.revision)).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mut missing = Vec::new();
+    for dep in desired::dependencies(p) {
+        let exists = match dep.kind {
+            "Secret" => secrets.get_metadata_opt(&dep.name).await?.is_some(),
+            _ => maps.get_metadata_opt(&dep.name).await?.is_some(),
+        };
+        if !exists {
+            missing.push(format!(
+                "{} {:?} named in {} does not exist in namespace {ns}: create it, or mark the reference optional",
+                dep.kind, dep.name, dep.field
+            ));
+        }
+    }
+    Ok(missing)
+}
+
+/// Deletes `name` only if this Platform controls it, so hand-made objects are left alone.
+async fn delete_if_owned<K>(api: &Api<K>, name: &str, p: &Platform) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(existing) = api.get_metadata_opt(name).await? else {
+        return Ok(());
+    };
+    let uid = p.uid();
+    let owned = existing
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref());
+    if owned {
+        api.delete(name, &DeleteParams::background()).await?;
+        info!(%name, "deleted a child no longer wanted");
+    }
+    Ok(())
+}
+
+/// Ready / Progressing / Degraded from the Deployment, as `kubectl rollout status` reads it.
+fn rollout_conditions(p: &Platform, d: &Deployment) -> (Vec<Cond>, Option<i32>) {
+    let want = p.spec.replicas;
+    let status = d.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let ready = status.ready_replicas;
+    let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
+    let done = observed && updated >= want && available >= want && total <= want;
+    let msg = format!("{available} of {want} replicas available, {updated} updated");
+    let conds = if done {
+        vec![
+            Cond::new("Ready", true, "Available", &msg),
+            Cond::new("Progressing", false, "Complete", &msg),
+            Cond::new("Degraded", false, "Available", ""),
+        ]
+    } else if deadline_exceeded {
+        let why = format!("the rollout exceeded its progress deadline: {msg}");
+        vec![
+            Cond::new("Ready", false, "ProgressDeadlineExceeded", &why),
+            Cond::new("Progressing", false, "ProgressDeadlineExceeded", &why),
+            Cond::new("Degraded", true, "ProgressDeadlineExceeded", &why),
+        ]
+    } else {
+        vec![
+            Cond::new("Ready", false, "RollingOut", &msg),
+            Cond::new("Progressing", true, "RollingOut", &msg),
+            Cond::new("Degraded", false, "RollingOut", ""),
+        ]
+    };
+    (conds, ready)
+}
+
+/// Writes status only when it changed, and emits an event for each real transition.
+async fn update_status(
+    p: &Platform,
+    ctx: &Context,
+    conds: &[Cond],
+    ready_replicas: Option<i32>,
+    revision: Option<String>,
+) -> Result<(), Error> {
+    let old = p.status.clone().unwrap_or_default();
+    let generation = p.metadata.generation;
+    let new = PlatformStatus {
+        observed_generation: generation,
+        url: Some(desired::url(p)),
+        ready_replicas: ready_replicas.or(old.ready_replicas),
+        active_revision: revision.or(old.active_revision.clone()),
+        conditions: conditions::merge(&old.conditions, conds, generation, Timestamp::now()),
+    };
+    if new == old {
+        return Ok(());
+    }
+    for c in conds {
+        let before = conditions::is_true(&old.conditions, c.type_);
+        if before == Some(c.status) {
+            continue;
+        }
+        let event = match (c.type_, c.status) {
+            ("Ready", true) => Some(EventType::Normal),
+            ("Ready", false) if before == Some(true) => Some(EventType::Warning),
+            ("Degraded", true) => Some(EventType::Warning),
+            _ => None,
+        };
+        if let Some(type_) = event {
+            publish(ctx, p, type_, c.reason, &c.message).await;
+        }
+    }
+    let api: Api<Platform> =
+        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
+    api.patch_status(
+        &p.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, p: &Platform, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // Events are best effort: failing to record one must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}

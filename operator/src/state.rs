@@ -1,0 +1,233 @@
+//! Nova's state database: SQLite by default (a file), PostgreSQL when given a `postgres://` URL.
+//! Holds what status cannot: release history, the audit trail, catalogs and logs.
+
+use k8s_openapi::jiff::Timestamp;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("migrating the state database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state database query: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Clone, Debug)]
+pub struct State {
+    pool: AnyPool,
+}
+
+/// One line of the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub action: String,
+    pub detail: String,
+}
+
+/// One revision that was rolled out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub revision: String,
+    pub image: String,
+    pub first_applied_at: String,
+    pub last_applied_at: String,
+}
+
+/// Turns a bare file path into an SQLite URL that creates the file when missing.
+pub fn database_url(arg: &str) -> String {
+    if arg.starts_with("postgres://")
+        || arg.starts_with("postgresql://")
+        || arg.starts_with("sqlite:")
+    {
+        arg.to_owned()
+    } else {
+        format!("sqlite://{arg}?mode=rwc")
+    }
+}
+
+fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+impl State {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        install_default_drivers();
+        let url = database_url(url);
+        // SQLite allows one writer; more connections only queue on its lock.
+        let max = if url.starts_with("sqlite:") { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: redact(&url),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn audit(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), Error> {
+        sqlx::query("INSERT INTO audit (at, kind, namespace, name, action, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(now())
+            .bind(kind)
+            .bind(namespace)
+            .bind(name)
+            .bind(action)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn audit_log(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<AuditEntry>, Error> {
+        let rows = sqlx::query(
+            "SELECT at, kind, namespace, name, action, detail FROM audit \
+             WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY at",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    at: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    namespace: r.try_get(2)?,
+                    name: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    detail: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Records that `revision` was applied; returns true when it is new for this object.
+    pub async fn record_release(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        image: &str,
+    ) -> Result<bool, Error> {
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO releases (kind, namespace, name, revision, image, first_applied_at, last_applied_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, namespace, name, revision) DO NOTHING",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .bind(revision)
+        .bind(image)
+        .bind(at.clone())
+        .bind(at.clone())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            sqlx::query(
+                "UPDATE releases SET last_applied_at = $1 WHERE kind = $2 AND namespace = $3 AND name = $4 AND revision = $5",
+            )
+            .bind(at)
+            .bind(kind)
+            .bind(namespace)
+            .bind(name)
+            .bind(revision)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Releases of one object, oldest first.
+    pub async fn releases(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Release>, Error> {
+        let rows = sqlx::query(
+            "SELECT revision, image, first_applied_at, last_applied_at FROM releases \
+             WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY first_applied_at, revision",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Release {
+                    revision: r.try_get(0)?,
+                    image: r.try_get(1)?,
+                    first_applied_at: r.try_get(2)?,
+                    last_applied_at: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}
+
+/// A URL with any password replaced, for error text and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_redact() {
+        assert_eq!(
+            redact("postgres://nova:s3cret@db:5432/nova"),
+            "postgres://nova:***@db:5432/nova"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/nova/state.db"),
+            "sqlite:///var/lib/nova/state.db"
+        );
+    }
+
+    #[test]
+    fn bare_paths_become_sqlite_urls() {
+        assert_eq!(database_url("/tmp/x.db"), "sqlite:///tmp/x.db?mode=rwc");
+        assert_eq!(database_url("postgres://h/db"), "postgres://h/db");
+    }
+}

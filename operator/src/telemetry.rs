@@ -1,0 +1,116 @@
+//! Metrics and logs.
+
+use std::time::Duration;
+
+use prometheus::{HistogramVec, IntCounterVec, Registry, TextEncoder, histogram_opts, opts};
+
+/// Why a reconcile failed. A small fixed set, so the label stays cheap and alertable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCategory {
+    /// The Kubernetes API refused or failed a request (often transient).
+    KubeApi,
+    /// The spec cannot be acted on as written.
+    InvalidSpec,
+    /// Something the spec names does not exist yet (a Secret, say).
+    MissingDependency,
+    /// Nova's own state database failed.
+    State,
+}
+
+impl ErrorCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::KubeApi => "kube_api",
+            Self::InvalidSpec => "invalid_spec",
+            Self::MissingDependency => "missing_dependency",
+            Self::State => "state",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            opts!("nova_reconcile_total", "Reconciles run, by kind."),
+            &["kind"],
+        )
+        .unwrap();
+        let errors = IntCounterVec::new(
+            opts!(
+                "nova_reconcile_errors_total",
+                "Failed reconciles, by kind and error category."
+            ),
+            &["kind", "category"],
+        )
+        .unwrap();
+        let duration = HistogramVec::new(
+            histogram_opts!(
+                "nova_reconcile_duration_seconds",
+                "Time one reconcile took, by kind.",
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+                ]
+            ),
+            &["kind"],
+        )
+        .unwrap();
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+        ] {
+            registry.register(c).expect("metrics register once");
+        }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+        }
+    }
+
+    pub fn reconciled(&self, kind: &str, took: Duration) {
+        self.reconciles.with_label_values(&[kind]).inc();
+        self.duration
+            .with_label_values(&[kind])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, kind: &str, category: ErrorCategory) {
+        self.errors
+            .with_label_values(&[kind, category.as_str()])
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+/// JSON logs to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
