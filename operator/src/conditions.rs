@@ -14,18 +14,8 @@ pub struct Cond {
 }
 
 impl Cond {
-    pub fn new(
-        type_: &'static str,
-        status: bool,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            type_,
-            status,
-            reason,
-            message: message.into(),
-        }
+    pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self { type_, status, reason, message: message.into() }
     }
 }
 
@@ -41,11 +31,8 @@ pub fn merge(
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Condition> {
-    let mut out: Vec<Condition> = existing
-        .iter()
-        .filter(|c| !wanted.iter().any(|w| w.type_ == c.type_))
-        .cloned()
-        .collect();
+    let mut out: Vec<Condition> =
+        existing.iter().filter(|c| !wanted.iter().any(|w| w.type_ == c.type_)).cloned().collect();
     for w in wanted {
         let prev = existing.iter().find(|c| c.type_ == w.type_);
         let status = status_str(w.status).to_owned();
@@ -68,10 +55,7 @@ pub fn merge(
 
 /// The condition of `type_` in `conds`, if present, as a bool.
 pub fn is_true(conds: &[Condition], type_: &str) -> Option<bool> {
-    conds
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status == "True")
+    conds.iter().find(|c| c.type_ == type_).map(|c| c.status == "True")
 }
 
 #[cfg(test)]
@@ -84,31 +68,18 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_on_status_change() {
-        let first = merge(
-            &[],
-            &[Cond::new("Ready", false, "Progressing", "starting")],
-            Some(1),
-            at(100),
-        );
+        let first = merge(&[], &[Cond::new("Ready", false, "Progressing", "starting")], Some(1), at(100));
         assert_eq!(first[0].last_transition_time, Time(at(100)));
 
         // Same status, new message and generation: time kept, the rest updated.
-        let second = merge(
-            &first,
-            &[Cond::new("Ready", false, "Progressing", "1 of 2 ready")],
-            Some(2),
-            at(200),
-        );
+        let second =
+            merge(&first, &[Cond::new("Ready", false, "Progressing", "1 of 2 ready")], Some(2), at(200));
         assert_eq!(second[0].last_transition_time, Time(at(100)));
         assert_eq!(second[0].message, "1 of 2 ready");
         assert_eq!(second[0].observed_generation, Some(2));
 
-        let third = merge(
-            &second,
-            &[Cond::new("Ready", true, "Available", "2 of 2 ready")],
-            Some(2),
-            at(300),
-        );
+        let third =
+            merge(&second, &[Cond::new("Ready", true, "Available", "2 of 2 ready")], Some(2), at(300));
         assert_eq!(third[0].last_transition_time, Time(at(300)));
         assert_eq!(third[0].status, "True");
     }
@@ -117,10 +88,7 @@ mod tests {
     fn other_condition_types_are_kept_and_order_is_stable() {
         let a = merge(
             &[],
-            &[
-                Cond::new("Ready", true, "A", ""),
-                Cond::new("Degraded", false, "B", ""),
-            ],
+            &[Cond::new("Ready", true, "A", ""), Cond::new("Degraded", false, "B", "")],
             None,
             at(1),
         );

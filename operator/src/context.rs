@@ -22,17 +22,9 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Metrics, state: State) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: "nova".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Arc::new(Self {
-            client,
-            metrics,
-            recorder,
-            state,
-        })
+        Arc::new(Self { client, metrics, recorder, state })
     }
 }
 

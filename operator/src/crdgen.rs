@@ -6,10 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 
 /// File name and YAML text of each CRD.
 pub fn render() -> Vec<(String, String)> {
-    crate::api::crds()
-        .iter()
-        .map(|crd| (file_name(crd), to_yaml(crd)))
-        .collect()
+    crate::api::crds().iter().map(|crd| (file_name(crd), to_yaml(crd))).collect()
 }
 
 fn file_name(crd: &CustomResourceDefinition) -> String {
@@ -27,11 +24,7 @@ pub fn write(dir: &Path) -> std::io::Result<Vec<String>> {
     let files = render();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         if name.ends_with(".yaml") && !files.iter().any(|(f, _)| *f == name) {
             std::fs::remove_file(&path)?;
         }

@@ -18,16 +18,9 @@ struct Shared {
 }
 
 /// Serves until the process ends. `ready` turns `/readyz` green.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Metrics,
-    ready: Arc<AtomicBool>,
-) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> std::io::Result<()> {
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<Shared>| async move { s.metrics.render() }),
-        )
+        .route("/metrics", get(|State(s): State<Shared>| async move { s.metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

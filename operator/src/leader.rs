@@ -26,10 +26,7 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: Client, cfg: LeaseConfig) -> Self {
-        Self {
-            api: Api::namespaced(client, &cfg.namespace),
-            cfg,
-        }
+        Self { api: Api::namespaced(client, &cfg.namespace), cfg }
     }
 
     /// Tries once to take or renew the lease; true when we hold it afterwards.
@@ -46,10 +43,7 @@ impl Elector {
         };
         let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.cfg.name.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(self.cfg.name.clone()), ..Default::default() },
                 spec: Some(fresh(0, None)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -61,25 +55,16 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(&self.cfg.identity);
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(MicroTime(renewed)), Some(d)) => {
-                *renewed + SignedDuration::from_secs(d.into()) < now
-            }
+            (Some(MicroTime(renewed)), Some(d)) => *renewed + SignedDuration::from_secs(d.into()) < now,
             _ => true,
         };
         if !ours && !expired {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
-        lease.spec = Some(fresh(
-            transitions,
-            if ours { spec.acquire_time } else { None },
-        ));
+        lease.spec = Some(fresh(transitions, if ours { spec.acquire_time } else { None }));
         // replace() carries the resourceVersion we read: a concurrent writer makes it 409.
-        match self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
@@ -99,11 +84,7 @@ impl Elector {
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        if let Err(e) = self
-            .api
-            .replace(&self.cfg.name, &PostParams::default(), &lease)
-            .await
-        {
+        if let Err(e) = self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
             tracing::warn!(error = %e, "could not release the lease");
         }
     }

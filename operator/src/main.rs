@@ -7,11 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "nova",
-    version,
-    about = "Nova: platforms on Kubernetes and on SSH hosts"
-)]
+#[command(name = "nova", version, about = "Nova: platforms on Kubernetes and on SSH hosts")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +38,9 @@ enum Command {
         /// Objects reconciled at the same time.
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
+        /// Watch only this namespace; all namespaces when absent.
+        #[arg(long, env = "NOVA_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
     },
 }
 
@@ -49,33 +48,24 @@ enum Command {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crds { out } => {
-            for name in
-                nova::crdgen::write(&out).with_context(|| format!("writing {}", out.display()))?
-            {
+            for name in nova::crdgen::write(&out).with_context(|| format!("writing {}", out.display()))? {
                 println!("{}", out.join(name).display());
             }
         }
-        Command::Operator {
-            state,
-            http_addr,
-            lease_namespace,
-            identity,
-            concurrency,
-        } => {
+        Command::Operator { state, http_addr, lease_namespace, identity, concurrency, watch_namespace } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
-                let host =
-                    std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "nova".into());
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "nova".into());
                 format!("{}-{}", host.trim(), std::process::id())
             });
-            let client = kube::Client::try_default()
-                .await
-                .context("no usable kubeconfig or in-cluster config")?;
+            let client =
+                kube::Client::try_default().await.context("no usable kubeconfig or in-cluster config")?;
             let cfg = nova::operator::Config {
                 state_url: state,
                 http_addr,
                 lease: nova::operator::default_lease(lease_namespace, identity),
                 concurrency,
+                watch_namespace,
             };
             nova::operator::run(cfg, client, shutdown_signal()).await?;
         }
@@ -84,8 +74,8 @@ async fn main() -> Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

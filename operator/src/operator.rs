@@ -28,6 +28,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub lease: LeaseConfig,
     pub concurrency: u16,
+    /// Watch only this namespace (a namespace-scoped install); all namespaces when None.
+    pub watch_namespace: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,7 @@ pub async fn run(
     }
 
     let ctx = Context::new(client.clone(), metrics, state);
-    let controllers = run_controllers(client.clone(), ctx, cfg.concurrency, stopping());
+    let controllers = run_controllers(client.clone(), ctx, &cfg, stopping());
     tokio::select! {
         _ = controllers => {
             elector.release().await;
@@ -113,30 +115,39 @@ async fn wait_for_crds(client: &Client) -> Result<(), Error> {
     Ok(())
 }
 
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 async fn run_controllers(
     client: Client,
     ctx: Arc<Context>,
-    concurrency: u16,
+    cfg: &Config,
     stopping: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let ns = cfg.watch_namespace.as_deref();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nova");
-    Controller::new(
-        Api::<Platform>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-    .owns(Api::<Service>::all(client.clone()), owned.clone())
-    .owns(Api::<Ingress>::all(client.clone()), owned)
-    .with_config(controller::Config::default().concurrency(concurrency))
-    .graceful_shutdown_on(stopping)
-    .run(platform::reconcile, platform::error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            // Reconcile errors are logged by error_policy; these are queue or watch errors.
-            warn!(error = %e, "controller");
-        }
-    })
-    .await;
+    Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<Ingress>(&client, ns), owned)
+        .with_config(controller::Config::default().concurrency(cfg.concurrency))
+        .graceful_shutdown_on(stopping)
+        .run(platform::reconcile, platform::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconcile errors are logged by error_policy; these are queue or watch errors.
+                warn!(error = %e, "controller");
+            }
+        })
+        .await;
 }
 
 /// How long the operator waits between lease attempts and renewals.

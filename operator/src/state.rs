@@ -44,10 +44,7 @@ pub struct Release {
 
 /// Turns a bare file path into an SQLite URL that creates the file when missing.
 pub fn database_url(arg: &str) -> String {
-    if arg.starts_with("postgres://")
-        || arg.starts_with("postgresql://")
-        || arg.starts_with("sqlite:")
-    {
+    if arg.starts_with("postgres://") || arg.starts_with("postgresql://") || arg.starts_with("sqlite:") {
         arg.to_owned()
     } else {
         format!("sqlite://{arg}?mode=rwc")
@@ -69,10 +66,7 @@ impl State {
             .max_connections(max)
             .connect(&url)
             .await
-            .map_err(|source| Error::Connect {
-                url: redact(&url),
-                source,
-            })?;
+            .map_err(|source| Error::Connect { url: redact(&url), source })?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
@@ -85,24 +79,21 @@ impl State {
         action: &str,
         detail: &str,
     ) -> Result<(), Error> {
-        sqlx::query("INSERT INTO audit (at, kind, namespace, name, action, detail) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(now())
-            .bind(kind)
-            .bind(namespace)
-            .bind(name)
-            .bind(action)
-            .bind(detail)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit (at, kind, namespace, name, action, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(now())
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .bind(action)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    pub async fn audit_log(
-        &self,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Vec<AuditEntry>, Error> {
+    pub async fn audit_log(&self, kind: &str, namespace: &str, name: &str) -> Result<Vec<AuditEntry>, Error> {
         let rows = sqlx::query(
             "SELECT at, kind, namespace, name, action, detail FROM audit \
              WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY at",
@@ -168,12 +159,7 @@ impl State {
     }
 
     /// Releases of one object, oldest first.
-    pub async fn releases(
-        &self,
-        kind: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Vec<Release>, Error> {
+    pub async fn releases(&self, kind: &str, namespace: &str, name: &str) -> Result<Vec<Release>, Error> {
         let rows = sqlx::query(
             "SELECT revision, image, first_applied_at, last_applied_at FROM releases \
              WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY first_applied_at, revision",
@@ -215,14 +201,8 @@ mod tests {
 
     #[test]
     fn passwords_never_leave_redact() {
-        assert_eq!(
-            redact("postgres://nova:s3cret@db:5432/nova"),
-            "postgres://nova:***@db:5432/nova"
-        );
-        assert_eq!(
-            redact("sqlite:///var/lib/nova/state.db"),
-            "sqlite:///var/lib/nova/state.db"
-        );
+        assert_eq!(redact("postgres://nova:s3cret@db:5432/nova"), "postgres://nova:***@db:5432/nova");
+        assert_eq!(redact("sqlite:///var/lib/nova/state.db"), "sqlite:///var/lib/nova/state.db");
     }
 
     #[test]

@@ -45,16 +45,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reconciles = IntCounterVec::new(
-            opts!("nova_reconcile_total", "Reconciles run, by kind."),
-            &["kind"],
-        )
-        .unwrap();
+        let reconciles =
+            IntCounterVec::new(opts!("nova_reconcile_total", "Reconciles run, by kind."), &["kind"]).unwrap();
         let errors = IntCounterVec::new(
-            opts!(
-                "nova_reconcile_errors_total",
-                "Failed reconciles, by kind and error category."
-            ),
+            opts!("nova_reconcile_errors_total", "Failed reconciles, by kind and error category."),
             &["kind", "category"],
         )
         .unwrap();
@@ -62,9 +56,7 @@ impl Metrics {
             histogram_opts!(
                 "nova_reconcile_duration_seconds",
                 "Time one reconcile took, by kind.",
-                vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
-                ]
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
             ),
             &["kind"],
         )
@@ -76,41 +68,25 @@ impl Metrics {
         ] {
             registry.register(c).expect("metrics register once");
         }
-        Self {
-            registry,
-            reconciles,
-            errors,
-            duration,
-        }
+        Self { registry, reconciles, errors, duration }
     }
 
     pub fn reconciled(&self, kind: &str, took: Duration) {
         self.reconciles.with_label_values(&[kind]).inc();
-        self.duration
-            .with_label_values(&[kind])
-            .observe(took.as_secs_f64());
+        self.duration.with_label_values(&[kind]).observe(took.as_secs_f64());
     }
 
     pub fn failed(&self, kind: &str, category: ErrorCategory) {
-        self.errors
-            .with_label_values(&[kind, category.as_str()])
-            .inc();
+        self.errors.with_label_values(&[kind, category.as_str()]).inc();
     }
 
     pub fn render(&self) -> String {
-        TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }
 
 /// JSON logs to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -32,10 +32,7 @@ fn committed_crds_are_the_generated_ones() {
     );
     for (name, yaml) in generated {
         let committed = std::fs::read_to_string(format!("{CRDS_DIR}/{name}")).unwrap();
-        assert!(
-            committed == yaml,
-            "crds/{name} is out of date; run `cargo run -p nova -- crds`"
-        );
+        assert!(committed == yaml, "crds/{name} is out of date; run `cargo run -p nova -- crds`");
     }
 }
 
@@ -44,55 +41,23 @@ fn every_kind_has_the_conventions() {
     for crd in nova::api::crds() {
         let name = crd.metadata.name.clone().unwrap();
         assert_eq!(crd.spec.group, "nova.infra.dev", "{name}");
-        assert!(
-            crd.spec
-                .names
-                .categories
-                .as_ref()
-                .is_some_and(|c| c.contains(&"nova".to_owned())),
-            "{name}"
-        );
-        assert!(
-            crd.spec
-                .names
-                .short_names
-                .as_ref()
-                .is_some_and(|s| !s.is_empty()),
-            "{name}"
-        );
+        assert!(crd.spec.names.categories.as_ref().is_some_and(|c| c.contains(&"nova".to_owned())), "{name}");
+        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()), "{name}");
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some(),
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
             "{name}: status subresource"
         );
         let columns = version.additional_printer_columns.as_ref().unwrap();
         assert!(columns.iter().any(|c| c.name == "Age"), "{name}");
         let schema = serde_json::to_value(version.schema.as_ref().unwrap()).unwrap();
         let status = &schema["openAPIV3Schema"]["properties"]["status"]["properties"];
-        assert!(
-            status["observedGeneration"].is_object(),
-            "{name}: status.observedGeneration"
-        );
+        assert!(status["observedGeneration"].is_object(), "{name}: status.observedGeneration");
         let conds = &status["conditions"];
-        assert_eq!(
-            conds["x-kubernetes-list-type"], "map",
-            "{name}: conditions keyed by type"
-        );
-        assert_eq!(
-            conds["x-kubernetes-list-map-keys"],
-            json!(["type"]),
-            "{name}"
-        );
-        assert_undocumented_fields_absent(
-            &name,
-            "",
-            &schema["openAPIV3Schema"]["properties"]["spec"],
-        );
+        assert_eq!(conds["x-kubernetes-list-type"], "map", "{name}: conditions keyed by type");
+        assert_eq!(conds["x-kubernetes-list-map-keys"], json!(["type"]), "{name}");
+        assert_undocumented_fields_absent(&name, "", &schema["openAPIV3Schema"]["properties"]["spec"]);
     }
 }
 
@@ -102,8 +67,7 @@ fn assert_undocumented_fields_absent(kind: &str, path: &str, schema: &Value) {
         for (field, sub) in props {
             let here = format!("{path}.{field}");
             assert!(
-                sub["description"].as_str().is_some_and(|d| !d.is_empty())
-                    || sub.get("$ref").is_some(),
+                sub["description"].as_str().is_some_and(|d| !d.is_empty()) || sub.get("$ref").is_some(),
                 "{kind}: spec{here} has no description"
             );
             assert_undocumented_fields_absent(kind, &here, sub);
@@ -119,13 +83,9 @@ async fn install_crds(client: &Client) -> Result<Vec<ApiResource>> {
     let mut resources = Vec::new();
     for crd in nova::api::crds() {
         let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("nova-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .with_context(|| format!("the apiserver refused CRD {name}"))?;
+        crds.patch(&name, &PatchParams::apply("nova-test").force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("the apiserver refused CRD {name}"))?;
         tokio::time::timeout(
             Duration::from_secs(30),
             await_condition(crds.clone(), &name, conditions::is_crd_established()),
@@ -145,16 +105,9 @@ async fn install_crds(client: &Client) -> Result<Vec<ApiResource>> {
 }
 
 fn api_for(client: &Client, resources: &[ApiResource], kind: &str, ns: &str) -> Api<DynamicObject> {
-    let ar = resources
-        .iter()
-        .find(|r| r.kind == kind)
-        .expect("known kind");
+    let ar = resources.iter().find(|r| r.kind == kind).expect("known kind");
     let namespaced = !matches!(kind, "Host" | "AcmeIssuer");
-    if namespaced {
-        Api::namespaced_with(client.clone(), ns, ar)
-    } else {
-        Api::all_with(client.clone(), ar)
-    }
+    if namespaced { Api::namespaced_with(client.clone(), ns, ar) } else { Api::all_with(client.clone(), ar) }
 }
 
 fn object(kind: &str, name: &str, spec: Value) -> DynamicObject {
@@ -217,21 +170,9 @@ fn merge(target: &mut Value, patch: Value) {
 /// (kind, spec, a piece of the message the apiserver must give)
 fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
     vec![
-        (
-            "Platform",
-            with("Platform", json!({"image": null})),
-            "spec.image: Required value",
-        ),
-        (
-            "Platform",
-            with("Platform", json!({"replicas": -1})),
-            "spec.replicas",
-        ),
-        (
-            "Platform",
-            with("Platform", json!({"domains": ["Bad_Domain"]})),
-            "spec.domains[0]",
-        ),
+        ("Platform", with("Platform", json!({"image": null})), "spec.image: Required value"),
+        ("Platform", with("Platform", json!({"replicas": -1})), "spec.replicas"),
+        ("Platform", with("Platform", json!({"domains": ["Bad_Domain"]})), "spec.domains[0]"),
         (
             "Platform",
             with("Platform", json!({"tls": {"mode": "Secret"}})),
@@ -239,30 +180,16 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "Platform",
-            with(
-                "Platform",
-                json!({"target": {"kubernetes": {}, "hosts": {"names": ["a"]}}}),
-            ),
+            with("Platform", json!({"target": {"kubernetes": {}, "hosts": {"names": ["a"]}}})),
             "exactly one of target.kubernetes or target.hosts",
         ),
+        ("Platform", with("Platform", json!({"env": [{"name": "1BAD", "value": "x"}]})), "spec.env[0].name"),
         (
             "Platform",
-            with("Platform", json!({"env": [{"name": "1BAD", "value": "x"}]})),
-            "spec.env[0].name",
-        ),
-        (
-            "Platform",
-            with(
-                "Platform",
-                json!({"strategy": {"type": "Rolling", "blueGreen": {}}}),
-            ),
+            with("Platform", json!({"strategy": {"type": "Rolling", "blueGreen": {}}})),
             "only allowed with type BlueGreen",
         ),
-        (
-            "BlueGreenDeployment",
-            json!({}),
-            "exactly one of template or platformRef",
-        ),
+        ("BlueGreenDeployment", json!({}), "exactly one of template or platformRef"),
         (
             "BlueGreenDeployment",
             with("BlueGreenDeployment", json!({"scaleDownDelaySeconds": -5})),
@@ -270,31 +197,17 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "BlueGreenDeployment",
-            with(
-                "BlueGreenDeployment",
-                json!({"autoPromotionEnabled": false, "autoPromotionSeconds": 30}),
-            ),
+            with("BlueGreenDeployment", json!({"autoPromotionEnabled": false, "autoPromotionSeconds": 30})),
             "autoPromotionSeconds needs autoPromotionEnabled",
         ),
         (
             "BlueGreenDeployment",
-            with(
-                "BlueGreenDeployment",
-                json!({"healthCheck": {"expectedStatus": 700}}),
-            ),
+            with("BlueGreenDeployment", json!({"healthCheck": {"expectedStatus": 700}})),
             "spec.healthCheck.expectedStatus",
         ),
-        (
-            "Host",
-            with("Host", json!({"hostKey": null})),
-            "hostKey is required with hostKeyPolicy Pinned",
-        ),
+        ("Host", with("Host", json!({"hostKey": null})), "hostKey is required with hostKeyPolicy Pinned"),
         ("Host", with("Host", json!({"port": 70000})), "spec.port"),
-        (
-            "Host",
-            with("Host", json!({"user": "root; rm -rf /"})),
-            "spec.user",
-        ),
+        ("Host", with("Host", json!({"user": "root; rm -rf /"})), "spec.user"),
         (
             "Host",
             with(
@@ -305,66 +218,26 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "Host",
-            with(
-                "Host",
-                json!({"bootstrap": {"packages": ["nginx; curl evil"]}}),
-            ),
+            with("Host", json!({"bootstrap": {"packages": ["nginx; curl evil"]}})),
             "spec.bootstrap.packages[0]",
         ),
-        (
-            "AcmeIssuer",
-            with(
-                "AcmeIssuer",
-                json!({"server": "http://insecure.example/dir"}),
-            ),
-            "spec.server",
-        ),
-        (
-            "AcmeIssuer",
-            with("AcmeIssuer", json!({"solvers": []})),
-            "give at least one solver",
-        ),
-        (
-            "AcmeIssuer",
-            with("AcmeIssuer", json!({"solvers": [{}]})),
-            "exactly one of http01 or dns01",
-        ),
-        (
-            "AcmeIssuer",
-            with("AcmeIssuer", json!({"email": "not-an-email"})),
-            "spec.email",
-        ),
+        ("AcmeIssuer", with("AcmeIssuer", json!({"server": "http://insecure.example/dir"})), "spec.server"),
+        ("AcmeIssuer", with("AcmeIssuer", json!({"solvers": []})), "give at least one solver"),
+        ("AcmeIssuer", with("AcmeIssuer", json!({"solvers": [{}]})), "exactly one of http01 or dns01"),
+        ("AcmeIssuer", with("AcmeIssuer", json!({"email": "not-an-email"})), "spec.email"),
+        ("TlsCertificate", with("TlsCertificate", json!({"dnsNames": []})), "spec.dnsNames"),
         (
             "TlsCertificate",
-            with("TlsCertificate", json!({"dnsNames": []})),
-            "spec.dnsNames",
-        ),
-        (
-            "TlsCertificate",
-            with(
-                "TlsCertificate",
-                json!({"privateKey": {"algorithm": "RSA", "size": 1024}}),
-            ),
+            with("TlsCertificate", json!({"privateKey": {"algorithm": "RSA", "size": 1024}})),
             "size must be 256 or 384 for ECDSA",
         ),
         (
             "TlsCertificate",
-            with(
-                "TlsCertificate",
-                json!({"renewBefore": "720h", "renewBeforePercentage": 30}),
-            ),
+            with("TlsCertificate", json!({"renewBefore": "720h", "renewBeforePercentage": 30})),
             "renewBefore or renewBeforePercentage, not both",
         ),
-        (
-            "TlsCertificate",
-            with("TlsCertificate", json!({"dnsNames": ["exa mple.com"]})),
-            "spec.dnsNames[0]",
-        ),
-        (
-            "Backup",
-            with("Backup", json!({"schedule": "every day"})),
-            "spec.schedule",
-        ),
+        ("TlsCertificate", with("TlsCertificate", json!({"dnsNames": ["exa mple.com"]})), "spec.dnsNames[0]"),
+        ("Backup", with("Backup", json!({"schedule": "every day"})), "spec.schedule"),
         (
             "Backup",
             with("Backup", json!({"source": {"volume": {"pvc": "data"}}})),
@@ -378,18 +251,11 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "exactly one of s3, pvc or hostPath",
         ),
-        (
-            "Backup",
-            with("Backup", json!({"retention": {"keepLast": -1}})),
-            "spec.retention.keepLast",
-        ),
+        ("Backup", with("Backup", json!({"retention": {"keepLast": -1}})), "spec.retention.keepLast"),
         ("Restore", json!({}), "spec.backupRef: Required value"),
         (
             "Restore",
-            with(
-                "Restore",
-                json!({"artifact": {"id": "a1", "latestVerified": true}}),
-            ),
+            with("Restore", json!({"artifact": {"id": "a1", "latestVerified": true}})),
             "give id, or latestVerified: true, not both",
         ),
         (
@@ -397,11 +263,7 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             with("Restore", json!({"artifact": {"latestVerified": false}})),
             "give id, or latestVerified",
         ),
-        (
-            "AlertRule",
-            json!({}),
-            "give at least one rule group or pack",
-        ),
+        ("AlertRule", json!({}), "give at least one rule group or pack"),
         (
             "AlertRule",
             with(
@@ -420,39 +282,23 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
         ),
         (
             "AlertRule",
-            with(
-                "AlertRule",
-                json!({"routing": {"receivers": [{"name": "r"}]}}),
-            ),
+            with("AlertRule", json!({"routing": {"receivers": [{"name": "r"}]}})),
             "exactly one of slack, email or webhook",
         ),
         (
             "TrainingJob",
-            with(
-                "TrainingJob",
-                json!({"image": "trainer:1", "command": ["python", "train.py"]}),
-            ),
+            with("TrainingJob", json!({"image": "trainer:1", "command": ["python", "train.py"]})),
             "exactly one of image (with command) or trainer",
         ),
+        ("TrainingJob", with("TrainingJob", json!({"workers": 0})), "spec.workers"),
         (
             "TrainingJob",
-            with("TrainingJob", json!({"workers": 0})),
-            "spec.workers",
-        ),
-        (
-            "TrainingJob",
-            with(
-                "TrainingJob",
-                json!({"thermal": {"pauseAboveCelsius": 60, "resumeBelowCelsius": 80}}),
-            ),
+            with("TrainingJob", json!({"thermal": {"pauseAboveCelsius": 60, "resumeBelowCelsius": 80}})),
             "resumeBelowCelsius must be below pauseAboveCelsius",
         ),
         (
             "TrainingJob",
-            with(
-                "TrainingJob",
-                json!({"checkpoint": {"path": "/ckpt", "pvc": "ckpt"}}),
-            ),
+            with("TrainingJob", json!({"checkpoint": {"path": "/ckpt", "pvc": "ckpt"}})),
             "checkpoint.path or checkpoint.pvc, not both",
         ),
     ]
@@ -469,40 +315,25 @@ async fn crds_are_accepted_and_admission_rejects_bad_objects() -> Result<()> {
     for ar in &resources {
         let api = api_for(&client, &resources, &ar.kind, &ns);
         let name = format!("valid-{}", ar.plural);
-        api.create(
-            &PostParams::default(),
-            &object(&ar.kind, &name, valid(&ar.kind)),
-        )
-        .await
-        .with_context(|| format!("valid {} refused", ar.kind))?;
+        api.create(&PostParams::default(), &object(&ar.kind, &name, valid(&ar.kind)))
+            .await
+            .with_context(|| format!("valid {} refused", ar.kind))?;
     }
 
     let mut failures = Vec::new();
     for (i, (kind, spec, expected)) in invalid_cases().into_iter().enumerate() {
         let api = api_for(&client, &resources, kind, &ns);
-        match api
-            .create(
-                &PostParams::default(),
-                &object(kind, &format!("invalid-{i}"), spec.clone()),
-            )
-            .await
-        {
+        match api.create(&PostParams::default(), &object(kind, &format!("invalid-{i}"), spec.clone())).await {
             Ok(_) => failures.push(format!("{kind} #{i} was admitted: {spec}")),
             Err(kube::Error::Api(s)) if s.code == 422 && s.message.contains(expected) => {}
-            Err(e) => failures.push(format!(
-                "{kind} #{i}: expected 422 mentioning {expected:?}, got {e}"
-            )),
+            Err(e) => failures.push(format!("{kind} #{i}: expected 422 mentioning {expected:?}, got {e}")),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     let per_kind = |k: &str| invalid_cases().iter().filter(|c| c.0 == k).count();
     for ar in &resources {
-        assert!(
-            per_kind(&ar.kind) >= 3,
-            "{} has fewer than 3 invalid cases",
-            ar.kind
-        );
+        assert!(per_kind(&ar.kind) >= 3, "{} has fewer than 3 invalid cases", ar.kind);
     }
     Ok(())
 }
@@ -514,22 +345,11 @@ async fn restore_is_immutable() -> Result<()> {
     let resources = install_crds(&client).await?;
     let ns = cp.namespace(&client, "immutable").await?;
     let api = api_for(&client, &resources, "Restore", &ns);
-    api.create(
-        &PostParams::default(),
-        &object("Restore", "r", valid("Restore")),
-    )
-    .await?;
+    api.create(&PostParams::default(), &object("Restore", "r", valid("Restore"))).await?;
     let err = api
-        .patch(
-            "r",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"backupRef": {"name": "other"}}})),
-        )
+        .patch("r", &PatchParams::default(), &Patch::Merge(json!({"spec": {"backupRef": {"name": "other"}}})))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("a Restore cannot be changed"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("a Restore cannot be changed"), "{err}");
     Ok(())
 }

@@ -6,9 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    Conditions, DURATION, HostSelector, SecretKeyRef, conditions_schema, string_map,
-};
+use super::common::{Conditions, DURATION, HostSelector, SecretKeyRef, conditions_schema, string_map};
 
 /// Prometheus rules and where their alerts go.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -27,11 +25,7 @@ use super::common::{
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("size(self.groups) > 0 || size(self.packs) > 0").message("give at least one rule group or pack"))]
 #[serde(rename_all = "camelCase")]
@@ -73,10 +67,7 @@ pub struct RuleGroup {
 #[serde(rename_all = "camelCase")]
 pub struct AlertingRule {
     /// Alert name.
-    #[schemars(
-        length(min = 1, max = 128),
-        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
-    )]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub alert: String,
     /// PromQL expression (parsed by Nova before loading).
     #[schemars(length(min = 1, max = 8192))]
@@ -180,22 +171,13 @@ pub struct SlackReceiver {
 #[serde(rename_all = "camelCase")]
 pub struct EmailReceiver {
     /// Recipient.
-    #[schemars(
-        length(min = 3, max = 254),
-        regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    )]
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
     pub to: String,
     /// Sender.
-    #[schemars(
-        length(min = 3, max = 254),
-        regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    )]
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
     pub from: String,
     /// SMTP `host:port`.
-    #[schemars(
-        length(min = 3, max = 260),
-        regex(pattern = r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$")
-    )]
+    #[schemars(length(min = 3, max = 260), regex(pattern = r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$"))]
     pub smarthost: String,
     /// Secret with keys `username` and `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

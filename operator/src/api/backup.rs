@@ -5,9 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    CRON, Conditions, LocalRef, SecretKeyRef, SecretRef, abs_path_list, conditions_schema,
-};
+use super::common::{CRON, Conditions, LocalRef, SecretKeyRef, SecretRef, abs_path_list, conditions_schema};
 
 /// Scheduled backups of a database, files on a host, or a volume.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -23,21 +21,13 @@ use super::common::{
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastBackup.time"),
-    printcolumn(
-        name = "Verified",
-        type_ = "boolean",
-        json_path = ".status.lastBackup.verified"
-    ),
+    printcolumn(name = "Verified", type_ = "boolean", json_path = ".status.lastBackup.verified"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
@@ -48,10 +38,7 @@ pub struct BackupSpec {
     pub schedule: String,
     /// IANA time zone for the schedule. Default UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$"))]
     pub time_zone: Option<String>,
     /// Pause scheduling; a running backup finishes.
     #[serde(default)]
@@ -92,10 +79,7 @@ pub struct PostgresSource {
     /// Secret key holding a `postgres://` connection URL.
     pub connection_secret_ref: SecretKeyRef,
     /// Database to dump.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$-]*$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$-]*$"))]
     pub database: String,
 }
 
@@ -151,14 +135,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self {
-            keep_last: 7,
-            keep_daily: 0,
-            keep_weekly: 0,
-            keep_monthly: 0,
-            keep_yearly: 0,
-            min_verified: 1,
-        }
+        Self { keep_last: 7, keep_daily: 0, keep_weekly: 0, keep_monthly: 0, keep_yearly: 0, min_verified: 1 }
     }
 }
 
@@ -198,10 +175,7 @@ pub struct S3Destination {
     #[schemars(length(max = 64))]
     pub region: Option<String>,
     /// Bucket name.
-    #[schemars(
-        length(min = 3, max = 63),
-        regex(pattern = r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
-    )]
+    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$"))]
     pub bucket: String,
     /// Key prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,10 +192,7 @@ pub struct HostPathDestination {
     /// The Host.
     pub host_ref: LocalRef,
     /// Absolute directory.
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub path: String,
 }
 
@@ -303,11 +274,7 @@ pub struct BackupStatus {
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a Restore cannot be changed; create a new one"))]
 #[serde(rename_all = "camelCase")]
@@ -338,10 +305,7 @@ pub struct ArtifactChoice {
 
 impl Default for ArtifactChoice {
     fn default() -> Self {
-        Self {
-            id: None,
-            latest_verified: true,
-        }
+        Self { id: None, latest_verified: true }
     }
 }
 

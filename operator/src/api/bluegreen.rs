@@ -16,17 +16,11 @@ use super::common::{Conditions, LocalRef, conditions_schema, one, three, yes};
 pub struct BlueGreenStrategy {
     /// Service that carries production traffic; it selects the active colour.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub active_service: Option<String>,
     /// Service that selects the preview colour, for checks before promotion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     pub preview_service: Option<String>,
     /// Promote the preview automatically once it is healthy. Default true.
     #[serde(default = "yes")]
@@ -89,10 +83,7 @@ fn default_progress_deadline() -> i32 {
 pub struct GateCheck {
     /// Path to request.
     #[serde(default = "root_path")]
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"))]
     pub path: String,
     /// Port to request; defaults to the application's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,22 +168,13 @@ fn thirty() -> i32 {
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activeColor"),
     printcolumn(name = "Preview", type_ = "string", json_path = ".status.previewColor"),
-    printcolumn(
-        name = "Revision",
-        type_ = "string",
-        json_path = ".status.activeRevision",
-        priority = 1
-    ),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.activeRevision", priority = 1),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.template) != has(self.platformRef)").message("give exactly one of template or platformRef"))]
 #[serde(rename_all = "camelCase")]

@@ -59,10 +59,7 @@ pub struct HostSelector {
 pub struct HttpCheck {
     /// Path to request, starting with `/`.
     #[serde(default = "default_health_path")]
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"))]
     pub path: String,
     /// Port to request; defaults to the application's port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -144,8 +141,7 @@ fn schema_from(value: Value) -> schemars::Schema {
 pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
 
 /// A DNS name as a domain or certificate name: lowercase labels, optionally a leading `*.`.
-pub const DOMAIN: &str =
-    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
+pub const DOMAIN: &str = r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]([-a-z0-9]{0,61}[a-z0-9])?$";
 
 pub fn dns_label_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schema_from(json!({
@@ -201,5 +197,4 @@ pub const ABS_PATH: &str = r"^(/[A-Za-z0-9._@+-]+)+/?$|^/$";
 pub const DURATION: &str = r"^([0-9]+(ms|s|m|h|d|w|y))+$";
 
 /// Five-field cron schedule, or a macro such as `@daily`.
-pub const CRON: &str =
-    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";
+pub const CRON: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$";

@@ -31,17 +31,8 @@ use super::common::{Conditions, SecretKeyRef, conditions_schema, dns_label_list,
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "OS",
-        type_ = "string",
-        json_path = ".status.facts.os",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "OS", type_ = "string", json_path = ".status.facts.os", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self.hostKeyPolicy != 'Pinned' || has(self.hostKey)").message("hostKey is required with hostKeyPolicy Pinned (the default); use AcceptNew to record the first key seen"))]
 #[serde(rename_all = "camelCase")]

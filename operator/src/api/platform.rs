@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::bluegreen::BlueGreenStrategy;
-use super::common::{
-    Conditions, HostSelector, HttpCheck, conditions_schema, domain_list, one, string_map,
-};
+use super::common::{Conditions, HostSelector, HttpCheck, conditions_schema, domain_list, one, string_map};
 
 /// A web application: image, replicas, environment, domains, health and where it runs.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -30,11 +28,7 @@ use super::common::{
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
-    printcolumn(
-        name = "Available",
-        type_ = "integer",
-        json_path = ".status.readyReplicas"
-    ),
+    printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(
         name = "Reason",
@@ -42,20 +36,13 @@ use super::common::{
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.tls) || self.tls.mode == 'None' || size(self.domains) > 0").message("tls needs at least one entry in domains"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformSpec {
     /// Container image, e.g. `ghcr.io/acme/shop:1.4.2` (a digest pins it: `...@sha256:...`).
-    #[schemars(
-        length(min = 1, max = 512),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$")
-    )]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$"))]
     pub image: String,
     /// Number of instances. Default 1.
     #[serde(default = "one")]
@@ -120,10 +107,7 @@ pub struct PlatformTls {
     pub mode: TlsMode,
     /// Secret holding `tls.crt` and `tls.key`, with mode Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub secret_name: Option<String>,
     /// AcmeIssuer for mode Auto; default: the issuer annotated as default.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,11 +26,7 @@ use super::common::{
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("size(self.solvers) > 0").message("give at least one solver"))]
 #[serde(rename_all = "camelCase")]
@@ -43,10 +39,7 @@ pub struct AcmeIssuerSpec {
     pub server: String,
     /// Contact email registered with the account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 3, max = 254),
-        regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    )]
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
     pub email: Option<String>,
     /// Secret for the account key (key `tls.key`); generated when absent. Never logged.
     pub account_key_secret_ref: SecretRef,
@@ -115,10 +108,7 @@ pub struct Http01Ingress {
 pub struct Http01Webroot {
     /// Webroot directory. Default `/var/www/acme`.
     #[serde(default = "default_webroot")]
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub path: String,
 }
 
@@ -139,10 +129,7 @@ pub struct Dns01 {
 #[serde(rename_all = "camelCase")]
 pub struct Rfc2136 {
     /// `host:port` of the primary name server.
-    #[schemars(
-        length(min = 1, max = 260),
-        regex(pattern = r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$")
-    )]
+    #[schemars(length(min = 1, max = 260), regex(pattern = r"^[A-Za-z0-9.:\[\]-]+:[0-9]{1,5}$"))]
     pub nameserver: String,
     /// TSIG key name.
     #[schemars(length(min = 1, max = 253))]
@@ -198,16 +185,8 @@ pub struct AcmeIssuerStatus {
     ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "NotAfter", type_ = "date", json_path = ".status.notAfter"),
-    printcolumn(
-        name = "RenewalTime",
-        type_ = "date",
-        json_path = ".status.renewalTime"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "RenewalTime", type_ = "date", json_path = ".status.renewalTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!(has(self.renewBefore) && has(self.renewBeforePercentage))").message("give renewBefore or renewBeforePercentage, not both"))]
 #[serde(rename_all = "camelCase")]
@@ -218,20 +197,14 @@ pub struct TlsCertificateSpec {
     /// The AcmeIssuer that issues it.
     pub issuer_ref: LocalRef,
     /// Secret (type kubernetes.io/tls) that receives tls.crt (full chain), tls.key and ca.crt.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub secret_name: String,
     /// The private key.
     #[serde(default)]
     pub private_key: PrivateKey,
     /// Renew this long before expiry, as a Go duration (`720h`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 32),
-        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
-    )]
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"))]
     pub renew_before: Option<String>,
     /// Renew when this share of the lifetime is left. Default: renew at 2/3 of the lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,11 +237,7 @@ pub struct PrivateKey {
 
 impl Default for PrivateKey {
     fn default() -> Self {
-        Self {
-            algorithm: KeyAlgorithm::Ecdsa,
-            size: 256,
-            rotation_policy: RotationPolicy::Always,
-        }
+        Self { algorithm: KeyAlgorithm::Ecdsa, size: 256, rotation_policy: RotationPolicy::Always }
     }
 }
 

@@ -31,11 +31,7 @@ use super::common::{Conditions, HostSelector, conditions_schema, one, string_map
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         priority = 1
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.trainer)").message("give exactly one of image (with command) or trainer"))]
 #[x_kube(validation = Rule::new("!has(self.image) || size(self.command) > 0").message("image needs a command"))]
@@ -54,10 +50,7 @@ pub struct TrainingJobSpec {
     pub gpus_per_worker: i32,
     /// Container image of an own trainer. Exclusive with trainer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 512),
-        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$")
-    )]
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$"))]
     pub image: Option<String>,
     /// Command of the own trainer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -125,10 +118,7 @@ pub struct BuiltinTrainer {
     /// Model preset.
     pub model: ModelPreset,
     /// Dataset: a built-in name (`synthetic-regression`, `synthetic-classification`) or a path.
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^([a-z0-9-]+|(/[A-Za-z0-9._@+-]+)+)$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^([a-z0-9-]+|(/[A-Za-z0-9._@+-]+)+)$"))]
     pub dataset: String,
     /// Epochs. Default 1.
     #[serde(default = "one")]
@@ -170,10 +160,7 @@ pub enum ModelPreset {
 pub struct Checkpoint {
     /// Directory on the worker (hosts) or inside the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 1024),
-        regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$")
-    )]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub path: Option<String>,
     /// PersistentVolumeClaim for checkpoints (Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,12 +178,7 @@ pub struct Checkpoint {
 
 impl Default for Checkpoint {
     fn default() -> Self {
-        Self {
-            path: None,
-            pvc: None,
-            every_steps: every(),
-            keep_last: 3,
-        }
+        Self { path: None, pvc: None, every_steps: every(), keep_last: 3 }
     }
 }
 
@@ -270,10 +252,7 @@ pub struct Thermal {
 
 impl Default for Thermal {
     fn default() -> Self {
-        Self {
-            pause_above_celsius: hot(),
-            resume_below_celsius: cool(),
-        }
+        Self { pause_above_celsius: hot(), resume_below_celsius: cool() }
     }
 }
 

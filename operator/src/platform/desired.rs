@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
+    IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -46,12 +46,7 @@ pub fn children(p: &Platform) -> Children {
         .annotations
         .get_or_insert_with(Default::default)
         .insert(REVISION_ANNOTATION.into(), revision.clone());
-    Children {
-        deployment: deployment(p, template),
-        service: service(p),
-        ingress: ingress(p),
-        revision,
-    }
+    Children { deployment: deployment(p, template), service: service(p), ingress: ingress(p), revision }
 }
 
 fn labels(p: &Platform) -> BTreeMap<String, String> {
@@ -101,10 +96,7 @@ fn pod_template(p: &Platform) -> PodTemplateSpec {
         pr
     });
     PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels(p)),
-            ..Default::default()
-        }),
+        metadata: Some(ObjectMeta { labels: Some(labels(p)), ..Default::default() }),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "app".into(),
@@ -141,10 +133,7 @@ fn deployment(p: &Platform, template: PodTemplateSpec) -> Deployment {
         metadata: meta(p),
         spec: Some(DeploymentSpec {
             replicas: Some(p.spec.replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector(p)),
-                ..Default::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector(p)), ..Default::default() },
             template,
             ..Default::default()
         }),
@@ -188,10 +177,7 @@ fn ingress(p: &Platform) -> Option<Ingress> {
     let backend = IngressBackend {
         service: Some(IngressServiceBackend {
             name: p.name_any(),
-            port: Some(ServiceBackendPort {
-                number: Some(SERVICE_PORT),
-                ..Default::default()
-            }),
+            port: Some(ServiceBackendPort { number: Some(SERVICE_PORT), ..Default::default() }),
         }),
         ..Default::default()
     };
@@ -221,10 +207,7 @@ fn ingress(p: &Platform) -> Option<Ingress> {
             ingress_class_name: settings.class_name,
             rules: Some(rules),
             tls: tls_secret(p).map(|secret| {
-                vec![IngressTLS {
-                    hosts: Some(p.spec.domains.clone()),
-                    secret_name: Some(secret),
-                }]
+                vec![IngressTLS { hosts: Some(p.spec.domains.clone()), secret_name: Some(secret) }]
             }),
             ..Default::default()
         }),
@@ -237,11 +220,7 @@ pub fn url(p: &Platform) -> String {
     match p.spec.domains.first() {
         Some(domain) if tls_secret(p).is_some() => format!("https://{domain}"),
         Some(domain) => format!("http://{domain}"),
-        None => format!(
-            "http://{}.{}.svc",
-            p.name_any(),
-            p.namespace().unwrap_or_default()
-        ),
+        None => format!("http://{}.{}.svc", p.name_any(), p.namespace().unwrap_or_default()),
     }
 }
 
@@ -301,11 +280,7 @@ pub fn dependencies(p: &Platform) -> Vec<Dependency> {
         && tls.mode == TlsMode::Secret
         && let Some(name) = &tls.secret_name
     {
-        deps.push(Dependency {
-            kind: "Secret",
-            name: name.clone(),
-            field: "spec.tls.secretName".into(),
-        });
+        deps.push(Dependency { kind: "Secret", name: name.clone(), field: "spec.tls.secretName".into() });
     }
     deps
 }
@@ -341,35 +316,18 @@ mod tests {
         let container = &d.template.spec.as_ref().unwrap().containers[0];
         assert_eq!(container.image.as_deref(), Some("ghcr.io/acme/shop:1.0"));
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 9000);
-        let probe = container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
+        let probe = container.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(probe.path.as_deref(), Some("/healthz"));
         assert_eq!(probe.port, IntOrString::Int(9000));
         let owner = &c.deployment.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.controller),
-            ("Platform", Some(true))
-        );
+        assert_eq!((owner.kind.as_str(), owner.controller), ("Platform", Some(true)));
 
         let ing = c.ingress.unwrap();
         let spec = ing.spec.unwrap();
         assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
-        let hosts: Vec<_> = spec
-            .rules
-            .unwrap()
-            .into_iter()
-            .map(|r| r.host.unwrap())
-            .collect();
+        let hosts: Vec<_> = spec.rules.unwrap().into_iter().map(|r| r.host.unwrap()).collect();
         assert_eq!(hosts, ["shop.example.com", "www.shop.example.com"]);
-        assert_eq!(
-            spec.tls.unwrap()[0].secret_name.as_deref(),
-            Some("shop-cert")
-        );
+        assert_eq!(spec.tls.unwrap()[0].secret_name.as_deref(), Some("shop-cert"));
         assert_eq!(url(&p), "https://shop.example.com");
     }
 

@@ -44,26 +44,16 @@ pub fn error_policy(p: Arc<Platform>, err: &Error, _ctx: Arc<Context>) -> Action
 /// pretending.
 fn unsupported(p: &Platform) -> Option<String> {
     if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
-        return Some(
-            "target.hosts is not handled by this version of Nova yet; use target.kubernetes".into(),
-        );
+        return Some("target.hosts is not handled by this version of Nova yet; use target.kubernetes".into());
     }
-    if p.spec
-        .strategy
-        .as_ref()
-        .is_some_and(|s| s.type_ == StrategyType::BlueGreen)
-    {
-        return Some(
-            "strategy BlueGreen is not handled by this version of Nova yet; use Rolling".into(),
-        );
+    if p.spec.strategy.as_ref().is_some_and(|s| s.type_ == StrategyType::BlueGreen) {
+        return Some("strategy BlueGreen is not handled by this version of Nova yet; use Rolling".into());
     }
     None
 }
 
 async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
-    let ns = p
-        .namespace()
-        .ok_or_else(|| Error::InvalidSpec("a Platform is namespaced".into()))?;
+    let ns = p.namespace().ok_or_else(|| Error::InvalidSpec("a Platform is namespaced".into()))?;
     let name = p.name_any();
 
     if let Some(why) = unsupported(p) {
@@ -91,9 +81,7 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     let children = desired::children(p);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployment = deployments
-        .patch(&name, &apply, &Patch::Apply(&children.deployment))
-        .await?;
+    let deployment = deployments.patch(&name, &apply, &Patch::Apply(&children.deployment)).await?;
     Api::<Service>::namespaced(ctx.client.clone(), &ns)
         .patch(&name, &apply, &Patch::Apply(&children.service))
         .await?;
@@ -105,11 +93,7 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         None => delete_if_owned(&ingresses, &name, p).await?,
     }
 
-    if ctx
-        .state
-        .record_release(KIND, &ns, &name, &children.revision, &p.spec.image)
-        .await?
-    {
+    if ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await? {
         let detail = format!("revision {} (image {})", children.revision, p.spec.image);
         ctx.state.audit(KIND, &ns, &name, "apply", &detail).await?;
         publish(ctx, p, EventType::Normal, "RevisionApplied", &detail).await;
@@ -168,9 +152,11 @@ fn rollout_conditions(p: &Platform, d: &Deployment) -> (Vec<Cond>, Option<i32>) 
     let available = status.available_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let ready = status.ready_replicas;
-    let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
-        c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    });
+    let deadline_exceeded = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded"));
     let done = observed && updated >= want && available >= want && total <= want;
     let msg = format!("{available} of {want} replicas available, {updated} updated");
     let conds = if done {
@@ -231,15 +217,9 @@ async fn update_status(
             publish(ctx, p, type_, c.reason, &c.message).await;
         }
     }
-    let api: Api<Platform> =
-        Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
+    let api: Api<Platform> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
+    api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }
 

@@ -40,12 +40,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(mode: Mode) -> Self {
-        Self {
-            mode,
-            state_dir: None,
-            nodes: 3,
-            ready_timeout: Duration::from_secs(120),
-        }
+        Self { mode, state_dir: None, nodes: 3, ready_timeout: Duration::from_secs(120) }
     }
 }
 
@@ -90,10 +85,7 @@ fn sweep_stale_dirs() {
     };
     for entry in entries.flatten() {
         let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
-        let alive = owner
-            .trim()
-            .parse::<u32>()
-            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        let alive = owner.trim().parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }
@@ -108,18 +100,14 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
         .map_err(|e| Error::io("binding a free loopback port", e))?;
     let mut ports = [0u16; N];
     for (port, l) in ports.iter_mut().zip(&listeners) {
-        *port = l
-            .local_addr()
-            .map_err(|e| Error::io("reading a bound port", e))?
-            .port();
+        *port = l.local_addr().map_err(|e| Error::io("reading a bound port", e))?.port();
     }
     Ok(ports)
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
     let path = dir.join(name);
-    std::fs::write(&path, contents)
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    std::fs::write(&path, contents).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     Ok(path)
 }
 
@@ -159,10 +147,7 @@ where
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: what.to_owned(),
-                seconds: timeout.as_secs(),
-            });
+            return Err(Error::Timeout { what: what.to_owned(), seconds: timeout.as_secs() });
         }
     }
 }
@@ -229,11 +214,7 @@ impl ControlPlane {
             let pair = pki.client(user, groups)?;
             let crt = write(&d, &format!("{name}.crt"), &pair.cert_pem)?;
             let key = write(&d, &format!("{name}.key"), &pair.key_pem)?;
-            write(
-                &d,
-                &format!("{name}.kubeconfig"),
-                &kubeconfig_yaml(&server, &ca, &crt, &key, user),
-            )
+            write(&d, &format!("{name}.kubeconfig"), &kubeconfig_yaml(&server, &ca, &crt, &key, user))
         };
         let admin_kc = kubeconfig_for("admin", "nova-admin", &["system:masters"])?;
         let cm_kc = kubeconfig_for("controller-manager", "system:kube-controller-manager", &[])?;
@@ -296,13 +277,8 @@ impl ControlPlane {
         cp.wait_ready("kube-apiserver /readyz", opts.ready_timeout, || {
             let client = client.clone();
             async move {
-                let req = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .expect("request");
-                Ok(client
-                    .request_text(req)
-                    .await
-                    .is_ok_and(|body| body.trim() == "ok"))
+                let req = http::Request::get("/readyz").body(Vec::new()).expect("request");
+                Ok(client.request_text(req).await.is_ok_and(|body| body.trim() == "ok"))
             }
         })
         .await?;
@@ -369,12 +345,7 @@ impl ControlPlane {
     }
 
     fn spawn(&self, name: &'static str, args: Vec<OsString>) -> Result<()> {
-        let proc = Process::start(
-            name,
-            &self.bin.join(name),
-            args,
-            &self.dir.path().join("logs"),
-        )?;
+        let proc = Process::start(name, &self.bin.join(name), args, &self.dir.path().join("logs"))?;
         self.processes.lock().expect("process list").push(proc);
         Ok(())
     }
@@ -400,9 +371,7 @@ impl ControlPlane {
 
     fn first_exited(&self) -> Option<Error> {
         let mut procs = self.processes.lock().expect("process list");
-        procs
-            .iter_mut()
-            .find_map(|p| p.exited().map(|status| p.died(status)))
+        procs.iter_mut().find_map(|p| p.exited().map(|status| p.died(status)))
     }
 
     async fn add_fake_nodes(&self, client: &Client, count: usize) -> Result<()> {
@@ -452,16 +421,11 @@ impl ControlPlane {
     /// A new administrator client. Each test makes its own: a client belongs to the tokio
     /// runtime it was made in, and every `#[tokio::test]` has its own runtime.
     pub async fn client(&self) -> Result<Client> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(|source| Error::Kubeconfig {
-            path: self.kubeconfig.clone(),
-            source,
-        })?;
+        let kc = Kubeconfig::read_from(&self.kubeconfig)
+            .map_err(|source| Error::Kubeconfig { path: self.kubeconfig.clone(), source })?;
         let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await
-            .map_err(|source| Error::Kubeconfig {
-                path: self.kubeconfig.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Kubeconfig { path: self.kubeconfig.clone(), source })?;
         Ok(Client::try_from(config)?)
     }
 
@@ -482,17 +446,9 @@ impl ControlPlane {
             .create_token_request(name, &PostParams::default(), &request)
             .await?
             .status
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "TokenRequest for {namespace}/{name} returned no status"
-                ))
-            })?
+            .ok_or_else(|| Error::Other(format!("TokenRequest for {namespace}/{name} returned no status")))?
             .token
-            .ok_or_else(|| {
-                Error::Other(format!(
-                    "TokenRequest for {namespace}/{name} returned no token"
-                ))
-            })?;
+            .ok_or_else(|| Error::Other(format!("TokenRequest for {namespace}/{name} returned no token")))?;
         let mut config = Config::new(self.server.parse().expect("server URL"));
         config.root_cert = Some(vec![self.ca_der.clone()]);
         config.auth_info.token = Some(token.into());
@@ -505,28 +461,17 @@ impl ControlPlane {
     pub async fn namespace(&self, client: &Client, prefix: &str) -> Result<String> {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns = Namespace {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{prefix}-")),
-                ..Default::default()
-            },
+            metadata: ObjectMeta { generate_name: Some(format!("{prefix}-")), ..Default::default() },
             ..Default::default()
         };
-        let name = namespaces
-            .create(&PostParams::default(), &ns)
-            .await?
-            .metadata
-            .name
-            .expect("generated name");
+        let name =
+            namespaces.create(&PostParams::default(), &ns).await?.metadata.name.expect("generated name");
         if self.mode == Mode::Simulated {
             let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-            wait_until(
-                "the namespace's default ServiceAccount",
-                Duration::from_secs(30),
-                || {
-                    let sas = sas.clone();
-                    async move { Ok(sas.get_opt("default").await?.is_some()) }
-                },
-            )
+            wait_until("the namespace's default ServiceAccount", Duration::from_secs(30), || {
+                let sas = sas.clone();
+                async move { Ok(sas.get_opt("default").await?.is_some()) }
+            })
             .await?;
         }
         Ok(name)
@@ -541,12 +486,7 @@ impl ControlPlane {
 
     /// Name and PID of every component, in start order.
     pub fn pids(&self) -> Vec<(&'static str, u32)> {
-        self.processes
-            .lock()
-            .expect("process list")
-            .iter()
-            .map(|p| (p.name, p.pid()))
-            .collect()
+        self.processes.lock().expect("process list").iter().map(|p| (p.name, p.pid())).collect()
     }
 
     /// Stops every component, newest first, so nothing loses its backend before it stops.

@@ -33,14 +33,8 @@ pub enum Error {
     },
     #[error("generating certificates: {0}")]
     Pki(#[from] rcgen::Error),
-    #[error(
-        "{process} exited before the control plane was ready ({status}); end of its log:\n{log}"
-    )]
-    Exited {
-        process: &'static str,
-        status: ExitStatus,
-        log: String,
-    },
+    #[error("{process} exited before the control plane was ready ({status}); end of its log:\n{log}")]
+    Exited { process: &'static str, status: ExitStatus, log: String },
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { what: String, seconds: u64 },
     #[error("kubeconfig {path}: {source}")]
@@ -57,10 +51,7 @@ pub enum Error {
 
 impl Error {
     fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            what: what.into(),
-            source,
-        }
+        Error::Io { what: what.into(), source }
     }
 }
 
@@ -77,6 +68,5 @@ pub async fn shared(mode: Mode) -> Result<&'static ControlPlane> {
         Mode::ApiServer => &API_SERVER,
         Mode::Simulated => &SIMULATED,
     };
-    cell.get_or_try_init(|| ControlPlane::start(Options::new(mode)))
-        .await
+    cell.get_or_try_init(|| ControlPlane::start(Options::new(mode))).await
 }

@@ -72,20 +72,10 @@ impl Process {
         log_dir: &Path,
     ) -> Result<Self, Error> {
         let log = log_dir.join(format!("{name}.log"));
-        let file =
-            File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let file = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let (reply, rx) = mpsc::sync_channel(1);
-        let job = Job {
-            program: program.to_owned(),
-            args,
-            log: file,
-            reply,
-        };
-        spawner()
-            .lock()
-            .expect("spawner lock")
-            .send(job)
-            .expect("spawner thread is alive");
+        let job = Job { program: program.to_owned(), args, log: file, reply };
+        spawner().lock().expect("spawner lock").send(job).expect("spawner thread is alive");
         let child = rx
             .recv()
             .expect("spawner thread replies")
@@ -104,11 +94,7 @@ impl Process {
 
     /// An error for a component that died early, with the end of its log.
     pub fn died(&mut self, status: ExitStatus) -> Error {
-        Error::Exited {
-            process: self.name,
-            status,
-            log: self.log_tail(4096),
-        }
+        Error::Exited { process: self.name, status, log: self.log_tail(4096) }
     }
 
     pub fn log_tail(&self, bytes: u64) -> String {

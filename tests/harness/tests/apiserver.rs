@@ -45,9 +45,7 @@ async fn configmap_create_get_and_watch() -> Result<()> {
     let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
 
     // Start watching first, so the test sees the events of its own writes.
-    let mut events = watcher(cms.clone(), watcher::Config::default())
-        .applied_objects()
-        .boxed();
+    let mut events = watcher(cms.clone(), watcher::Config::default()).applied_objects().boxed();
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "settings"},
         "data": {"color": "blue"},
@@ -56,21 +54,11 @@ async fn configmap_create_get_and_watch() -> Result<()> {
     let got = cms.get("settings").await?;
     assert_eq!(got.data.unwrap()["color"], "blue");
 
-    cms.patch(
-        "settings",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"color": "green"}})),
-    )
-    .await?;
+    cms.patch("settings", &PatchParams::default(), &Patch::Merge(json!({"data": {"color": "green"}})))
+        .await?;
     let seen = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while let Some(cm) = events.try_next().await? {
-            if cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get("color"))
-                .map(String::as_str)
-                == Some("green")
-            {
+            if cm.data.as_ref().and_then(|d| d.get("color")).map(String::as_str) == Some("green") {
                 return Ok::<_, anyhow::Error>(true);
             }
         }
@@ -108,16 +96,12 @@ async fn crd_cel_rule_rejects_a_violating_object() -> Result<()> {
         },
     }))?;
     crds.create(&PostParams::default(), &crd).await?;
-    let established = await_condition(
-        crds,
-        "ranges.harness.nova.infra.dev",
-        conditions::is_crd_established(),
-    );
+    let established =
+        await_condition(crds, "ranges.harness.nova.infra.dev", conditions::is_crd_established());
     tokio::time::timeout(std::time::Duration::from_secs(30), established).await??;
 
     let gvk = GroupVersionKind::gvk("harness.nova.infra.dev", "v1", "Range");
-    let ranges: Api<DynamicObject> =
-        Api::namespaced_with(client, &ns, &ApiResource::from_gvk(&gvk));
+    let ranges: Api<DynamicObject> = Api::namespaced_with(client, &ns, &ApiResource::from_gvk(&gvk));
     let make = |name: &str, min: i64, max: i64| -> DynamicObject {
         serde_json::from_value(json!({
             "apiVersion": "harness.nova.infra.dev/v1", "kind": "Range",
@@ -125,20 +109,11 @@ async fn crd_cel_rule_rejects_a_violating_object() -> Result<()> {
         }))
         .unwrap()
     };
-    ranges
-        .create(&PostParams::default(), &make("good", 1, 2))
-        .await?;
-    let err = ranges
-        .create(&PostParams::default(), &make("bad", 5, 2))
-        .await
-        .unwrap_err();
+    ranges.create(&PostParams::default(), &make("good", 1, 2)).await?;
+    let err = ranges.create(&PostParams::default(), &make("bad", 5, 2)).await.unwrap_err();
     let status = api_status(err);
     assert_eq!(status.code, 422, "{status:?}");
-    assert!(
-        status.message.contains("min must not exceed max"),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains("min must not exceed max"), "{}", status.message);
     Ok(())
 }
 
@@ -147,45 +122,19 @@ async fn server_side_apply_conflicts_between_field_managers() -> Result<()> {
     let (_, client, ns) = setup("ssa").await?;
     let cms: Api<ConfigMap> = Api::namespaced(client, &ns);
     let doc = |value: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}, "data": {"owner": value}});
-    cms.patch(
-        "shared",
-        &PatchParams::apply("alice"),
-        &Patch::Apply(doc("alice")),
-    )
-    .await?;
-    let err = cms
-        .patch(
-            "shared",
-            &PatchParams::apply("bob"),
-            &Patch::Apply(doc("bob")),
-        )
-        .await
-        .unwrap_err();
+    cms.patch("shared", &PatchParams::apply("alice"), &Patch::Apply(doc("alice"))).await?;
+    let err = cms.patch("shared", &PatchParams::apply("bob"), &Patch::Apply(doc("bob"))).await.unwrap_err();
     let status = api_status(err);
     assert_eq!(status.code, 409, "{status:?}");
     assert!(status.message.contains("conflict"), "{}", status.message);
-    assert!(
-        status.message.contains("alice"),
-        "names the manager owning the field: {}",
-        status.message
-    );
+    assert!(status.message.contains("alice"), "names the manager owning the field: {}", status.message);
 
     // Forcing takes the field over; the value and the managed-fields owner both change.
-    cms.patch(
-        "shared",
-        &PatchParams::apply("bob").force(),
-        &Patch::Apply(doc("bob")),
-    )
-    .await?;
+    cms.patch("shared", &PatchParams::apply("bob").force(), &Patch::Apply(doc("bob"))).await?;
     let cm = cms.get("shared").await?;
     assert_eq!(cm.data.unwrap()["owner"], "bob");
-    let managers: Vec<String> = cm
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let managers: Vec<String> =
+        cm.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
     assert!(managers.contains(&"bob".to_owned()), "{managers:?}");
     Ok(())
 }
@@ -198,37 +147,17 @@ async fn built_kubectl_talks_to_the_control_plane() -> Result<()> {
     );
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), manifest)?;
-    let out = cp
-        .kubectl()
-        .args(["apply", "--server-side", "-f"])
-        .arg(file.path())
-        .output()?;
-    assert!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cp.kubectl().args(["apply", "--server-side", "-f"]).arg(file.path()).output()?;
+    assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
 
-    let cm = Api::<ConfigMap>::namespaced(client, &ns)
-        .get("from-kubectl")
-        .await?;
+    let cm = Api::<ConfigMap>::namespaced(client, &ns).get("from-kubectl").await?;
     assert_eq!(cm.data.unwrap()["k"], "v");
 
     let out = cp.kubectl().args(["version", "-o", "json"]).output()?;
-    assert!(
-        out.status.success(),
-        "kubectl version: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "kubectl version: {}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    assert_eq!(
-        v["clientVersion"]["gitVersion"],
-        test_cluster::pinned_version()
-    );
-    assert_eq!(
-        v["serverVersion"]["gitVersion"],
-        test_cluster::pinned_version()
-    );
+    assert_eq!(v["clientVersion"]["gitVersion"], test_cluster::pinned_version());
+    assert_eq!(v["serverVersion"]["gitVersion"], test_cluster::pinned_version());
     Ok(())
 }
 
@@ -236,22 +165,14 @@ async fn built_kubectl_talks_to_the_control_plane() -> Result<()> {
 async fn service_account_client_is_bound_by_rbac() -> Result<()> {
     let (cp, admin, ns) = setup("rbac").await?;
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "reader"}}))?;
-    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &sa)
-        .await?;
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &sa).await?;
 
     let as_sa = cp.client_for_service_account(&ns, "reader").await?;
     let cms: Api<ConfigMap> = Api::namespaced(as_sa, &ns);
     let err = cms.list(&Default::default()).await.unwrap_err();
     let status = api_status(err);
     assert_eq!(status.code, 403, "{status:?}");
-    assert!(
-        status
-            .message
-            .contains(&format!("system:serviceaccount:{ns}:reader")),
-        "{}",
-        status.message
-    );
+    assert!(status.message.contains(&format!("system:serviceaccount:{ns}:reader")), "{}", status.message);
 
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "read-configmaps"},
@@ -262,12 +183,8 @@ async fn service_account_client_is_bound_by_rbac() -> Result<()> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
         "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
     }))?;
-    Api::<Role>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &role)
-        .await?;
-    Api::<RoleBinding>::namespaced(admin, &ns)
-        .create(&PostParams::default(), &binding)
-        .await?;
+    Api::<Role>::namespaced(admin.clone(), &ns).create(&PostParams::default(), &role).await?;
+    Api::<RoleBinding>::namespaced(admin, &ns).create(&PostParams::default(), &binding).await?;
 
     // RBAC changes reach the authorizer through its informer: wait for the grant, then make
     // sure it is exactly the grant (list yes, create no).

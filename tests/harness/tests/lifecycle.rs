@@ -28,27 +28,15 @@ fn start_probe(ending: &str) -> Result<Probe> {
             break;
         }
     }
-    ensure!(
-        pids.len() == 2,
-        "etcd and kube-apiserver expected, got {pids:?}"
-    );
+    ensure!(pids.len() == 2, "etcd and kube-apiserver expected, got {pids:?}");
     Ok(Probe { child, pids })
 }
 
 /// PIDs among `pids` that `ps` still lists.
 fn alive(pids: &[u32]) -> Result<Vec<u32>> {
-    let list = pids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let out = Command::new("ps")
-        .args(["-o", "pid=", "-p", &list])
-        .output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect())
+    let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let out = Command::new("ps").args(["-o", "pid=", "-p", &list]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
 }
 
 fn await_gone(pids: &[u32]) -> Result<()> {
@@ -58,10 +46,7 @@ fn await_gone(pids: &[u32]) -> Result<()> {
         if left.is_empty() {
             return Ok(());
         }
-        ensure!(
-            Instant::now() < deadline,
-            "orphaned control-plane processes: {left:?}"
-        );
+        ensure!(Instant::now() < deadline, "orphaned control-plane processes: {left:?}");
         std::thread::yield_now();
     }
 }
@@ -77,11 +62,7 @@ fn components_die_when_the_test_binary_panics() -> Result<()> {
 #[test]
 fn components_die_when_the_test_binary_is_killed() -> Result<()> {
     let mut probe = start_probe("wait")?;
-    assert_eq!(
-        alive(&probe.pids)?.len(),
-        2,
-        "components run while their parent lives"
-    );
+    assert_eq!(alive(&probe.pids)?.len(), 2, "components run while their parent lives");
     probe.child.kill()?;
     probe.child.wait()?;
     await_gone(&probe.pids)

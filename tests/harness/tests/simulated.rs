@@ -19,10 +19,7 @@ fn deployment_available() -> impl Condition<Deployment> {
     |d: Option<&Deployment>| {
         d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
             s.available_replicas == Some(2)
-                && s.conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Available" && c.status == "True")
+                && s.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True")
         })
     }
 }
@@ -40,10 +37,7 @@ where
         if check().await? {
             return Ok(());
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
     }
 }
 
@@ -67,41 +61,27 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
             },
         },
     }))?;
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await?;
+    deployments.create(&PostParams::default(), &deployment).await?;
     let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
     }))?;
-    Api::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &svc)
-        .await?;
+    Api::namespaced(client.clone(), &ns).create(&PostParams::default(), &svc).await?;
 
-    tokio::time::timeout(
-        TIMEOUT,
-        await_condition(deployments.clone(), "web", deployment_available()),
-    )
-    .await
-    .context("Deployment never became Available")??;
+    tokio::time::timeout(TIMEOUT, await_condition(deployments.clone(), "web", deployment_available()))
+        .await
+        .context("Deployment never became Available")??;
 
     let running = pods.list(&ListParams::default().labels("app=web")).await?;
     assert_eq!(running.items.len(), 2);
     for pod in &running.items {
         let spec = pod.spec.as_ref().unwrap();
         assert!(
-            spec.node_name
-                .as_deref()
-                .is_some_and(|n| n.starts_with("kwok-node-")),
+            spec.node_name.as_deref().is_some_and(|n| n.starts_with("kwok-node-")),
             "scheduled onto a fake node"
         );
         let status = pod.status.as_ref().unwrap();
-        assert_eq!(
-            status.phase.as_deref(),
-            Some("Running"),
-            "{}",
-            pod.name_any()
-        );
+        assert_eq!(status.phase.as_deref(), Some("Running"), "{}", pod.name_any());
         assert!(status.pod_ip.is_some(), "kwok gives pods an address");
     }
 
@@ -109,9 +89,7 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
     eventually("2 ready endpoints", || {
         let slices = slices.clone();
         async move {
-            let list = slices
-                .list(&ListParams::default().labels("kubernetes.io/service-name=web"))
-                .await?;
+            let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await?;
             let ready = list
                 .items
                 .iter()
@@ -124,18 +102,10 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
     .await?;
 
     // Background deletion: the garbage collector removes the ReplicaSet, then its pods.
-    deployments
-        .delete("web", &DeleteParams::background())
-        .await?;
+    deployments.delete("web", &DeleteParams::background()).await?;
     eventually("pods to be garbage-collected", || {
         let pods = pods.clone();
-        async move {
-            Ok(pods
-                .list(&ListParams::default().labels("app=web"))
-                .await?
-                .items
-                .is_empty())
-        }
+        async move { Ok(pods.list(&ListParams::default().labels("app=web")).await?.items.is_empty()) }
     })
     .await?;
     Ok(())
@@ -145,11 +115,7 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
 async fn kubectl_shows_the_fake_nodes_ready() -> Result<()> {
     let cp = shared(Mode::Simulated).await?;
     let out = cp.kubectl().args(["get", "nodes", "-o", "json"]).output()?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let items = list["items"].as_array().context("items")?;
     assert_eq!(items.len(), 3);

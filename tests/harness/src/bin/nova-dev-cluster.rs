@@ -37,11 +37,7 @@ async fn main() {
         },
         _ = term.recv() => std::process::exit(143),
     };
-    println!(
-        "started in {:.1}s; KUBECONFIG={}",
-        started.elapsed().as_secs_f64(),
-        cp.kubeconfig().display()
-    );
+    println!("started in {:.1}s; KUBECONFIG={}", started.elapsed().as_secs_f64(), cp.kubeconfig().display());
     std::fs::write(&ready, cp.kubeconfig().display().to_string()).expect("writing the ready file");
     tokio::select! {
         _ = term.recv() => {}

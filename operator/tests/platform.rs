@@ -1,0 +1,234 @@
+//! The Platform controller on the simulated cluster: children, readiness, drift, orphans,
+//! deletion, dependencies, printer columns, `kubectl wait`, and RBAC as the chart grants it.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{conditions, wait::await_condition};
+use kube::{Api, Client, ResourceExt};
+use nova::api::Platform;
+use serde_json::json;
+use test_cluster::{ControlPlane, Mode, shared};
+use tokio::sync::oneshot;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn install_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in nova::api::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("nova-test").force(), &Patch::Apply(&crd)).await?;
+        tokio::time::timeout(TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
+            .await??;
+    }
+    Ok(())
+}
+
+/// An operator for one namespace, in this process, stopped when the guard drops.
+struct Operator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), nova::operator::Error>>,
+    _state: tempfile::TempDir,
+}
+
+impl Operator {
+    async fn start(client: Client, ns: &str) -> Result<Self> {
+        let state = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let cfg = nova::operator::Config {
+            state_url: state.path().join("state.db").display().to_string(),
+            http_addr: ([127, 0, 0, 1], port).into(),
+            lease: nova::operator::default_lease(ns.to_owned(), format!("test-{ns}")),
+            concurrency: 4,
+            watch_namespace: Some(ns.to_owned()),
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(nova::operator::run(cfg, client, async move {
+            let _ = rx.await;
+        }));
+        Ok(Self { stop: Some(tx), task, _state: state })
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(TIMEOUT, &mut self.task).await???;
+        Ok(())
+    }
+}
+
+async fn setup(prefix: &str) -> Result<(&'static ControlPlane, Client, String)> {
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, prefix).await?;
+    Ok((cp, client, ns))
+}
+
+fn platform(name: &str, spec: serde_json::Value) -> Platform {
+    serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn condition(p: &Platform, type_: &str) -> Option<(String, String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if check().await? {
+            return Ok(());
+        }
+        ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+fn ready(p: Option<&Platform>) -> bool {
+    p.and_then(|p| condition(p, "Ready")).is_some_and(|c| c.0 == "True")
+}
+
+#[tokio::test]
+async fn platform_lifecycle_children_drift_orphans_and_deletion() -> Result<()> {
+    let (cp, client, ns) = setup("plat").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+
+    let spec = json!({"image": "ghcr.io/acme/shop:1.0", "replicas": 2, "domains": ["shop.example.com"],
+                      "health": {"path": "/healthz"}});
+    platforms.create(&PostParams::default(), &platform("shop", spec)).await?;
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "shop", ready))
+        .await
+        .context("Platform never became Ready")??;
+
+    let p = platforms.get("shop").await?;
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.ready_replicas, Some(2));
+    assert_eq!(status.observed_generation, p.metadata.generation);
+    assert_eq!(status.url.as_deref(), Some("http://shop.example.com"));
+    assert!(status.active_revision.is_some());
+    for owner in [
+        deployments.get("shop").await?.owner_references().to_vec(),
+        services.get("shop").await?.owner_references().to_vec(),
+        ingresses.get("shop").await?.owner_references().to_vec(),
+    ] {
+        assert_eq!(owner[0].uid, p.uid().unwrap(), "children are controlled by the Platform");
+    }
+
+    // kubectl sees the printer columns and `kubectl wait` returns.
+    let out = cp.kubectl().args(["get", "platforms", "-n", &ns]).output()?;
+    let table = String::from_utf8(out.stdout)?;
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "REPLICAS", "AVAILABLE", "URL", "AGE"], "{table}");
+    assert!(table.lines().nth(1).unwrap_or_default().contains("True"), "{table}");
+    let wait = cp
+        .kubectl()
+        .args(["wait", "--for=condition=Ready", "platform/shop", "-n", &ns, "--timeout=30s"])
+        .output()?;
+    assert!(wait.status.success(), "{}", String::from_utf8_lossy(&wait.stderr));
+    let listed = cp.kubectl().args(["get", "nova", "-n", &ns, "-o", "name"]).output()?;
+    assert!(String::from_utf8(listed.stdout)?.contains("platform.nova.infra.dev/shop"));
+
+    // Drift: someone scales the Deployment by hand; Nova puts it back.
+    deployments
+        .patch(
+            "shop",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}})),
+        )
+        .await?;
+    eventually("the hand-made replica count to be reverted", || {
+        let deployments = deployments.clone();
+        async move { Ok(deployments.get("shop").await?.spec.unwrap().replicas == Some(2)) }
+    })
+    .await?;
+
+    // Orphan: the domain goes away, so does the Ingress.
+    platforms
+        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"spec": {"domains": null}})))
+        .await?;
+    eventually("the Ingress to be deleted", || {
+        let ingresses = ingresses.clone();
+        async move { Ok(ingresses.get_opt("shop").await?.is_none()) }
+    })
+    .await?;
+    let p = platforms.get("shop").await?;
+    assert_eq!(p.status.unwrap().url, Some(format!("http://shop.{ns}.svc")));
+
+    // Deleting the Platform removes what it created (garbage collection through owner refs).
+    platforms.delete("shop", &DeleteParams::foreground()).await?;
+    eventually("children to be deleted", || {
+        let (d, s) = (deployments.clone(), services.clone());
+        async move { Ok(d.get_opt("shop").await?.is_none() && s.get_opt("shop").await?.is_none()) }
+    })
+    .await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
+    let (_, client, ns) = setup("deps").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"image": "app:1", "envFrom": [{"secretRef": {"name": "db-credentials"}}]});
+    platforms.create(&PostParams::default(), &platform("api", spec)).await?;
+
+    let degraded =
+        |p: Option<&Platform>| p.and_then(|p| condition(p, "Degraded")).is_some_and(|c| c.0 == "True");
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "api", degraded)).await??;
+    let p = platforms.get("api").await?;
+    let (_, reason, message) = condition(&p, "Degraded").unwrap();
+    assert_eq!(reason, "MissingDependency");
+    assert!(
+        message.contains("\"db-credentials\"") && message.contains("spec.envFrom[0].secretRef"),
+        "{message}"
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("api").await?.is_none(),
+        "nothing is applied while a dependency is missing"
+    );
+
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "db-credentials"},
+                                                      "stringData": {"PASSWORD": "hunter2"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await?;
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "api", ready)).await??;
+    let text = serde_json::to_string(&platforms.get("api").await?.status)?;
+    assert!(!text.contains("hunter2"), "secret values never reach status");
+    op.stop().await
+}
+
+#[tokio::test]
+async fn host_targets_are_refused_honestly() -> Result<()> {
+    let (_, client, ns) = setup("hosts").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"image": "app:1", "target": {"hosts": {"names": ["vps-1"]}}});
+    platforms.create(&PostParams::default(), &platform("edge", spec)).await?;
+    let not_supported =
+        |p: Option<&Platform>| p.and_then(|p| condition(p, "Ready")).is_some_and(|c| c.1 == "NotSupported");
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "edge", not_supported)).await??;
+    assert!(Api::<Deployment>::namespaced(client, &ns).get_opt("edge").await?.is_none());
+    op.stop().await
+}
