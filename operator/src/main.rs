@@ -17,9 +17,9 @@ struct Cli {
 enum Command {
     /// Write the CustomResourceDefinitions as YAML, one file per kind.
     Crds {
-        /// Directory to write into.
-        #[arg(long, default_value = "crds")]
-        out: PathBuf,
+        /// Directories to write into (the repository's crds/ and the Helm chart's crds/).
+        #[arg(long, default_values = ["crds", "charts/nova/crds"])]
+        out: Vec<PathBuf>,
     },
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
     Operator {
@@ -48,8 +48,10 @@ enum Command {
 async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Crds { out } => {
-            for name in nova::crdgen::write(&out).with_context(|| format!("writing {}", out.display()))? {
-                println!("{}", out.join(name).display());
+            for dir in out {
+                for name in nova::crdgen::write(&dir).with_context(|| format!("writing {}", dir.display()))? {
+                    println!("{}", dir.join(name).display());
+                }
             }
         }
         Command::Operator { state, http_addr, lease_namespace, identity, concurrency, watch_namespace } => {

@@ -13,12 +13,21 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use test_cluster::{Mode, shared};
 
-const CRDS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+const CRDS_DIRS: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../crds"),
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova/crds"),
+];
 
 #[test]
 fn committed_crds_are_the_generated_ones() {
+    for dir in CRDS_DIRS {
+        check_generated(dir);
+    }
+}
+
+fn check_generated(dir: &str) {
     let generated = nova::crdgen::render();
-    let mut on_disk: Vec<String> = std::fs::read_dir(CRDS_DIR)
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
         .expect("crds/ exists")
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yaml"))
@@ -31,8 +40,8 @@ fn committed_crds_are_the_generated_ones() {
         "crds/ has other files than `nova crds` writes; run `cargo run -p nova -- crds`"
     );
     for (name, yaml) in generated {
-        let committed = std::fs::read_to_string(format!("{CRDS_DIR}/{name}")).unwrap();
-        assert!(committed == yaml, "crds/{name} is out of date; run `cargo run -p nova -- crds`");
+        let committed = std::fs::read_to_string(format!("{dir}/{name}")).unwrap();
+        assert!(committed == yaml, "{dir}/{name} is out of date; run `cargo run -p nova -- crds`");
     }
 }
 

@@ -1,0 +1,163 @@
+//! The Helm chart: it lints, renders objects the real apiserver accepts, refuses bad values, and
+//! its RBAC is enough for the operator to reconcile a Platform as the chart's ServiceAccount.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use kube::api::PostParams;
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+use nova::api::Platform;
+use serde_json::json;
+use test_cluster::{ControlPlane, Mode, shared};
+use tokio::sync::oneshot;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova");
+
+fn helm() -> Result<Command> {
+    Ok(Command::new(test_cluster::bin_dir()?.join("helm")))
+}
+
+fn render(namespace: &str, extra: &[&str]) -> Result<std::process::Output> {
+    Ok(helm()?
+        .args(["template", "nova", CHART, "--namespace", namespace, "--include-crds"])
+        .args(extra)
+        .output()?)
+}
+
+fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &[u8]) -> Result<std::process::Output> {
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(input)?;
+    Ok(child.wait_with_output()?)
+}
+
+#[test]
+fn chart_lints() -> Result<()> {
+    let out = helm()?.args(["lint", "--strict", CHART]).output()?;
+    ensure!(
+        out.status.success(),
+        "helm lint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_values_are_refused_with_a_reason() -> Result<()> {
+    let out = render("nova-system", &["--set", "metrics.port=80"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/metrics/port") && err.contains("1,024"), "{err}");
+
+    let out = render("nova-system", &["--set", "replicaCount=2"])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a shared state database"));
+
+    let out = render(
+        "nova-system",
+        &["--set", "replicaCount=2", "--set", "state.postgres.existingSecret=nova-db"],
+    )?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test]
+async fn rendered_chart_passes_server_side_dry_run() -> Result<()> {
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    let ns = cp.namespace(&client, "chart").await?;
+    for extra in
+        [&[][..], &["--set", "watchNamespace=apps", "--set", "state.sqlite.existingClaim=nova-state"][..]]
+    {
+        let out = render(&ns, extra)?;
+        ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let applied = kubectl_stdin(cp, &["apply", "--dry-run=server", "-f", "-"], &out.stdout)?;
+        ensure!(applied.status.success(), "dry-run refused: {}", String::from_utf8_lossy(&applied.stderr));
+        let text = String::from_utf8(applied.stdout)?;
+        assert!(text.contains("deployment.apps/nova created (server dry run)"), "{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn chart_rbac_is_enough_to_reconcile_a_platform() -> Result<()> {
+    let cp = shared(Mode::Simulated).await?;
+    let admin = cp.client().await?;
+    let release_ns = cp.namespace(&admin, "nova-system").await?;
+    let apps_ns = cp.namespace(&admin, "apps").await?;
+
+    // Install what the chart installs, except the operator Deployment: the operator runs here,
+    // in the test, with the chart's ServiceAccount token.
+    let out = render(&release_ns, &[])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifests = String::from_utf8(out.stdout)?;
+    let without_deployment: Vec<&str> =
+        manifests.split("\n---").filter(|doc| !doc.contains("\nkind: Deployment")).collect();
+    let applied = kubectl_stdin(
+        cp,
+        &["apply", "--server-side", "-f", "-"],
+        without_deployment.join("\n---").as_bytes(),
+    )?;
+    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+
+    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cfg = nova::operator::Config {
+        state_url: state.path().join("state.db").display().to_string(),
+        http_addr: ([127, 0, 0, 1], port).into(),
+        lease: nova::operator::default_lease(release_ns.clone(), "rbac-test".into()),
+        concurrency: 2,
+        watch_namespace: None,
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
+        let _ = stopped.await;
+    }));
+
+    let platforms: Api<Platform> = Api::namespaced(admin.clone(), &apps_ns);
+    let p: Platform = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "web"},
+        "spec": {"image": "nginx:1.27", "replicas": 1, "domains": ["web.example.com"]},
+    }))?;
+    platforms.create(&PostParams::default(), &p).await?;
+    let ready = |p: Option<&Platform>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let waited =
+        tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "web", ready)).await;
+    if waited.is_err() {
+        let _ = stop.send(());
+        let result = operator.await?;
+        anyhow::bail!("not Ready under the chart's RBAC; operator ended with {result:?}");
+    }
+
+    // Removing the domain makes the operator delete the Ingress: the delete verb is granted too.
+    platforms
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"domains": null}})),
+        )
+        .await?;
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin, &apps_ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    while ingresses.get_opt("web").await?.is_some() {
+        ensure!(std::time::Instant::now() < deadline, "the Ingress was not deleted under the chart's RBAC");
+        tick.tick().await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    Ok(())
+}
