@@ -1,0 +1,126 @@
+//! Two `nova operator` processes: one leads and reconciles, the other waits; when the leader is
+//! killed, the other takes the Lease and carries on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::PostParams;
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+use nova::api::Platform;
+use serde_json::json;
+use test_cluster::{ControlPlane, Mode, shared};
+
+struct OperatorProcess {
+    identity: String,
+    port: u16,
+    child: Child,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(cp: &ControlPlane, ns: &str, identity: &str) -> Result<OperatorProcess> {
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(env!("CARGO_BIN_EXE_nova"))
+        .args(["operator", "--lease-namespace", ns, "--watch-namespace", ns, "--identity", identity])
+        .arg("--state")
+        .arg(state.path().join("state.db"))
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(OperatorProcess { identity: identity.into(), port, child, _state: state })
+}
+
+/// GET a path on the operator's HTTP port; None while it is not listening.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+async fn holder(client: &Client, ns: &str) -> Result<Option<String>> {
+    let lease = Api::<Lease>::namespaced(client.clone(), ns).get_opt("nova-operator").await?;
+    Ok(lease.and_then(|l| l.spec).and_then(|s| s.holder_identity))
+}
+
+async fn wait_for_holder(client: &Client, ns: &str, among: &[&str], within: Duration) -> Result<String> {
+    let deadline = Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Some(h) = holder(client, ns).await?
+            && among.contains(&h.as_str())
+        {
+            return Ok(h);
+        }
+        ensure!(Instant::now() < deadline, "no leader among {among:?} after {within:?}");
+    }
+}
+
+fn ready(p: Option<&Platform>) -> bool {
+    p.and_then(|p| p.status.as_ref())
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn create_and_await_ready(platforms: &Api<Platform>, name: &str) -> Result<()> {
+    let p: Platform = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform", "metadata": {"name": name},
+        "spec": {"image": "nginx:1.27"},
+    }))?;
+    platforms.create(&PostParams::default(), &p).await?;
+    tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), name, ready)).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn standby_takes_over_when_the_leader_dies() -> Result<()> {
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    let crds = nova::api::crds();
+    let crd_api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap();
+        crd_api.patch(&name, &kube::api::PatchParams::apply("nova-test").force(), &kube::api::Patch::Apply(crd)).await?;
+    }
+    let ns = cp.namespace(&client, "leader").await?;
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+
+    let mut a = Some(spawn(cp, &ns, "replica-a")?);
+    let mut b = Some(spawn(cp, &ns, "replica-b")?);
+    let first = wait_for_holder(&client, &ns, &["replica-a", "replica-b"], Duration::from_secs(60)).await?;
+    create_and_await_ready(&platforms, "before").await?;
+
+    let (leader, standby) = if first == "replica-a" { (a.take(), b.take()) } else { (b.take(), a.take()) };
+    let (mut leader, standby) = (leader.unwrap(), standby.unwrap());
+    // Only the leader reconciles: the standby has recorded no reconcile at all.
+    let standby_metrics = get(standby.port, "/metrics").unwrap_or_default();
+    assert!(standby_metrics.contains("200 OK"), "the standby serves metrics: {standby_metrics}");
+    assert!(!standby_metrics.contains("nova_reconcile_total{"), "the standby must not reconcile");
+    let leader_metrics = get(leader.port, "/metrics").unwrap_or_default();
+    assert!(leader_metrics.contains("nova_reconcile_total{kind=\"Platform\"}"), "{leader_metrics}");
+
+    leader.child.kill()?;
+    leader.child.wait()?;
+    // The dead leader's lease expires after its 15 s duration; the standby renews every 2 s.
+    let next = wait_for_holder(&client, &ns, &[&standby.identity], Duration::from_secs(40)).await?;
+    assert_eq!(next, standby.identity);
+    create_and_await_ready(&platforms, "after").await?;
+    Ok(())
+}
