@@ -64,6 +64,8 @@ impl State {
         let max = if url.starts_with("sqlite:") { 1 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // Fail a start against an unreachable database within seconds, not half a minute.
+            .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(&url)
             .await
             .map_err(|source| Error::Connect { url: redact(&url), source })?;

@@ -93,11 +93,14 @@ async fn standby_takes_over_when_the_leader_dies() -> Result<()> {
     let cp = shared(Mode::Simulated).await?;
     let client = cp.client().await?;
     let crds = nova::api::crds();
-    let crd_api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
+    let crd_api: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
     for crd in &crds {
         let name = crd.metadata.name.clone().unwrap();
-        crd_api.patch(&name, &kube::api::PatchParams::apply("nova-test").force(), &kube::api::Patch::Apply(crd)).await?;
+        crd_api
+            .patch(&name, &kube::api::PatchParams::apply("nova-test").force(), &kube::api::Patch::Apply(crd))
+            .await?;
     }
     let ns = cp.namespace(&client, "leader").await?;
     let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);

@@ -13,6 +13,7 @@
 mod binaries;
 mod cluster;
 mod pki;
+pub mod postgres;
 mod process;
 
 use std::path::PathBuf;

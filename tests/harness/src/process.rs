@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use crate::Error;
 
 struct Job {
+    user: Option<String>,
     program: PathBuf,
     args: Vec<OsString>,
     log: File,
@@ -36,10 +37,12 @@ fn spawner() -> &'static Mutex<mpsc::Sender<Job>> {
                 for job in rx {
                     let stderr = job.log.try_clone();
                     let child = stderr.and_then(|stderr| {
-                        Command::new("setpriv")
-                            .arg("--pdeathsig")
-                            .arg("KILL")
-                            .arg("--")
+                        let mut cmd = Command::new("setpriv");
+                        cmd.arg("--pdeathsig").arg("KILL");
+                        if let Some(user) = &job.user {
+                            cmd.args(["--reuid", user, "--regid", user, "--init-groups"]);
+                        }
+                        cmd.arg("--")
                             .arg(&job.program)
                             .args(&job.args)
                             .stdin(Stdio::null())
@@ -71,10 +74,21 @@ impl Process {
         args: Vec<OsString>,
         log_dir: &Path,
     ) -> Result<Self, Error> {
+        Self::start_as(name, None, program, args, log_dir)
+    }
+
+    /// Like [`Process::start`], as another user (for servers that refuse to run as root).
+    pub fn start_as(
+        name: &'static str,
+        user: Option<&str>,
+        program: &Path,
+        args: Vec<OsString>,
+        log_dir: &Path,
+    ) -> Result<Self, Error> {
         let log = log_dir.join(format!("{name}.log"));
         let file = File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let (reply, rx) = mpsc::sync_channel(1);
-        let job = Job { program: program.to_owned(), args, log: file, reply };
+        let job = Job { user: user.map(str::to_owned), program: program.to_owned(), args, log: file, reply };
         spawner().lock().expect("spawner lock").send(job).expect("spawner thread is alive");
         let child = rx
             .recv()

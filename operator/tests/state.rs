@@ -1,0 +1,58 @@
+//! The state database on both backends: SQLite (a file) and a real PostgreSQL server.
+
+use anyhow::Result;
+use nova::state::State;
+use test_cluster::postgres::Postgres;
+
+async fn exercise(state: &State) -> Result<()> {
+    assert!(
+        state.record_release("Platform", "prod", "shop", "aaa111", "shop:1").await?,
+        "first apply is new"
+    );
+    assert!(!state.record_release("Platform", "prod", "shop", "aaa111", "shop:1").await?, "re-apply is not");
+    assert!(state.record_release("Platform", "prod", "shop", "bbb222", "shop:2").await?);
+    state.record_release("Platform", "prod", "other", "ccc333", "other:1").await?;
+
+    let releases = state.releases("Platform", "prod", "shop").await?;
+    let revisions: Vec<&str> = releases.iter().map(|r| r.revision.as_str()).collect();
+    assert_eq!(revisions, ["aaa111", "bbb222"]);
+    assert_eq!(releases[1].image, "shop:2");
+    assert!(releases[0].last_applied_at >= releases[0].first_applied_at);
+
+    state.audit("Platform", "prod", "shop", "apply", "revision aaa111").await?;
+    state.audit("Platform", "prod", "shop", "apply", "revision bbb222").await?;
+    let log = state.audit_log("Platform", "prod", "shop").await?;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].detail, "revision bbb222");
+    assert!(state.audit_log("Platform", "prod", "nobody").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_file_keeps_history_across_connections() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.db").display().to_string();
+    exercise(&State::connect(&path).await?).await?;
+    // A second connection (an operator restart) sees the same history; migrations are not rerun.
+    let again = State::connect(&path).await?;
+    assert_eq!(again.releases("Platform", "prod", "shop").await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_server_holds_the_same_state() -> Result<()> {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await??;
+    exercise(&State::connect(pg.url()).await?).await?;
+    let again = State::connect(pg.url()).await?;
+    assert_eq!(again.releases("Platform", "prod", "shop").await?.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_errors_do_not_leak_the_password() -> Result<()> {
+    let err = State::connect("postgres://nova:topsecret@127.0.0.1:1/nova").await.unwrap_err();
+    let text = err.to_string();
+    assert!(!text.contains("topsecret"), "{text}");
+    assert!(text.contains("nova:***@127.0.0.1:1"), "{text}");
+    Ok(())
+}
