@@ -1,5 +1,7 @@
 //! The `nova` command.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,6 +44,19 @@ enum Command {
         #[arg(long, env = "NOVA_WATCH_NAMESPACE")]
         watch_namespace: Option<String>,
     },
+    /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// N Platforms through the operator vs. the same Deployments and Services by a plain client.
+    Platforms {
+        /// How many.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
 }
 
 #[tokio::main]
@@ -70,6 +85,11 @@ async fn main() -> Result<()> {
                 watch_namespace,
             };
             nova::operator::run(cfg, client, shutdown_signal()).await?;
+        }
+        Command::Bench(Bench::Platforms { count }) => {
+            let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
+            let report = bench::platforms(client, count).await?;
+            println!("{}", report.markdown());
         }
     }
     Ok(())

@@ -296,6 +296,9 @@ impl ControlPlane {
                     format!("--cluster-signing-cert-file={}", ca.display()),
                     format!("--cluster-signing-key-file={}", ca_key.display()),
                     "--profiling=false".into(),
+                    // The default 20 requests/s would make workload tests wait on client-side throttling.
+                    "--kube-api-qps=200".into(),
+                    "--kube-api-burst=400".into(),
                 ]),
             )?;
             cp.spawn(
@@ -305,6 +308,8 @@ impl ControlPlane {
                     "--secure-port=0".into(),
                     "--leader-elect=false".into(),
                     "--profiling=false".into(),
+                    "--kube-api-qps=200".into(),
+                    "--kube-api-burst=400".into(),
                 ]),
             )?;
             cp.spawn(
@@ -390,8 +395,8 @@ impl ControlPlane {
                     },
                 },
                 "status": {
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "250"},
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "250"},
+                    "capacity": {"cpu": "256", "memory": "1Ti", "pods": "2000"},
+                    "allocatable": {"cpu": "256", "memory": "1Ti", "pods": "2000"},
                 },
             }))
             .expect("node manifest");
