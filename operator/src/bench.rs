@@ -21,6 +21,7 @@ const PARALLEL_WRITES: usize = 16;
 #[derive(Debug)]
 pub struct Report {
     pub count: usize,
+    pub concurrency: u16,
     pub nova_seconds: f64,
     pub nova_reconciles: u64,
     pub nova_peak_rss_mib: f64,
@@ -32,11 +33,12 @@ impl Report {
         format!(
             "| what | Nova operator | plain client (baseline) | ratio |\n|---|---|---|---|\n\
              | {n} Platforms → all Ready / {n} Deployments+Services → all Available | {:.1} s | {:.1} s | {:.2}× |\n\
-             | reconciles | {} ({:.0}/s) | – | – |\n\
+             | reconciles (operator concurrency {}) | {} ({:.0}/s) | – | – |\n\
              | operator peak RSS | {:.0} MiB | – | – |\n",
             self.nova_seconds,
             self.plain_seconds,
             self.nova_seconds / self.plain_seconds,
+            self.concurrency,
             self.nova_reconciles,
             self.nova_reconciles as f64 / self.nova_seconds,
             self.nova_peak_rss_mib,
@@ -154,12 +156,13 @@ async fn metric(port: u16, name: &str) -> anyhow::Result<u64> {
         .sum::<f64>() as u64)
 }
 
-async fn nova(client: &Client, count: usize) -> anyhow::Result<(f64, u64, f64)> {
+async fn nova(client: &Client, count: usize, concurrency: u16) -> anyhow::Result<(f64, u64, f64)> {
     let ns = namespace(client, "bench-nova").await?;
     let state = tempfile_dir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let child = Command::new(std::env::current_exe()?)
-        .args(["operator", "--watch-namespace", &ns, "--lease-namespace", &ns, "--concurrency", "16"])
+        .args(["operator", "--watch-namespace", &ns, "--lease-namespace", &ns])
+        .args(["--concurrency", &concurrency.to_string()])
         .arg("--state")
         .arg(state.join("state.db"))
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
@@ -206,11 +209,11 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
 }
 
 /// Runs both sides, plain client first, on the same cluster.
-pub async fn platforms(client: Client, count: usize) -> anyhow::Result<Report> {
+pub async fn platforms(client: Client, count: usize, concurrency: u16) -> anyhow::Result<Report> {
     install_crds(&client).await?;
     eprintln!("plain client: {count} Deployments + Services ...");
     let plain_seconds = plain_client(&client, count).await?;
     eprintln!("nova: {count} Platforms ...");
-    let (nova_seconds, nova_reconciles, nova_peak_rss_mib) = nova(&client, count).await?;
-    Ok(Report { count, nova_seconds, nova_reconciles, nova_peak_rss_mib, plain_seconds })
+    let (nova_seconds, nova_reconciles, nova_peak_rss_mib) = nova(&client, count, concurrency).await?;
+    Ok(Report { count, concurrency, nova_seconds, nova_reconciles, nova_peak_rss_mib, plain_seconds })
 }

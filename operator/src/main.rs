@@ -56,6 +56,9 @@ enum Bench {
         /// How many.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// The operator's --concurrency.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u16,
     },
 }
 
@@ -86,9 +89,9 @@ async fn main() -> Result<()> {
             };
             nova::operator::run(cfg, client, shutdown_signal()).await?;
         }
-        Command::Bench(Bench::Platforms { count }) => {
+        Command::Bench(Bench::Platforms { count, concurrency }) => {
             let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
-            let report = bench::platforms(client, count).await?;
+            let report = bench::platforms(client, count, concurrency).await?;
             println!("{}", report.markdown());
         }
     }

@@ -62,8 +62,20 @@ impl State {
         let url = database_url(url);
         // SQLite allows one writer; more connections only queue on its lock.
         let max = if url.starts_with("sqlite:") { 1 } else { 8 };
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL with synchronous=NORMAL: durable across process crashes, one
+                        // fsync per checkpoint instead of one per write.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             // Fail a start against an unreachable database within seconds, not half a minute.
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect(&url)

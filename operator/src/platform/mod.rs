@@ -93,10 +93,14 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         None => delete_if_owned(&ingresses, &name, p).await?,
     }
 
-    if ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await? {
+    // The database is written on a new revision only, not on every steady-state reconcile.
+    let known = p.status.as_ref().and_then(|s| s.active_revision.as_ref()) == Some(&children.revision);
+    if !known {
+        let first_time = ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await?;
+        let (action, reason) = if first_time { ("apply", "RevisionApplied") } else { ("reapply", "RevisionReapplied") };
         let detail = format!("revision {} (image {})", children.revision, p.spec.image);
-        ctx.state.audit(KIND, &ns, &name, "apply", &detail).await?;
-        publish(ctx, p, EventType::Normal, "RevisionApplied", &detail).await;
+        ctx.state.audit(KIND, &ns, &name, action, &detail).await?;
+        publish(ctx, p, EventType::Normal, reason, &detail).await;
     }
 
     let (conds, ready_replicas) = rollout_conditions(p, &deployment);
