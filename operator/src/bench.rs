@@ -116,7 +116,10 @@ async fn plain_client(client: &Client, count: usize) -> anyhow::Result<f64> {
         .await?;
     wait_all(|| {
         let deployments = deployments.clone();
-        async move { Ok(deployments.list(&ListParams::default()).await?.items.iter().filter(|d| available(d)).count() >= count) }
+        async move {
+            Ok(deployments.list(&ListParams::default()).await?.items.iter().filter(|d| available(d)).count()
+                >= count)
+        }
     })
     .await?;
     let took = started.elapsed().as_secs_f64();
@@ -187,7 +190,11 @@ async fn nova(client: &Client, count: usize, concurrency: u16) -> anyhow::Result
             let ready = list
                 .items
                 .iter()
-                .filter(|p| p.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
+                .filter(|p| {
+                    p.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
                 .count();
             Ok(ready >= count)
         }

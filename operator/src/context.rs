@@ -1,7 +1,13 @@
 //! What every controller shares, and the error type reconciles return.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::runtime::reflector::Store;
 
 use kube::Client;
 use kube::runtime::controller::Action;
@@ -13,18 +19,31 @@ use crate::telemetry::{ErrorCategory, Metrics};
 /// The one field manager Nova applies with.
 pub const FIELD_MANAGER: &str = "nova";
 
+/// Caches of the objects Nova owns, fed by the same watches that trigger reconciles. Reading
+/// them costs no API request, so a reconcile with nothing to change writes nothing.
+#[derive(Clone)]
+pub struct ChildStores {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub ingresses: Store<Ingress>,
+}
+
 pub struct Context {
     pub client: Client,
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub state: State,
+    pub children: ChildStores,
+    /// Per owner UID, the generation whose children were last applied in full. Only in memory:
+    /// after a restart everything is applied once again.
+    pub applied: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, state: State) -> Arc<Self> {
+    pub fn new(client: Client, metrics: Metrics, state: State, children: ChildStores) -> Arc<Self> {
         let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Arc::new(Self { client, metrics, recorder, state })
+        Arc::new(Self { client, metrics, recorder, state, children, applied: Mutex::new(HashMap::new()) })
     }
 }
 

@@ -11,12 +11,12 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::{conditions, wait::await_condition, watcher};
+use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::Platform;
-use crate::context::Context;
+use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
 use crate::telemetry::Metrics;
@@ -82,8 +82,7 @@ pub async fn run(
         r = &mut server => return Err(Error::Http(http_addr, server_error(r))),
     }
 
-    let ctx = Context::new(client.clone(), metrics, state);
-    let controllers = run_controllers(client.clone(), ctx, &cfg, stopping());
+    let controllers = run_controllers(client.clone(), metrics, state, &cfg, stopping());
     tokio::select! {
         _ = controllers => {
             elector.release().await;
@@ -128,16 +127,31 @@ where
 
 async fn run_controllers(
     client: Client,
-    ctx: Arc<Context>,
+    metrics: Metrics,
+    state: State,
     cfg: &Config,
     stopping: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = cfg.watch_namespace.as_deref();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nova");
+    // One watch per child type: it fills the store and then triggers the owner's reconcile, so
+    // a reconcile always sees the change that triggered it.
+    let (deployments, dw) = reflector::store();
+    let (services, sw) = reflector::store();
+    let (ingresses, iw) = reflector::store();
+    let dstream = reflector(dw, watcher(api::<Deployment>(&client, ns), owned.clone()))
+        .default_backoff()
+        .touched_objects();
+    let sstream = reflector(sw, watcher(api::<Service>(&client, ns), owned.clone()))
+        .default_backoff()
+        .touched_objects();
+    let istream =
+        reflector(iw, watcher(api::<Ingress>(&client, ns), owned)).default_backoff().touched_objects();
+    let ctx = Context::new(client.clone(), metrics, state, ChildStores { deployments, services, ingresses });
     Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
-        .owns(api::<Deployment>(&client, ns), owned.clone())
-        .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<Ingress>(&client, ns), owned)
+        .owns_stream(dstream)
+        .owns_stream(sstream)
+        .owns_stream(istream)
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stopping)
         .run(platform::reconcile, platform::error_policy, ctx)

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -20,6 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+use crate::drift;
 
 const KIND: &str = "Platform";
 
@@ -80,24 +82,42 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
 
     let children = desired::children(p);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
+    // After a spec change (or a restart) everything is applied; otherwise only what drifted.
+    let generation = p.metadata.generation.unwrap_or_default();
+    let uid = p.uid().unwrap_or_default();
+    let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployment = deployments.patch(&name, &apply, &Patch::Apply(&children.deployment)).await?;
-    Api::<Service>::namespaced(ctx.client.clone(), &ns)
-        .patch(&name, &apply, &Patch::Apply(&children.service))
-        .await?;
+    let live = ctx.children.deployments.get(&ObjectRef::new(&name).within(&ns));
+    let deployment = match live {
+        Some(live) if settled && drift::matches(&children.deployment, &*live) => (*live).clone(),
+        _ => deployments.patch(&name, &apply, &Patch::Apply(&children.deployment)).await?,
+    };
+    let live = ctx.children.services.get(&ObjectRef::new(&name).within(&ns));
+    if !(settled && live.is_some_and(|l| drift::matches(&children.service, &*l))) {
+        Api::<Service>::namespaced(ctx.client.clone(), &ns)
+            .patch(&name, &apply, &Patch::Apply(&children.service))
+            .await?;
+    }
     let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ns);
+    let live = ctx.children.ingresses.get(&ObjectRef::new(&name).within(&ns));
     match &children.ingress {
         Some(ing) => {
-            ingresses.patch(&name, &apply, &Patch::Apply(ing)).await?;
+            if !(settled && live.is_some_and(|l| drift::matches(ing, &*l))) {
+                ingresses.patch(&name, &apply, &Patch::Apply(ing)).await?;
+            }
         }
+        None if settled && live.is_none() => {}
         None => delete_if_owned(&ingresses, &name, p).await?,
     }
+    ctx.applied.lock().expect("applied map").insert(uid, generation);
 
     // The database is written on a new revision only, not on every steady-state reconcile.
     let known = p.status.as_ref().and_then(|s| s.active_revision.as_ref()) == Some(&children.revision);
     if !known {
-        let first_time = ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await?;
-        let (action, reason) = if first_time { ("apply", "RevisionApplied") } else { ("reapply", "RevisionReapplied") };
+        let first_time =
+            ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await?;
+        let (action, reason) =
+            if first_time { ("apply", "RevisionApplied") } else { ("reapply", "RevisionReapplied") };
         let detail = format!("revision {} (image {})", children.revision, p.spec.image);
         ctx.state.audit(KIND, &ns, &name, action, &detail).await?;
         publish(ctx, p, EventType::Normal, reason, &detail).await;
