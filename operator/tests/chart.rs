@@ -151,12 +151,15 @@ async fn chart_rbac_is_enough_to_reconcile_a_platform() -> Result<()> {
         )
         .await?;
     let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin, &apps_ns);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    while ingresses.get_opt("web").await?.is_some() {
-        ensure!(std::time::Instant::now() < deadline, "the Ingress was not deleted under the chart's RBAC");
-        tick.tick().await;
-    }
+    test_cluster::eventually(
+        "the Ingress to be deleted under the chart's RBAC",
+        Duration::from_secs(30),
+        || {
+            let ingresses = ingresses.clone();
+            async move { Ok::<_, kube::Error>(ingresses.get_opt("web").await?.is_none()) }
+        },
+    )
+    .await?;
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     Ok(())

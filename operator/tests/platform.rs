@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -13,7 +13,7 @@ use kube::runtime::{conditions, wait::await_condition};
 use kube::{Api, Client, ResourceExt};
 use nova::api::Platform;
 use serde_json::json;
-use test_cluster::{ControlPlane, Mode, shared};
+use test_cluster::{ControlPlane, Mode, eventually, shared};
 use tokio::sync::oneshot;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,22 +86,6 @@ fn condition(p: &Platform, type_: &str) -> Option<(String, String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tick.tick().await;
-        if check().await? {
-            return Ok(());
-        }
-        ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-    }
-}
-
 fn ready(p: Option<&Platform>) -> bool {
     p.and_then(|p| condition(p, "Ready")).is_some_and(|c| c.0 == "True")
 }
@@ -159,9 +143,9 @@ async fn platform_lifecycle_children_drift_orphans_and_deletion() -> Result<()> 
             "apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 5}})),
         )
         .await?;
-    eventually("the hand-made replica count to be reverted", || {
+    eventually("the hand-made replica count to be reverted", TIMEOUT, || {
         let deployments = deployments.clone();
-        async move { Ok(deployments.get("shop").await?.spec.unwrap().replicas == Some(2)) }
+        async move { Ok::<_, kube::Error>(deployments.get("shop").await?.spec.unwrap().replicas == Some(2)) }
     })
     .await?;
 
@@ -169,9 +153,9 @@ async fn platform_lifecycle_children_drift_orphans_and_deletion() -> Result<()> 
     platforms
         .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"spec": {"domains": null}})))
         .await?;
-    eventually("the Ingress to be deleted", || {
+    eventually("the Ingress to be deleted", TIMEOUT, || {
         let ingresses = ingresses.clone();
-        async move { Ok(ingresses.get_opt("shop").await?.is_none()) }
+        async move { Ok::<_, kube::Error>(ingresses.get_opt("shop").await?.is_none()) }
     })
     .await?;
     let p = platforms.get("shop").await?;
@@ -179,9 +163,11 @@ async fn platform_lifecycle_children_drift_orphans_and_deletion() -> Result<()> 
 
     // Deleting the Platform removes what it created (garbage collection through owner refs).
     platforms.delete("shop", &DeleteParams::foreground()).await?;
-    eventually("children to be deleted", || {
+    eventually("children to be deleted", TIMEOUT, || {
         let (d, s) = (deployments.clone(), services.clone());
-        async move { Ok(d.get_opt("shop").await?.is_none() && s.get_opt("shop").await?.is_none()) }
+        async move {
+            Ok::<_, kube::Error>(d.get_opt("shop").await?.is_none() && s.get_opt("shop").await?.is_none())
+        }
     })
     .await?;
     op.stop().await

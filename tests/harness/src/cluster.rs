@@ -134,16 +134,20 @@ fn kubeconfig_yaml(server: &str, ca: &Path, cert: &Path, key: &Path, user: &str)
     serde_yaml::to_string(&doc).expect("kubeconfig serializes")
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+/// Polls `check` every 100 ms until it returns true; fails with what was awaited after
+/// `timeout`, or at once with the check's own error. For tests too: awaiting a condition, never a
+/// fixed sleep.
+pub async fn eventually<F, Fut, E>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
+    Fut: std::future::Future<Output = std::result::Result<bool, E>>,
+    E: std::fmt::Display,
 {
     let deadline = Instant::now() + timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
-        if check().await? {
+        if check().await.map_err(|e| Error::Other(format!("while waiting for {what}: {e}")))? {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -361,7 +365,7 @@ impl ControlPlane {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool>>,
     {
-        wait_until(what, timeout, || {
+        eventually(what, timeout, || {
             let died = self.first_exited();
             let fut = check();
             async move {
@@ -473,9 +477,9 @@ impl ControlPlane {
             namespaces.create(&PostParams::default(), &ns).await?.metadata.name.expect("generated name");
         if self.mode == Mode::Simulated {
             let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-            wait_until("the namespace's default ServiceAccount", Duration::from_secs(30), || {
+            eventually("the namespace's default ServiceAccount", Duration::from_secs(30), || {
                 let sas = sas.clone();
-                async move { Ok(sas.get_opt("default").await?.is_some()) }
+                async move { Ok::<_, Error>(sas.get_opt("default").await?.is_some()) }
             })
             .await?;
         }

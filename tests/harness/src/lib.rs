@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 pub use binaries::{bin_dir, pinned_version};
-pub use cluster::{ControlPlane, Mode, Options};
+pub use cluster::{ControlPlane, Mode, Options, eventually};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use test_cluster::{Mode, shared};
+use test_cluster::{Mode, eventually, shared};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -21,23 +21,6 @@ fn deployment_available() -> impl Condition<Deployment> {
             s.available_replicas == Some(2)
                 && s.conditions.iter().flatten().any(|c| c.type_ == "Available" && c.status == "True")
         })
-    }
-}
-
-/// Polls `check` until it is true or `TIMEOUT` passes.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        tick.tick().await;
-        if check().await? {
-            return Ok(());
-        }
-        anyhow::ensure!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
     }
 }
 
@@ -86,7 +69,7 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
     }
 
     // The endpoint-slice controller publishes both ready pods behind the Service.
-    eventually("2 ready endpoints", || {
+    eventually("2 ready endpoints", TIMEOUT, || {
         let slices = slices.clone();
         async move {
             let list = slices.list(&ListParams::default().labels("kubernetes.io/service-name=web")).await?;
@@ -96,16 +79,18 @@ async fn deployment_becomes_available_and_its_pods_are_garbage_collected() -> Re
                 .flat_map(|s| s.endpoints.iter().flatten())
                 .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
                 .count();
-            Ok(ready == 2)
+            Ok::<_, kube::Error>(ready == 2)
         }
     })
     .await?;
 
     // Background deletion: the garbage collector removes the ReplicaSet, then its pods.
     deployments.delete("web", &DeleteParams::background()).await?;
-    eventually("pods to be garbage-collected", || {
+    eventually("pods to be garbage-collected", TIMEOUT, || {
         let pods = pods.clone();
-        async move { Ok(pods.list(&ListParams::default().labels("app=web")).await?.items.is_empty()) }
+        async move {
+            Ok::<_, kube::Error>(pods.list(&ListParams::default().labels("app=web")).await?.items.is_empty())
+        }
     })
     .await?;
     Ok(())
