@@ -239,13 +239,44 @@ fn env_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                           "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
                           "description": "Variable name: letters, digits and underscores, not starting with a digit."},
                 "value": {"type": "string", "maxLength": 32768, "description": "Literal value."},
-                "valueFrom": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                              "description": "Source of the value (secretKeyRef, configMapKeyRef, fieldRef), as in a Kubernetes container."},
+                "valueFrom": value_from(),
             },
             "x-kubernetes-validations": [{"rule": "!(has(self.value) && has(self.valueFrom))",
                                           "message": "env: give value or valueFrom, not both"}],
         },
     }))
+}
+
+/// `env[].valueFrom`: fully typed, so that every admitted Platform also deserializes in Nova
+/// (one object that does not would stall the whole watch).
+fn value_from() -> serde_json::Value {
+    let key_ref = |what: &str| {
+        json!({"type": "object", "required": ["name", "key"],
+        "description": format!("A key of a {what} in the Platform's namespace."),
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 253, "description": format!("Name of the {what}.")},
+            "key": {"type": "string", "minLength": 1, "maxLength": 253, "description": "Key inside it."},
+            "optional": {"type": "boolean", "description": "Start even when it is missing."},
+        }})
+    };
+    json!({
+        "type": "object",
+        "description": "Where the value comes from: exactly one of secretKeyRef, configMapKeyRef or fieldRef.",
+        "properties": {
+            "secretKeyRef": key_ref("Secret"),
+            "configMapKeyRef": key_ref("ConfigMap"),
+            "fieldRef": {"type": "object", "required": ["fieldPath"],
+                "description": "A field of the pod, e.g. metadata.name or status.podIP.",
+                "properties": {
+                    "apiVersion": {"type": "string", "maxLength": 64, "description": "Schema version of fieldPath (v1)."},
+                    "fieldPath": {"type": "string", "minLength": 1, "maxLength": 256, "description": "Path of the field."},
+                }},
+        },
+        "x-kubernetes-validations": [{
+            "rule": "(has(self.secretKeyRef) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.fieldRef) ? 1 : 0) == 1",
+            "message": "env[].valueFrom needs exactly one of secretKeyRef, configMapKeyRef or fieldRef",
+        }],
+    })
 }
 
 fn env_from_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
