@@ -12,5 +12,6 @@ pub mod http;
 pub mod leader;
 pub mod operator;
 pub mod platform;
+pub mod render;
 pub mod state;
 pub mod telemetry;
