@@ -31,6 +31,7 @@ async fn install_crds(client: &Client) -> Result<()> {
 
 /// An operator for one namespace, in this process, stopped when the guard drops.
 struct Operator {
+    port: u16,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), nova::operator::Error>>,
     _state: tempfile::TempDir,
@@ -51,7 +52,17 @@ impl Operator {
         let task = tokio::spawn(nova::operator::run(cfg, client, async move {
             let _ = rx.await;
         }));
-        Ok(Self { stop: Some(tx), task, _state: state })
+        Ok(Self { port, stop: Some(tx), task, _state: state })
+    }
+
+    /// The operator's /metrics text.
+    async fn metrics(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body)
     }
 
     async fn stop(mut self) -> Result<()> {
@@ -194,6 +205,11 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
     assert!(
         Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("api").await?.is_none(),
         "nothing is applied while a dependency is missing"
+    );
+    let metrics = op.metrics().await?;
+    assert!(
+        metrics.contains(r#"nova_reconcile_errors_total{category="missing_dependency",kind="Platform"}"#),
+        "{metrics}"
     );
 
     let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "db-credentials"},

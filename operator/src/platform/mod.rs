@@ -22,6 +22,7 @@ use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
 use crate::drift;
+use crate::telemetry::ErrorCategory;
 
 const KIND: &str = "Platform";
 
@@ -77,6 +78,9 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
             Cond::new("Degraded", true, "MissingDependency", &msg),
         ];
         update_status(p, ctx, &conds, None, None).await?;
+        // Not an error of the reconcile, but a Platform that cannot progress: count it so it
+        // can be alerted on.
+        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
