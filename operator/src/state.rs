@@ -2,8 +2,8 @@
 //! Holds what status cannot: release history, the audit trail, catalogs and logs.
 
 use k8s_openapi::jiff::Timestamp;
+use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -23,7 +23,7 @@ pub struct State {
 }
 
 /// One line of the audit trail.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
     pub at: String,
     pub kind: String,
@@ -34,7 +34,7 @@ pub struct AuditEntry {
 }
 
 /// One revision that was rolled out.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Release {
     pub revision: String,
     pub image: String,
@@ -108,7 +108,7 @@ impl State {
     }
 
     pub async fn audit_log(&self, kind: &str, namespace: &str, name: &str) -> Result<Vec<AuditEntry>, Error> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT at, kind, namespace, name, action, detail FROM audit \
              WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY at",
         )
@@ -116,20 +116,7 @@ impl State {
         .bind(namespace)
         .bind(name)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    at: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    namespace: r.try_get(2)?,
-                    name: r.try_get(3)?,
-                    action: r.try_get(4)?,
-                    detail: r.try_get(5)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 
     /// Records that `revision` was applied; returns true when it is new for this object.
@@ -174,7 +161,7 @@ impl State {
 
     /// Releases of one object, oldest first.
     pub async fn releases(&self, kind: &str, namespace: &str, name: &str) -> Result<Vec<Release>, Error> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT revision, image, first_applied_at, last_applied_at FROM releases \
              WHERE kind = $1 AND namespace = $2 AND name = $3 ORDER BY first_applied_at, revision",
         )
@@ -182,18 +169,7 @@ impl State {
         .bind(namespace)
         .bind(name)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Release {
-                    revision: r.try_get(0)?,
-                    image: r.try_get(1)?,
-                    first_applied_at: r.try_get(2)?,
-                    last_applied_at: r.try_get(3)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        .await?)
     }
 }
 

@@ -169,8 +169,13 @@ async fn platform_lifecycle_children_drift_orphans_and_deletion() -> Result<()> 
         async move { Ok::<_, kube::Error>(ingresses.get_opt("shop").await?.is_none()) }
     })
     .await?;
-    let p = platforms.get("shop").await?;
-    assert_eq!(p.status.unwrap().url, Some(format!("http://shop.{ns}.svc")));
+    // Status is written after the children in the same reconcile: await it, do not race it.
+    let want = Some(format!("http://shop.{ns}.svc"));
+    eventually("the in-cluster URL in status", TIMEOUT, || {
+        let (platforms, want) = (platforms.clone(), want.clone());
+        async move { Ok::<_, kube::Error>(platforms.get("shop").await?.status.and_then(|s| s.url) == want) }
+    })
+    .await?;
 
     // Deleting the Platform removes what it created (garbage collection through owner refs).
     platforms.delete("shop", &DeleteParams::foreground()).await?;

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -85,33 +85,19 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     }
 
     let children = desired::children(p);
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
     // After a spec change (or a restart) everything is applied; otherwise only what drifted.
     let generation = p.metadata.generation.unwrap_or_default();
     let uid = p.uid().unwrap_or_default();
     let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let live = ctx.children.deployments.get(&ObjectRef::new(&name).within(&ns));
-    let deployment = match live {
-        Some(live) if settled && drift::matches(&children.deployment, &*live) => (*live).clone(),
-        _ => deployments.patch(&name, &apply, &Patch::Apply(&children.deployment)).await?,
-    };
-    let live = ctx.children.services.get(&ObjectRef::new(&name).within(&ns));
-    if !(settled && live.is_some_and(|l| drift::matches(&children.service, &*l))) {
-        Api::<Service>::namespaced(ctx.client.clone(), &ns)
-            .patch(&name, &apply, &Patch::Apply(&children.service))
-            .await?;
-    }
-    let ingresses: Api<Ingress> = Api::namespaced(ctx.client.clone(), &ns);
-    let live = ctx.children.ingresses.get(&ObjectRef::new(&name).within(&ns));
+    let deployment =
+        ensure(&ctx.client, &ctx.children.deployments, &ns, &name, &children.deployment, settled).await?;
+    ensure(&ctx.client, &ctx.children.services, &ns, &name, &children.service, settled).await?;
     match &children.ingress {
         Some(ing) => {
-            if !(settled && live.is_some_and(|l| drift::matches(ing, &*l))) {
-                ingresses.patch(&name, &apply, &Patch::Apply(ing)).await?;
-            }
+            ensure(&ctx.client, &ctx.children.ingresses, &ns, &name, ing, settled).await?;
         }
-        None if settled && live.is_none() => {}
-        None => delete_if_owned(&ingresses, &name, p).await?,
+        None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(&ns)).is_none() => {}
+        None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), &ns), &name, p).await?,
     }
     ctx.applied.lock().expect("applied map").insert(uid, generation);
 
@@ -130,6 +116,33 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     let (conds, ready_replicas) = rollout_conditions(p, &deployment);
     update_status(p, ctx, &conds, ready_replicas, Some(children.revision)).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Applies `desired` unless the owner's spec is already applied (`settled`) and the live object
+/// in the watch cache still matches it; returns the object as it now stands.
+async fn ensure<K>(
+    client: &kube::Client,
+    store: &Store<K>,
+    ns: &str,
+    name: &str,
+    desired: &K,
+    settled: bool,
+) -> Result<K, Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Some(live) = store.get(&ObjectRef::new(name).within(ns))
+        && settled
+        && drift::matches(desired, &*live)
+    {
+        return Ok((*live).clone());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    Ok(api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?)
 }
 
 async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
