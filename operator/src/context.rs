@@ -13,6 +13,7 @@ use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::api::BlueGreenDeployment;
 use crate::state::State;
 use crate::telemetry::{ErrorCategory, Metrics};
 
@@ -26,6 +27,7 @@ pub struct ChildStores {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub ingresses: Store<Ingress>,
+    pub bluegreens: Store<BlueGreenDeployment>,
 }
 
 pub struct Context {
@@ -34,6 +36,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub state: State,
     pub children: ChildStores,
+    /// For the blue-green health gate and Prometheus analysis.
+    pub http: reqwest::Client,
     /// Per owner UID, the generation whose children were last applied in full. Only in memory:
     /// after a restart everything is applied once again.
     pub applied: Mutex<HashMap<String, i64>>,
@@ -43,7 +47,9 @@ impl Context {
     pub fn new(client: Client, metrics: Metrics, state: State, children: ChildStores) -> Arc<Self> {
         let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Arc::new(Self { client, metrics, recorder, state, children, applied: Mutex::new(HashMap::new()) })
+        // Health checks go to pod addresses: never through a proxy from the environment.
+        let http = reqwest::Client::builder().no_proxy().build().expect("an HTTP client without custom TLS");
+        Arc::new(Self { client, metrics, recorder, state, children, http, applied: Mutex::new(HashMap::new()) })
     }
 }
 

@@ -4,6 +4,8 @@
 //! apply → status.
 
 pub mod api;
+pub mod apply;
+pub mod bluegreen;
 pub mod conditions;
 pub mod context;
 pub mod crdgen;

@@ -11,16 +11,17 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::Platform;
+use crate::api::{BlueGreenDeployment, Platform};
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
 use crate::telemetry::Metrics;
-use crate::{http, platform};
+use crate::{bluegreen, http, platform};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -134,35 +135,95 @@ async fn run_controllers(
 ) {
     let ns = cfg.watch_namespace.as_deref();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nova");
-    // One watch per child type: it fills the store and then triggers the owner's reconcile, so
-    // a reconcile always sees the change that triggered it.
-    let (deployments, dw) = reflector::store();
-    let (services, sw) = reflector::store();
-    let (ingresses, iw) = reflector::store();
-    let dstream = reflector(dw, watcher(api::<Deployment>(&client, ns), owned.clone()))
-        .default_backoff()
-        .touched_objects();
-    let sstream = reflector(sw, watcher(api::<Service>(&client, ns), owned.clone()))
-        .default_backoff()
-        .touched_objects();
-    let istream =
-        reflector(iw, watcher(api::<Ingress>(&client, ns), owned)).default_backoff().touched_objects();
-    let ctx = Context::new(client.clone(), metrics, state, ChildStores { deployments, services, ingresses });
-    Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
-        .owns_stream(dstream)
-        .owns_stream(sstream)
-        .owns_stream(istream)
-        .with_config(controller::Config::default().concurrency(cfg.concurrency))
-        .graceful_shutdown_on(stopping)
-        .run(platform::reconcile, platform::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconcile errors are logged by error_policy; these are queue or watch errors.
-                warn!(error = %e, "controller");
-            }
+    // One watch per child type, shared by the controllers that own that type: it fills the
+    // store first and then triggers the owners' reconciles, so a reconcile always sees the
+    // change that triggered it.
+    let (deployments, dw) = reflector::store_shared(SHARED_BUFFER);
+    let (services, sw) = reflector::store_shared(SHARED_BUFFER);
+    let (ingresses, iw) = reflector::store_shared(SHARED_BUFFER);
+    let (bluegreens, bw) = reflector::store_shared(SHARED_BUFFER);
+    let (d_plat, d_bg) = (subscribe(&dw), subscribe(&dw));
+    let (s_plat, s_bg) = (subscribe(&sw), subscribe(&sw));
+    let i_plat = subscribe(&iw);
+    let (b_plat, b_self) = (subscribe(&bw), subscribe(&bw));
+    let watches = futures::future::join4(
+        drive(watcher(api::<Deployment>(&client, ns), owned.clone()).default_backoff().reflect_shared(dw)),
+        drive(watcher(api::<Service>(&client, ns), owned.clone()).default_backoff().reflect_shared(sw)),
+        drive(watcher(api::<Ingress>(&client, ns), owned).default_backoff().reflect_shared(iw)),
+        drive(
+            watcher(api::<BlueGreenDeployment>(&client, ns), watcher::Config::default())
+                .default_backoff()
+                .reflect_shared(bw),
+        ),
+    );
+    let ctx = Context::new(
+        client.clone(),
+        metrics,
+        state,
+        ChildStores { deployments, services, ingresses, bluegreens: bluegreens.clone() },
+    );
+    let config = controller::Config::default().concurrency(cfg.concurrency);
+    let (stop_a, stop_b) = {
+        let shared = futures::FutureExt::shared(Box::pin(stopping));
+        (shared.clone(), shared)
+    };
+    let platforms = Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
+        .owns_shared_stream(d_plat)
+        .owns_shared_stream(s_plat)
+        .owns_shared_stream(i_plat)
+        .owns_shared_stream(b_plat)
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop_a)
+        .run(platform::reconcile, platform::error_policy, ctx.clone())
+        .for_each(log_controller_error);
+    let bg_store = bluegreens.clone();
+    let rollouts = Controller::for_shared_stream(b_self, bluegreens)
+        .owns_shared_stream(d_bg)
+        .owns_shared_stream(s_bg)
+        // A BlueGreenDeployment with platformRef follows its Platform's template.
+        .watches(api::<Platform>(&client, ns), watcher::Config::default(), move |p: Platform| {
+            let name = p.name_any();
+            let pns = p.namespace();
+            bg_store
+                .state()
+                .into_iter()
+                .filter(|b| b.namespace() == pns && b.spec.platform_ref.as_ref().is_some_and(|r| r.name == name))
+                .map(|b| ObjectRef::from_obj(&*b))
+                .collect::<Vec<_>>()
         })
-        .await;
+        .with_config(config)
+        .graceful_shutdown_on(stop_b)
+        .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
+        .for_each(log_controller_error);
+    // The watches never end on their own; the controllers end on shutdown.
+    tokio::select! {
+        _ = futures::future::join(platforms, rollouts) => {}
+        _ = watches => {}
+    }
 }
+
+fn subscribe<K>(w: &reflector::store::Writer<K>) -> reflector::ReflectHandle<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    w.subscribe().expect("a shared store")
+}
+
+/// Shared watches must be polled for their subscribers to see anything.
+async fn drive<S: futures::Stream + Send>(s: S) {
+    s.for_each(|_| async {}).await;
+}
+
+async fn log_controller_error<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(e) = result {
+        // Reconcile errors are logged by error_policy; these are queue or watch errors.
+        warn!(error = %e, "controller");
+    }
+}
+
+/// Events a slow subscriber may lag behind a shared watch before the watch waits for it.
+const SHARED_BUFFER: usize = 1024;
 
 /// How long the operator waits between lease attempts and renewals.
 pub fn default_lease(namespace: String, identity: String) -> LeaseConfig {

@@ -34,6 +34,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    switches: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -61,14 +62,25 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
+        let switches = HistogramVec::new(
+            histogram_opts!(
+                "nova_bluegreen_switch_seconds",
+                "Time from the start of the reconcile that decided a blue-green switch to the active \
+                 Service's selector being patched, by kind (promote or rollback).",
+                vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+            ),
+            &["kind"],
+        )
+        .unwrap();
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
+            Box::new(switches.clone()),
         ] {
             registry.register(c).expect("metrics register once");
         }
-        Self { registry, reconciles, errors, duration }
+        Self { registry, reconciles, errors, duration, switches }
     }
 
     pub fn reconciled(&self, kind: &str, took: Duration) {
@@ -78,6 +90,11 @@ impl Metrics {
 
     pub fn failed(&self, kind: &str, category: ErrorCategory) {
         self.errors.with_label_values(&[kind, category.as_str()]).inc();
+    }
+
+    pub fn switched(&self, rollback: bool, took: Duration) {
+        let kind = if rollback { "rollback" } else { "promote" };
+        self.switches.with_label_values(&[kind]).observe(took.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

@@ -224,6 +224,40 @@ pub enum Color {
     Green,
 }
 
+impl Color {
+    pub fn other(self) -> Self {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+}
+
+impl std::fmt::Display for Color {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Healthy => "Healthy",
+            Phase::Progressing => "Progressing",
+            Phase::Paused => "Paused",
+            Phase::Degraded => "Degraded",
+            Phase::Aborted => "Aborted",
+        }
+    }
+}
+
 /// A revision that once served traffic.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -234,6 +268,37 @@ pub struct HistoryEntry {
     pub color: Color,
     /// When it became active.
     pub activated_at: Time,
+}
+
+/// Where the health gate of a preview stands. Kept in status so that a restarted operator
+/// resumes the count instead of starting over or promoting twice.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    /// Consecutive HTTP check rounds that passed.
+    #[serde(default)]
+    pub successes: i32,
+    /// Consecutive HTTP check rounds that failed.
+    #[serde(default)]
+    pub failures: i32,
+    /// Prometheus measurements that satisfied the success condition.
+    #[serde(default)]
+    pub analysis_passes: i32,
+    /// When the last HTTP check round ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_time: Option<Time>,
+    /// When the last Prometheus measurement ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis_time: Option<Time>,
+    /// When the gate passed (automatic promotion waits `autoPromotionSeconds` from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_at: Option<Time>,
+    /// True once the gate failed: the preview will not be promoted.
+    #[serde(default)]
+    pub failed: bool,
+    /// What the last check saw.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Observed state of a BlueGreenDeployment.
@@ -261,6 +326,22 @@ pub struct BlueGreenDeploymentStatus {
     /// When traffic last switched colours.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_switch_time: Option<Time>,
+    /// Revision the other colour still runs after a switch, until `scaleDownAt`: an abort
+    /// before then flips traffic back to it at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<String>,
+    /// When the previous colour is scaled to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<Time>,
+    /// When the current preview was started (the progress deadline counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_started_at: Option<Time>,
+    /// Progress of the health gate for the preview revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateStatus>,
+    /// Revision whose release was aborted; it is not started again until the template changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_revision: Option<String>,
     /// Recent revisions, newest first (the full history is in Nova's state database).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use crate::api::bluegreen::{BlueGreenDeployment, BlueGreenDeploymentSpec};
 use crate::api::platform::{Platform, TlsMode};
 
 /// Label selecting a Platform's pods; part of the immutable Deployment selector.
@@ -75,7 +76,8 @@ fn none_if_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     if v.is_empty() { None } else { Some(v) }
 }
 
-fn pod_template(p: &Platform) -> PodTemplateSpec {
+/// The application's pod template, as both the Deployment and a blue-green colour run it.
+pub fn pod_template(p: &Platform) -> PodTemplateSpec {
     let spec = &p.spec;
     let probe = spec.health.as_ref().map(|h| Probe {
         http_get: Some(HTTPGetAction {
@@ -213,6 +215,29 @@ fn ingress(p: &Platform) -> Option<Ingress> {
         }),
         ..Default::default()
     })
+}
+
+/// The BlueGreenDeployment a Platform with strategy BlueGreen owns: the Platform's template,
+/// and its name on the active Service so the Ingress needs no change.
+pub fn bluegreen(p: &Platform) -> BlueGreenDeployment {
+    let mut strategy =
+        p.spec.strategy.as_ref().and_then(|s| s.blue_green.clone()).unwrap_or_default();
+    strategy.active_service = Some(p.name_any());
+    if strategy.preview_service.is_none() {
+        strategy.preview_service = Some(format!("{}-preview", p.name_any()));
+    }
+    BlueGreenDeployment {
+        metadata: meta(p),
+        spec: BlueGreenDeploymentSpec {
+            template: Some(pod_template(p)),
+            platform_ref: None,
+            replicas: p.spec.replicas,
+            strategy,
+            abort: false,
+            revision_history_limit: 10,
+        },
+        status: None,
+    }
 }
 
 /// Where users reach the application.

@@ -7,21 +7,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::{instrument, warn};
 
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
-use crate::drift;
+use crate::apply::{delete_if_owned, ensure};
 use crate::telemetry::ErrorCategory;
 
 const KIND: &str = "Platform";
@@ -42,15 +42,11 @@ pub fn error_policy(p: Arc<Platform>, err: &Error, _ctx: Arc<Context>) -> Action
     requeue_after_error(err)
 }
 
-/// Why this controller cannot act on a Platform, if it cannot. These paths belong to other
-/// controllers (hosts, blue-green) that are not part of this build yet; saying so beats
-/// pretending.
+/// Why this controller cannot act on a Platform, if it cannot. Hosts belong to a controller
+/// that is not part of this build yet; saying so beats pretending.
 fn unsupported(p: &Platform) -> Option<String> {
     if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
         return Some("target.hosts is not handled by this version of Nova yet; use target.kubernetes".into());
-    }
-    if p.spec.strategy.as_ref().is_some_and(|s| s.type_ == StrategyType::BlueGreen) {
-        return Some("strategy BlueGreen is not handled by this version of Nova yet; use Rolling".into());
     }
     None
 }
@@ -84,11 +80,15 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
 
-    let children = desired::children(p);
     // After a spec change (or a restart) everything is applied; otherwise only what drifted.
     let generation = p.metadata.generation.unwrap_or_default();
     let uid = p.uid().unwrap_or_default();
     let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
+    if p.spec.strategy.as_ref().is_some_and(|s| s.type_ == StrategyType::BlueGreen) {
+        return blue_green(p, ctx, &ns, settled).await;
+    }
+
+    let children = desired::children(p);
     let deployment =
         ensure(&ctx.client, &ctx.children.deployments, &ns, &name, &children.deployment, settled).await?;
     ensure(&ctx.client, &ctx.children.services, &ns, &name, &children.service, settled).await?;
@@ -118,33 +118,6 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Applies `desired` unless the owner's spec is already applied (`settled`) and the live object
-/// in the watch cache still matches it; returns the object as it now stands.
-async fn ensure<K>(
-    client: &kube::Client,
-    store: &Store<K>,
-    ns: &str,
-    name: &str,
-    desired: &K,
-    settled: bool,
-) -> Result<K, Error>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    if let Some(live) = store.get(&ObjectRef::new(name).within(ns))
-        && settled
-        && drift::matches(desired, &*live)
-    {
-        return Ok((*live).clone());
-    }
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    Ok(api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await?)
-}
-
 async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
@@ -164,24 +137,50 @@ async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<V
     Ok(missing)
 }
 
-/// Deletes `name` only if this Platform controls it, so hand-made objects are left alone.
-async fn delete_if_owned<K>(api: &Api<K>, name: &str, p: &Platform) -> Result<(), Error>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let Some(existing) = api.get_metadata_opt(name).await? else {
-        return Ok(());
-    };
-    let uid = p.uid();
-    let owned = existing
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref());
-    if owned {
-        api.delete(name, &DeleteParams::background()).await?;
-        info!(%name, "deleted a child no longer wanted");
+/// Strategy BlueGreen: the Platform owns a BlueGreenDeployment of the same name, whose active
+/// Service carries the Platform's name, so the Ingress is the same as with Rolling.
+async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Result<Action, Error> {
+    let name = p.name_any();
+    if !settled {
+        // Coming from Rolling: the Deployment goes, and the Service is handed to the
+        // BlueGreenDeployment (deleted here, recreated there with a colour selector).
+        delete_if_owned(&Api::<Deployment>::namespaced(ctx.client.clone(), ns), &name, p).await?;
+        delete_if_owned(&Api::<Service>::namespaced(ctx.client.clone(), ns), &name, p).await?;
     }
-    Ok(())
+    let bgd = desired::bluegreen(p);
+    let live = ensure(&ctx.client, &ctx.children.bluegreens, ns, &name, &bgd, settled).await?;
+    match desired::children(p).ingress {
+        Some(ing) => {
+            ensure(&ctx.client, &ctx.children.ingresses, ns, &name, &ing, settled).await?;
+        }
+        None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(ns)).is_none() => {}
+        None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), ns), &name, p).await?,
+    }
+    ctx.applied.lock().expect("applied map").insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+
+    // The rollout's own conditions say it best; a BlueGreenDeployment not yet reconciled is
+    // still starting.
+    let st = live.status.clone().unwrap_or_default();
+    let fresh = st.observed_generation == live.metadata.generation;
+    let conds: Vec<Cond> = ["Ready", "Progressing", "Degraded"]
+        .into_iter()
+        .filter_map(|t| {
+            let c = st.conditions.iter().find(|c| c.type_ == t && fresh)?;
+            let reason: &'static str = match c.reason.as_str() {
+                "Healthy" => "Healthy",
+                "Complete" => "Complete",
+                _ => "BlueGreen",
+            };
+            Some(Cond::new(t, c.status == "True", reason, format!("{}: {}", c.reason, c.message)))
+        })
+        .collect();
+    let conds = if conds.is_empty() {
+        vec![Cond::new("Ready", false, "RollingOut", "waiting for the BlueGreenDeployment")]
+    } else {
+        conds
+    };
+    update_status(p, ctx, &conds, None, st.active_revision.clone()).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// Ready / Progressing / Degraded from the Deployment, as `kubectl rollout status` reads it.

@@ -1,0 +1,253 @@
+//! The BlueGreenDeployment controller: two colour Deployments, an active and a preview Service,
+//! a health gate, promotion by one selector patch, and instant rollback.
+//!
+//! `plan` decides (pure); this module reads the cluster, runs the gate's checks when the plan
+//! asks for them, applies what the plan wants, and writes status, events, metrics and history.
+
+pub mod desired;
+pub mod gate;
+pub mod plan;
+pub mod revisions;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::api::Platform;
+use crate::api::bluegreen::{BlueGreenDeployment, BlueGreenDeploymentStatus, Color, Phase};
+use crate::apply::ensure;
+use crate::conditions::{self, Cond};
+use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+use crate::platform::desired::{REVISION_ANNOTATION, revision_of};
+use crate::telemetry::ErrorCategory;
+use plan::{ColorLive, GateRound, Input, Template};
+
+const KIND: &str = "BlueGreenDeployment";
+/// `nova rollout promote` sets this to the preview revision it promotes.
+pub const PROMOTE_ANNOTATION: &str = "nova.infra.dev/promote";
+/// `nova rollout abort` sets this to the revision it aborts.
+pub const ABORT_ANNOTATION: &str = "nova.infra.dev/abort";
+
+#[instrument(skip_all, fields(bluegreen = %bg.name_any(), namespace = bg.namespace().unwrap_or_default()))]
+pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&bg, &ctx, started).await;
+    ctx.metrics.reconciled(KIND, started.elapsed());
+    if let Err(e) = &result {
+        ctx.metrics.failed(KIND, e.category());
+    }
+    result
+}
+
+pub fn error_policy(bg: Arc<BlueGreenDeployment>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(bluegreen = %bg.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
+    requeue_after_error(err)
+}
+
+/// The pod template to release: the spec's own, or the one of the referenced Platform.
+async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<Result<PodTemplateSpec, String>, Error> {
+    if let Some(t) = &bg.spec.template {
+        return Ok(Ok(t.clone()));
+    }
+    let Some(r) = &bg.spec.platform_ref else {
+        return Ok(Err("give spec.template or spec.platformRef".into()));
+    };
+    let api: Api<Platform> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(match api.get_opt(&r.name).await? {
+        Some(p) => Ok(crate::platform::desired::pod_template(&p)),
+        None => Err(format!("Platform {:?} named in spec.platformRef does not exist in namespace {ns}", r.name)),
+    })
+}
+
+fn live(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+    ctx.children.deployments.get(&ObjectRef::new(name).within(ns))
+}
+
+fn live_state(d: &Deployment) -> ColorLive {
+    let spec_replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = d.status.clone().unwrap_or_default();
+    // Availability counts only once the Deployment controller has seen the current spec and
+    // every pod runs the current template.
+    let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+        && status.updated_replicas.unwrap_or(0) >= status.replicas.unwrap_or(0);
+    ColorLive {
+        revision: d.annotations().get(REVISION_ANNOTATION).cloned(),
+        replicas: spec_replicas,
+        available: if current { status.available_replicas.unwrap_or(0) } else { 0 },
+    }
+}
+
+async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Instant) -> Result<Action, Error> {
+    let ns = bg.namespace().ok_or_else(|| Error::InvalidSpec("a BlueGreenDeployment is namespaced".into()))?;
+    let name = bg.name_any();
+
+    let template = match template_of(bg, ctx, &ns).await? {
+        Ok(t) => t,
+        Err(msg) => {
+            let conds = [Cond::new("Ready", false, "MissingDependency", &msg), Cond::new("Degraded", true, "MissingDependency", &msg)];
+            write_status(bg, ctx, None, &conds).await?;
+            ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let port = match desired::check_names(bg).and_then(|_| desired::app_port(&template)) {
+        Ok(port) => port,
+        Err(msg) => {
+            let conds = [Cond::new("Ready", false, "InvalidSpec", &msg), Cond::new("Degraded", true, "InvalidSpec", &msg)];
+            write_status(bg, ctx, None, &conds).await?;
+            return Err(Error::InvalidSpec(msg));
+        }
+    };
+    let revision = revision_of(&template);
+    let blue = live(ctx, &ns, &desired::deployment_name(bg, Color::Blue));
+    let green = live(ctx, &ns, &desired::deployment_name(bg, Color::Green));
+    let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == revision);
+    let status = bg.status.clone().unwrap_or_default();
+    let mut input = Input {
+        spec: &bg.spec,
+        desired: &revision,
+        status: &status,
+        blue: blue.as_deref().map(live_state),
+        green: green.as_deref().map(live_state),
+        promote: asked(PROMOTE_ANNOTATION),
+        abort_requested: asked(ABORT_ANNOTATION),
+        round: None,
+        now: Timestamp::now(),
+    };
+    let mut p = plan::plan(&input);
+    if p.gate_due.any() {
+        input.round = Some(run_gate(bg, ctx, &ns, p.gate_due).await?);
+        p = plan::plan(&input);
+    }
+
+    for (c, want, live) in [(Color::Blue, p.blue, &blue), (Color::Green, p.green, &green)] {
+        let Some(want) = want else { continue };
+        let (tpl, rev) = match (want.template, live) {
+            (Template::Spec, _) => (template.clone(), revision.clone()),
+            (Template::Live, Some(d)) => {
+                let t = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+                (t, d.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default())
+            }
+            // Nothing runs there, so there is nothing to keep or scale down.
+            (Template::Live, None) => continue,
+        };
+        let d = desired::deployment(bg, c, &tpl, &rev, want.replicas);
+        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true).await?;
+    }
+
+    let st = &p.status;
+    let (Some(active), Some(active_rev)) = (st.active_color, st.active_revision.as_deref()) else {
+        return Err(Error::InvalidSpec("the plan always names an active colour".into()));
+    };
+    let (preview, preview_rev) = match (st.preview_color, st.preview_revision.as_deref()) {
+        (Some(c), Some(r)) => (c, r),
+        _ => (active, active_rev),
+    };
+    // The switch: one apply that changes the active Service's selector.
+    let active_svc = desired::service(bg, desired::active_service(bg), active, active_rev, port);
+    ensure(&ctx.client, &ctx.children.services, &ns, &desired::active_service(bg), &active_svc, true).await?;
+    if let Some(sw) = &p.switch {
+        let took = started.elapsed();
+        ctx.metrics.switched(sw.rollback, took);
+        info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, ms = took.as_millis() as u64, "traffic switched");
+    }
+    let preview_svc = desired::service(bg, desired::preview_service(bg), preview, preview_rev, port);
+    ensure(&ctx.client, &ctx.children.services, &ns, &desired::preview_service(bg), &preview_svc, true).await?;
+
+    if status.preview_revision != p.status.preview_revision || status.active_revision.is_none() {
+        revisions::save(&ctx.client, bg, &revision, &template).await?;
+    }
+    if let Some(sw) = &p.switch {
+        let image = template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        if !sw.rollback {
+            ctx.state.record_release(KIND, &ns, &name, &sw.revision, &image).await?;
+        }
+        let action = if sw.rollback { "rollback" } else { "switch" };
+        ctx.state.audit(KIND, &ns, &name, action, &format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision)).await?;
+    }
+    for (warning, reason, msg) in &p.events {
+        let t = if *warning { EventType::Warning } else { EventType::Normal };
+        publish(ctx, bg, t, reason, msg).await;
+    }
+    write_status(bg, ctx, Some((p.status.clone(), p.phase)), &p.conditions).await?;
+    Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
+}
+
+async fn run_gate(bg: &BlueGreenDeployment, ctx: &Context, ns: &str, due: plan::GateDue) -> Result<GateRound, Error> {
+    let s = &bg.spec.strategy;
+    let health = match (&s.health_check, due.health) {
+        (Some(check), true) => {
+            let eps = gate::ready_endpoints(&ctx.client, ns, &desired::preview_service(bg), check.port).await?;
+            Some(gate::http_round(&ctx.http, &eps, check).await)
+        }
+        _ => None,
+    };
+    let analysis = match (&s.analysis, due.analysis) {
+        (Some(a), true) => Some(gate::analysis_round(&ctx.http, a).await),
+        _ => None,
+    };
+    Ok(GateRound { health, analysis })
+}
+
+/// Writes status when it changed. `planned` is None when nothing could be planned (bad spec):
+/// then only the conditions change.
+async fn write_status(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    planned: Option<(BlueGreenDeploymentStatus, Phase)>,
+    conds: &[Cond],
+) -> Result<(), Error> {
+    let old = bg.status.clone().unwrap_or_default();
+    let generation = bg.metadata.generation;
+    let unplanned = planned.is_none();
+    let mut new = match planned {
+        Some((mut st, phase)) => {
+            st.phase = Some(phase);
+            st
+        }
+        None => BlueGreenDeploymentStatus { phase: Some(Phase::Degraded), ..old.clone() },
+    };
+    new.observed_generation = generation;
+    new.conditions = conditions::merge(&old.conditions, conds, generation, Timestamp::now());
+    if new == old {
+        return Ok(());
+    }
+    if unplanned && conditions::is_true(&old.conditions, "Degraded") != Some(true) {
+        let c = conds.iter().find(|c| c.type_ == "Degraded");
+        if let Some(c) = c {
+            publish(ctx, bg, EventType::Warning, c.reason, &c.message).await;
+        }
+    }
+    let api: Api<BlueGreenDeployment> = Api::namespaced(ctx.client.clone(), &bg.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
+    api.patch_status(&bg.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, bg: &BlueGreenDeployment, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
+        action: "Rollout".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &bg.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
