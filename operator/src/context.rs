@@ -49,7 +49,15 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         // Health checks go to pod addresses: never through a proxy from the environment.
         let http = reqwest::Client::builder().no_proxy().build().expect("an HTTP client without custom TLS");
-        Arc::new(Self { client, metrics, recorder, state, children, http, applied: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            client,
+            metrics,
+            recorder,
+            state,
+            children,
+            http,
+            applied: Mutex::new(HashMap::new()),
+        })
     }
 }
 

@@ -15,5 +15,6 @@ pub mod leader;
 pub mod operator;
 pub mod platform;
 pub mod render;
+pub mod rollout;
 pub mod state;
 pub mod telemetry;

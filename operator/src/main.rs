@@ -44,9 +44,57 @@ enum Command {
         #[arg(long, env = "NOVA_WATCH_NAMESPACE")]
         watch_namespace: Option<String>,
     },
+    /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
+    /// when this binary is on PATH as `kubectl-nova`.
+    #[command(subcommand)]
+    Rollout(Rollout),
     /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Rollout {
+    /// Phase, colours, revisions and the health gate; --watch follows it until it settles.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print each change until the rollout is Healthy, Paused, Degraded or Aborted.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Promote the preview now (after its health gate passed).
+    Promote {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send traffic back to the stable colour and scale the preview down.
+    Abort {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revisions kept for undo.
+    History {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Go back to the previous revision, or to --to-revision.
+    Undo {
+        #[command(flatten)]
+        target: Target,
+        /// Revision number (from `history`) or hash.
+        #[arg(long)]
+        to_revision: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// BlueGreenDeployment (a Platform with strategy BlueGreen has one of the same name).
+    name: String,
+    /// Namespace; default: the kubeconfig's.
+    #[arg(short, long)]
+    namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -89,11 +137,43 @@ async fn main() -> Result<()> {
             };
             nova::operator::run(cfg, client, shutdown_signal()).await?;
         }
+        Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Bench(Bench::Platforms { count, concurrency }) => {
             let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
             let report = bench::platforms(client, count, concurrency).await?;
             println!("{}", report.markdown());
         }
+    }
+    Ok(())
+}
+
+async fn rollout(cmd: Rollout) -> Result<()> {
+    use nova::rollout as r;
+    let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
+    let ns = |t: &Target| t.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let out = match &cmd {
+        Rollout::Status { target, watch: false } => r::status(&client, &ns(target), &target.name).await?,
+        Rollout::Status { target, watch: true } => {
+            let bg = r::watch(&client, &ns(target), &target.name, |s| println!("{s}")).await?;
+            let phase = bg.status.and_then(|s| s.phase);
+            if matches!(
+                phase,
+                Some(nova::api::bluegreen::Phase::Degraded | nova::api::bluegreen::Phase::Aborted)
+            ) {
+                anyhow::bail!("rollout of {} ended {}", target.name, phase.map_or("", |p| p.as_str()));
+            }
+            String::new()
+        }
+        Rollout::Promote { target } => r::promote(&client, &ns(target), &target.name).await?,
+        Rollout::Abort { target } => r::abort(&client, &ns(target), &target.name).await?,
+        Rollout::History { target } => r::history(&client, &ns(target), &target.name).await?,
+        Rollout::Undo { target, to_revision } => {
+            r::undo(&client, &ns(target), &target.name, to_revision.as_deref()).await?
+        }
+    };
+    print!("{out}");
+    if !out.is_empty() && !out.ends_with('\n') {
+        println!();
     }
     Ok(())
 }

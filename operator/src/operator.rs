@@ -187,7 +187,9 @@ async fn run_controllers(
             bg_store
                 .state()
                 .into_iter()
-                .filter(|b| b.namespace() == pns && b.spec.platform_ref.as_ref().is_some_and(|r| r.name == name))
+                .filter(|b| {
+                    b.namespace() == pns && b.spec.platform_ref.as_ref().is_some_and(|r| r.name == name)
+                })
                 .map(|b| ObjectRef::from_obj(&*b))
                 .collect::<Vec<_>>()
         })

@@ -1,76 +1,19 @@
 //! The Platform controller on the simulated cluster: children, readiness, drift, orphans,
 //! deletion, dependencies, printer columns, `kubectl wait`, and RBAC as the chart grants it.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{conditions, wait::await_condition};
+use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
 use nova::api::Platform;
 use serde_json::json;
 use test_cluster::{ControlPlane, Mode, eventually, shared};
-use tokio::sync::oneshot;
 
-const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn install_crds(client: &Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nova::api::crds() {
-        let name = crd.name_any();
-        crds.patch(&name, &PatchParams::apply("nova-test").force(), &Patch::Apply(&crd)).await?;
-        tokio::time::timeout(TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
-            .await??;
-    }
-    Ok(())
-}
-
-/// An operator for one namespace, in this process, stopped when the guard drops.
-struct Operator {
-    port: u16,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), nova::operator::Error>>,
-    _state: tempfile::TempDir,
-}
-
-impl Operator {
-    async fn start(client: Client, ns: &str) -> Result<Self> {
-        let state = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let cfg = nova::operator::Config {
-            state_url: state.path().join("state.db").display().to_string(),
-            http_addr: ([127, 0, 0, 1], port).into(),
-            lease: nova::operator::default_lease(ns.to_owned(), format!("test-{ns}")),
-            concurrency: 4,
-            watch_namespace: Some(ns.to_owned()),
-        };
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(nova::operator::run(cfg, client, async move {
-            let _ = rx.await;
-        }));
-        Ok(Self { port, stop: Some(tx), task, _state: state })
-    }
-
-    /// The operator's /metrics text.
-    async fn metrics(&self) -> Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await?;
-        Ok(body)
-    }
-
-    async fn stop(mut self) -> Result<()> {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(TIMEOUT, &mut self.task).await???;
-        Ok(())
-    }
-}
+mod common;
+use common::{Operator, TIMEOUT, install_crds};
 
 async fn setup(prefix: &str) -> Result<(&'static ControlPlane, Client, String)> {
     let cp = shared(Mode::Simulated).await?;

@@ -37,7 +37,9 @@ pub fn check_names(bg: &BlueGreenDeployment) -> Result<(), String> {
         ("spec.previewService (default: <name>-preview)", preview_service(bg)),
     ] {
         if name.len() > 63 {
-            return Err(format!("{field}: Service name {name:?} is longer than 63 characters; set a shorter one"));
+            return Err(format!(
+                "{field}: Service name {name:?} is longer than 63 characters; set a shorter one"
+            ));
         }
     }
     if active_service(bg) == preview_service(bg) {
@@ -55,7 +57,9 @@ pub fn app_port(template: &PodTemplateSpec) -> Result<i32, String> {
         .and_then(|c| c.ports.as_ref())
         .and_then(|p| p.first())
         .map(|p| p.container_port)
-        .ok_or_else(|| "spec.template.spec.containers[0].ports: name the port the application serves on".into())
+        .ok_or_else(|| {
+            "spec.template.spec.containers[0].ports: name the port the application serves on".into()
+        })
 }
 
 fn labels(bg: &BlueGreenDeployment) -> BTreeMap<String, String> {
@@ -204,7 +208,8 @@ mod tests {
     fn bad_names_and_ports_are_refused_with_the_field() {
         let b = bg(json!({"activeService": "x", "previewService": "x"}));
         assert!(check_names(&b).unwrap_err().contains("must differ"));
-        let t: PodTemplateSpec = serde_json::from_value(json!({"spec": {"containers": [{"name": "a"}]}})).unwrap();
+        let t: PodTemplateSpec =
+            serde_json::from_value(json!({"spec": {"containers": [{"name": "a"}]}})).unwrap();
         assert!(app_port(&t).unwrap_err().contains("containers[0].ports"));
     }
 }

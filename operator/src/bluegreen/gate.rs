@@ -19,7 +19,8 @@ pub async fn ready_endpoints(
     port: Option<i32>,
 ) -> Result<Vec<String>, kube::Error> {
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
-    let slices = api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}"))).await?;
+    let slices =
+        api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}"))).await?;
     Ok(endpoints_of(&slices.items, port))
 }
 
@@ -58,8 +59,12 @@ pub async fn http_round(http: &reqwest::Client, endpoints: &[String], check: &Ga
         async move {
             match http.get(&url).timeout(timeout).send().await {
                 Ok(r) if i32::from(r.status().as_u16()) == check.expected_status => Ok(()),
-                Ok(r) => Err(format!("{ep} answered {} (expected {})", r.status().as_u16(), check.expected_status)),
-                Err(e) if e.is_timeout() => Err(format!("{ep} did not answer within {}s", check.timeout_seconds)),
+                Ok(r) => {
+                    Err(format!("{ep} answered {} (expected {})", r.status().as_u16(), check.expected_status))
+                }
+                Err(e) if e.is_timeout() => {
+                    Err(format!("{ep} did not answer within {}s", check.timeout_seconds))
+                }
                 Err(_) => Err(format!("{ep} refused or dropped the connection")),
             }
         }
@@ -67,7 +72,12 @@ pub async fn http_round(http: &reqwest::Client, endpoints: &[String], check: &Ga
     let failures: Vec<String> =
         futures::future::join_all(requests).await.into_iter().filter_map(Result::err).collect();
     if failures.is_empty() {
-        Outcome::Pass(format!("{} of {} endpoints answered {}", endpoints.len(), endpoints.len(), check.expected_status))
+        Outcome::Pass(format!(
+            "{} of {} endpoints answered {}",
+            endpoints.len(),
+            endpoints.len(),
+            check.expected_status
+        ))
     } else {
         Outcome::Fail(failures.join("; "))
     }
@@ -92,12 +102,17 @@ enum Op {
 
 impl Condition {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("analysis.successCondition {s:?}: expected `result <op> <number>` with <, <=, >, >=, == or !=");
+        let bad = || {
+            format!(
+                "analysis.successCondition {s:?}: expected `result <op> <number>` with <, <=, >, >=, == or !="
+            )
+        };
         let rest = s.trim().strip_prefix("result").ok_or_else(bad)?.trim_start();
-        let (op, num) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
-            .into_iter()
-            .find_map(|(sym, op)| rest.strip_prefix(sym).map(|n| (op, n)))
-            .ok_or_else(bad)?;
+        let (op, num) =
+            [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
+                .into_iter()
+                .find_map(|(sym, op)| rest.strip_prefix(sym).map(|n| (op, n)))
+                .ok_or_else(bad)?;
         let threshold = num.trim().parse::<f64>().map_err(|_| bad())?;
         Ok(Self { op, threshold })
     }
@@ -132,7 +147,8 @@ struct PromData {
 
 /// The one number a query returned, or why there is none.
 pub fn sample_of(body: &str) -> Result<f64, String> {
-    let r: PromResponse = serde_json::from_str(body).map_err(|e| format!("Prometheus answered something else than its API: {e}"))?;
+    let r: PromResponse = serde_json::from_str(body)
+        .map_err(|e| format!("Prometheus answered something else than its API: {e}"))?;
     if r.status != "success" {
         return Err(format!("Prometheus refused the query: {}", r.error.unwrap_or_default()));
     }
@@ -142,7 +158,10 @@ pub fn sample_of(body: &str) -> Result<f64, String> {
         "vector" => {
             let items = data.result.as_array().cloned().unwrap_or_default();
             if items.len() != 1 {
-                return Err(format!("the query returned {} samples; it must return exactly one", items.len()));
+                return Err(format!(
+                    "the query returned {} samples; it must return exactly one",
+                    items.len()
+                ));
             }
             items[0].get("value").and_then(|v| v.get(1)).cloned()
         }
@@ -160,12 +179,17 @@ pub async fn analysis_round(http: &reqwest::Client, a: &Analysis) -> Outcome {
         Err(e) => return Outcome::Fail(e),
     };
     let url = format!("{}/api/v1/query", a.prometheus_url.trim_end_matches('/'));
-    let body = match http.get(&url).query(&[("query", &a.query)]).timeout(Duration::from_secs(10)).send().await {
-        Ok(r) => r.text().await.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("Prometheus at {} could not be reached: {}", a.prometheus_url, e.without_url())),
-    };
+    let body =
+        match http.get(&url).query(&[("query", &a.query)]).timeout(Duration::from_secs(10)).send().await {
+            Ok(r) => r.text().await.map_err(|e| e.to_string()),
+            Err(e) => {
+                Err(format!("Prometheus at {} could not be reached: {}", a.prometheus_url, e.without_url()))
+            }
+        };
     match body.and_then(|b| sample_of(&b)) {
-        Ok(v) if cond.holds(v) => Outcome::Pass(format!("{} = {v} satisfies {}", a.query, a.success_condition)),
+        Ok(v) if cond.holds(v) => {
+            Outcome::Pass(format!("{} = {v} satisfies {}", a.query, a.success_condition))
+        }
         Ok(v) => Outcome::Fail(format!("{} = {v} does not satisfy {}", a.query, a.success_condition)),
         Err(e) => Outcome::Fail(e),
     }

@@ -55,7 +55,11 @@ pub fn error_policy(bg: Arc<BlueGreenDeployment>, err: &Error, _ctx: Arc<Context
 }
 
 /// The pod template to release: the spec's own, or the one of the referenced Platform.
-async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<Result<PodTemplateSpec, String>, Error> {
+async fn template_of(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<PodTemplateSpec, String>, Error> {
     if let Some(t) = &bg.spec.template {
         return Ok(Ok(t.clone()));
     }
@@ -65,7 +69,9 @@ async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Resul
     let api: Api<Platform> = Api::namespaced(ctx.client.clone(), ns);
     Ok(match api.get_opt(&r.name).await? {
         Some(p) => Ok(crate::platform::desired::pod_template(&p)),
-        None => Err(format!("Platform {:?} named in spec.platformRef does not exist in namespace {ns}", r.name)),
+        None => {
+            Err(format!("Platform {:?} named in spec.platformRef does not exist in namespace {ns}", r.name))
+        }
     })
 }
 
@@ -88,13 +94,17 @@ fn live_state(d: &Deployment) -> ColorLive {
 }
 
 async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Instant) -> Result<Action, Error> {
-    let ns = bg.namespace().ok_or_else(|| Error::InvalidSpec("a BlueGreenDeployment is namespaced".into()))?;
+    let ns =
+        bg.namespace().ok_or_else(|| Error::InvalidSpec("a BlueGreenDeployment is namespaced".into()))?;
     let name = bg.name_any();
 
     let template = match template_of(bg, ctx, &ns).await? {
         Ok(t) => t,
         Err(msg) => {
-            let conds = [Cond::new("Ready", false, "MissingDependency", &msg), Cond::new("Degraded", true, "MissingDependency", &msg)];
+            let conds = [
+                Cond::new("Ready", false, "MissingDependency", &msg),
+                Cond::new("Degraded", true, "MissingDependency", &msg),
+            ];
             write_status(bg, ctx, None, &conds).await?;
             ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
             return Ok(Action::requeue(Duration::from_secs(30)));
@@ -103,7 +113,10 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     let port = match desired::check_names(bg).and_then(|_| desired::app_port(&template)) {
         Ok(port) => port,
         Err(msg) => {
-            let conds = [Cond::new("Ready", false, "InvalidSpec", &msg), Cond::new("Degraded", true, "InvalidSpec", &msg)];
+            let conds = [
+                Cond::new("Ready", false, "InvalidSpec", &msg),
+                Cond::new("Degraded", true, "InvalidSpec", &msg),
+            ];
             write_status(bg, ctx, None, &conds).await?;
             return Err(Error::InvalidSpec(msg));
         }
@@ -142,7 +155,8 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
             (Template::Live, None) => continue,
         };
         let d = desired::deployment(bg, c, &tpl, &rev, want.replicas);
-        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true).await?;
+        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true)
+            .await?;
     }
 
     let st = &p.status;
@@ -162,7 +176,8 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, ms = took.as_millis() as u64, "traffic switched");
     }
     let preview_svc = desired::service(bg, desired::preview_service(bg), preview, preview_rev, port);
-    ensure(&ctx.client, &ctx.children.services, &ns, &desired::preview_service(bg), &preview_svc, true).await?;
+    ensure(&ctx.client, &ctx.children.services, &ns, &desired::preview_service(bg), &preview_svc, true)
+        .await?;
 
     if status.preview_revision != p.status.preview_revision || status.active_revision.is_none() {
         revisions::save(&ctx.client, bg, &revision, &template).await?;
@@ -178,7 +193,9 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
             ctx.state.record_release(KIND, &ns, &name, &sw.revision, &image).await?;
         }
         let action = if sw.rollback { "rollback" } else { "switch" };
-        ctx.state.audit(KIND, &ns, &name, action, &format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision)).await?;
+        ctx.state
+            .audit(KIND, &ns, &name, action, &format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision))
+            .await?;
     }
     for (warning, reason, msg) in &p.events {
         let t = if *warning { EventType::Warning } else { EventType::Normal };
@@ -188,11 +205,17 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
 }
 
-async fn run_gate(bg: &BlueGreenDeployment, ctx: &Context, ns: &str, due: plan::GateDue) -> Result<GateRound, Error> {
+async fn run_gate(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    due: plan::GateDue,
+) -> Result<GateRound, Error> {
     let s = &bg.spec.strategy;
     let health = match (&s.health_check, due.health) {
         (Some(check), true) => {
-            let eps = gate::ready_endpoints(&ctx.client, ns, &desired::preview_service(bg), check.port).await?;
+            let eps =
+                gate::ready_endpoints(&ctx.client, ns, &desired::preview_service(bg), check.port).await?;
             Some(gate::http_round(&ctx.http, &eps, check).await)
         }
         _ => None,
@@ -233,9 +256,11 @@ async fn write_status(
             publish(ctx, bg, EventType::Warning, c.reason, &c.message).await;
         }
     }
-    let api: Api<BlueGreenDeployment> = Api::namespaced(ctx.client.clone(), &bg.namespace().unwrap_or_default());
+    let api: Api<BlueGreenDeployment> =
+        Api::namespaced(ctx.client.clone(), &bg.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&bg.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    api.patch_status(&bg.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
+        .await?;
     Ok(())
 }
 

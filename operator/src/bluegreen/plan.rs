@@ -216,8 +216,10 @@ fn decide(input: &Input) -> Plan {
         _ => {
             st.active_color = Some(Color::Blue);
             st.active_revision = Some(d.to_owned());
-            st.history = vec![HistoryEntry { revision: d.to_owned(), color: Color::Blue, activated_at: Time(now) }];
-            p.switch = Some(Switch { from: Color::Green, to: Color::Blue, revision: d.to_owned(), rollback: false });
+            st.history =
+                vec![HistoryEntry { revision: d.to_owned(), color: Color::Blue, activated_at: Time(now) }];
+            p.switch =
+                Some(Switch { from: Color::Green, to: Color::Blue, revision: d.to_owned(), rollback: false });
             (Color::Blue, d.to_owned())
         }
     };
@@ -238,7 +240,8 @@ fn decide(input: &Input) -> Plan {
         st.scale_down_at = None;
         p.want(other, Some(Want { template: Template::Live, replicas: full }));
         p.want(active, Some(Want { template: Template::Live, replicas: 0 }));
-        let msg = format!("release of revision {active_rev} aborted: traffic is back on revision {prev} ({other})");
+        let msg =
+            format!("release of revision {active_rev} aborted: traffic is back on revision {prev} ({other})");
         p.events.push((true, "Aborted", msg.clone()));
         p.set(Phase::Aborted, degraded("Aborted", &msg));
         p.status = st;
@@ -367,7 +370,8 @@ fn decide(input: &Input) -> Plan {
             let msg = format!("preview revision {d} passed the health gate; promotion at {t}");
             p.set(Phase::Progressing, progressing("AwaitingPromotion", &msg));
         } else {
-            let msg = format!("preview revision {d} passed the health gate; waiting for `nova rollout promote`");
+            let msg =
+                format!("preview revision {d} passed the health gate; waiting for `nova rollout promote`");
             p.set(Phase::Paused, progressing("Paused", &msg));
         }
         p.status = st;
@@ -404,7 +408,10 @@ fn steady(input: &Input, st: &mut BlueGreenDeploymentStatus, p: &mut Plan, activ
     st.gate = None;
     p.want(active, Some(Want { template: Template::Spec, replicas: full }));
     if in_window {
-        p.want(other, Some(Want { template: Template::Live, replicas: input.live(other).map_or(0, |l| l.replicas) }));
+        p.want(
+            other,
+            Some(Want { template: Template::Live, replicas: input.live(other).map_or(0, |l| l.replicas) }),
+        );
         if let Some(t) = after(&st.scale_down_at, SignedDuration::ZERO) {
             p.requeue_at(t, input.now);
         }
@@ -452,7 +459,8 @@ fn abort_preview(
     if input.live(other).is_some() {
         p.want(other, Some(Want { template: Template::Live, replicas: 0 }));
     }
-    let msg = format!("release of revision {d} aborted; traffic stays on revision {active_rev} ({active}): {why}");
+    let msg =
+        format!("release of revision {d} aborted; traffic stays on revision {active_rev} ({active}): {why}");
     if first_time {
         p.events.push((true, "Aborted", msg.clone()));
     }
@@ -553,9 +561,12 @@ fn run_gate(input: &Input, mut gate: GateStatus, p: &mut Plan) -> Option<GateSta
         }
         if input.round.is_some() {
             // The next check follows a full interval after the one just run.
-            for interval in [s.health_check.as_ref().map(|h| h.interval_seconds), s.analysis.as_ref().map(|a| a.interval_seconds)]
-                .into_iter()
-                .flatten()
+            for interval in [
+                s.health_check.as_ref().map(|h| h.interval_seconds),
+                s.analysis.as_ref().map(|a| a.interval_seconds),
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Ok(t) = now.checked_add(secs(interval)) {
                     p.requeue_at(t, now);

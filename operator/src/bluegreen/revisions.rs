@@ -22,7 +22,8 @@ pub fn name(bg: &BlueGreenDeployment, revision: &str) -> String {
 /// Revisions of `bg`, oldest first.
 pub async fn list(client: &Client, ns: &str, bg_name: &str) -> Result<Vec<ControllerRevision>, kube::Error> {
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
-    let mut items = api.list(&ListParams::default().labels(&format!("{BLUEGREEN_LABEL}={bg_name}"))).await?.items;
+    let mut items =
+        api.list(&ListParams::default().labels(&format!("{BLUEGREEN_LABEL}={bg_name}"))).await?.items;
     items.sort_by_key(|r| r.revision);
     Ok(items)
 }
@@ -35,7 +36,12 @@ pub fn template(r: &ControllerRevision) -> Option<PodTemplateSpec> {
 
 /// Stores `template` as `revision` unless it is stored already, then keeps only the newest
 /// `revisionHistoryLimit` (never fewer than two: the active and the one to undo to).
-pub async fn save(client: &Client, bg: &BlueGreenDeployment, revision: &str, template: &PodTemplateSpec) -> Result<(), Error> {
+pub async fn save(
+    client: &Client,
+    bg: &BlueGreenDeployment,
+    revision: &str,
+    template: &PodTemplateSpec,
+) -> Result<(), Error> {
     let ns = bg.namespace().unwrap_or_default();
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     let existing = list(client, &ns, &bg.name_any()).await?;

@@ -220,8 +220,7 @@ fn ingress(p: &Platform) -> Option<Ingress> {
 /// The BlueGreenDeployment a Platform with strategy BlueGreen owns: the Platform's template,
 /// and its name on the active Service so the Ingress needs no change.
 pub fn bluegreen(p: &Platform) -> BlueGreenDeployment {
-    let mut strategy =
-        p.spec.strategy.as_ref().and_then(|s| s.blue_green.clone()).unwrap_or_default();
+    let mut strategy = p.spec.strategy.as_ref().and_then(|s| s.blue_green.clone()).unwrap_or_default();
     strategy.active_service = Some(p.name_any());
     if strategy.preview_service.is_none() {
         strategy.preview_service = Some(format!("{}-preview", p.name_any()));

@@ -19,9 +19,9 @@ use serde_json::json;
 use tracing::{instrument, warn};
 
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
+use crate::apply::{delete_if_owned, ensure};
 use crate::conditions::{self, Cond};
 use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
-use crate::apply::{delete_if_owned, ensure};
 use crate::telemetry::ErrorCategory;
 
 const KIND: &str = "Platform";
@@ -156,7 +156,10 @@ async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Res
         None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(ns)).is_none() => {}
         None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), ns), &name, p).await?,
     }
-    ctx.applied.lock().expect("applied map").insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+    ctx.applied
+        .lock()
+        .expect("applied map")
+        .insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
 
     // The rollout's own conditions say it best; a BlueGreenDeployment not yet reconciled is
     // still starting.

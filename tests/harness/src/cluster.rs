@@ -36,11 +36,20 @@ pub struct Options {
     pub nodes: usize,
     /// How long to wait for the control plane to become ready.
     pub ready_timeout: Duration,
+    /// kube-controller-manager controllers to leave off, e.g. `endpointslice-controller` when a
+    /// test writes EndpointSlices itself (fake pods have addresses nothing answers on).
+    pub disabled_controllers: Vec<String>,
 }
 
 impl Options {
     pub fn new(mode: Mode) -> Self {
-        Self { mode, state_dir: None, nodes: 3, ready_timeout: Duration::from_secs(120) }
+        Self {
+            mode,
+            state_dir: None,
+            nodes: 3,
+            ready_timeout: Duration::from_secs(120),
+            disabled_controllers: Vec::new(),
+        }
     }
 }
 
@@ -303,6 +312,10 @@ impl ControlPlane {
                     // The default 20 requests/s would make workload tests wait on client-side throttling.
                     "--kube-api-qps=200".into(),
                     "--kube-api-burst=400".into(),
+                    format!(
+                        "--controllers=*{}",
+                        opts.disabled_controllers.iter().map(|c| format!(",-{c}")).collect::<String>()
+                    ),
                 ]),
             )?;
             cp.spawn(

@@ -12,6 +12,7 @@
 
 mod binaries;
 mod cluster;
+pub mod netns;
 mod pki;
 pub mod postgres;
 mod process;

@@ -115,7 +115,10 @@ fn pass(due: GateDue) -> GateRound {
 }
 
 fn fail(due: GateDue) -> GateRound {
-    GateRound { health: due.health.then(|| Outcome::Fail("10.0.0.1:8080 answered 500".into())), analysis: None }
+    GateRound {
+        health: due.health.then(|| Outcome::Fail("10.0.0.1:8080 answered 500".into())),
+        analysis: None,
+    }
 }
 
 #[test]
@@ -150,7 +153,10 @@ fn new_revision_previews_checks_promotes_keeps_old_colour_then_scales_it_down() 
     let p = w.step_with("r2", false, pass);
     assert_eq!(p.phase, Phase::Healthy);
     assert_eq!(w.active(), (Some(Color::Green), Some("r2")));
-    assert_eq!(w.switches.last().unwrap(), &Switch { from: Color::Blue, to: Color::Green, revision: "r2".into(), rollback: false });
+    assert_eq!(
+        w.switches.last().unwrap(),
+        &Switch { from: Color::Blue, to: Color::Green, revision: "r2".into(), rollback: false }
+    );
     assert_eq!(w.status.previous_revision.as_deref(), Some("r1"));
     assert_eq!(p.blue, Some(Want { template: Template::Live, replicas: 3 }), "old colour kept");
     assert_eq!(p.requeue, Some(Duration::from_secs(30)));
@@ -174,7 +180,10 @@ fn failing_health_gate_degrades_without_switching() {
     w.wait(1);
     let p = w.step_with("r2", false, fail);
     assert_eq!(p.phase, Phase::Degraded);
-    assert_eq!(p.conditions[2], Cond::new("Degraded", true, "HealthGateFailed", p.conditions[2].message.clone()));
+    assert_eq!(
+        p.conditions[2],
+        Cond::new("Degraded", true, "HealthGateFailed", p.conditions[2].message.clone())
+    );
     assert!(p.conditions[2].message.contains("answered 500"), "{}", p.conditions[2].message);
     assert_eq!(w.active(), (Some(Color::Blue), Some("r1")));
     // Later reconciles neither check again nor switch.
@@ -186,7 +195,8 @@ fn failing_health_gate_degrades_without_switching() {
 
 #[test]
 fn a_success_resets_the_failure_count() {
-    let mut w = World::new(spec(json!({"healthCheck": {"failures": 2, "successes": 3, "intervalSeconds": 1}})));
+    let mut w =
+        World::new(spec(json!({"healthCheck": {"failures": 2, "successes": 3, "intervalSeconds": 1}})));
     w.step("r1");
     for round in [fail, pass, fail, pass, fail] {
         w.step_with("r2", false, round);
@@ -198,9 +208,11 @@ fn a_success_resets_the_failure_count() {
 
 #[test]
 fn no_endpoints_counts_neither_way_until_the_deadline() {
-    let mut w = World::new(spec(json!({"healthCheck": {"intervalSeconds": 1}, "progressDeadlineSeconds": 10})));
+    let mut w =
+        World::new(spec(json!({"healthCheck": {"intervalSeconds": 1}, "progressDeadlineSeconds": 10})));
     w.step("r1");
-    let none = |_| GateRound { health: Some(Outcome::Inconclusive("no ready endpoints".into())), analysis: None };
+    let none =
+        |_| GateRound { health: Some(Outcome::Inconclusive("no ready endpoints".into())), analysis: None };
     for _ in 0..9 {
         let p = w.step_with("r2", false, none);
         assert_eq!(p.phase, Phase::Progressing);
@@ -240,7 +252,11 @@ fn manual_promotion_pauses_until_asked() {
     w.step("r1");
     let p = w.step("r2");
     assert_eq!(p.phase, Phase::Paused);
-    assert_eq!(p.green.unwrap().replicas, 3, "a passed gate scales the preview to full size ahead of promotion");
+    assert_eq!(
+        p.green.unwrap().replicas,
+        3,
+        "a passed gate scales the preview to full size ahead of promotion"
+    );
     let p = w.step("r2");
     assert_eq!(p.phase, Phase::Paused);
     let p = w.step_with("r2", true, pass);

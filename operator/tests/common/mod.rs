@@ -1,0 +1,81 @@
+//! What the operator's integration tests share: CRDs installed in the shared control plane, and
+//! the operator run in-process for one namespace.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use anyhow::Result;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{conditions, wait::await_condition};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::oneshot;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in nova::api::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &PatchParams::apply("nova-test").force(), &Patch::Apply(&crd)).await?;
+        tokio::time::timeout(TIMEOUT, await_condition(crds.clone(), &name, conditions::is_crd_established()))
+            .await??;
+    }
+    Ok(())
+}
+
+/// An operator for one namespace, in this process, stopped when the guard drops.
+pub struct Operator {
+    port: u16,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), nova::operator::Error>>,
+    state: tempfile::TempDir,
+}
+
+impl Operator {
+    pub async fn start(client: Client, ns: &str) -> Result<Self> {
+        Self::start_with_state(client, ns, tempfile::tempdir()?).await
+    }
+
+    /// Starts with the state database in `state`: a restarted operator keeps its history.
+    pub async fn start_with_state(client: Client, ns: &str, state: tempfile::TempDir) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let cfg = nova::operator::Config {
+            state_url: state.path().join("state.db").display().to_string(),
+            http_addr: ([127, 0, 0, 1], port).into(),
+            lease: nova::operator::default_lease(ns.to_owned(), format!("test-{ns}")),
+            concurrency: 4,
+            watch_namespace: Some(ns.to_owned()),
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(nova::operator::run(cfg, client, async move {
+            let _ = rx.await;
+        }));
+        Ok(Self { port, stop: Some(tx), task, state })
+    }
+
+    /// The operator's /metrics text.
+    pub async fn metrics(&self) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await?;
+        Ok(body)
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        self.stop_keeping_state().await.map(drop)
+    }
+
+    /// Stops gracefully and hands back the state directory for a restart.
+    pub async fn stop_keeping_state(mut self) -> Result<tempfile::TempDir> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(TIMEOUT, &mut self.task).await???;
+        Ok(self.state)
+    }
+
+    pub fn state_url(&self) -> String {
+        self.state.path().join("state.db").display().to_string()
+    }
+}
