@@ -472,3 +472,107 @@ async fn platform_with_blue_green_strategy_owns_a_rollout_behind_its_ingress() -
     assert!(refused.contains("managed by Platform shop"), "{refused}");
     op.stop().await
 }
+
+#[tokio::test]
+async fn analysis_through_a_real_prometheus() -> Result<()> {
+    use nova::api::bluegreen::Analysis;
+    use nova::bluegreen::{gate::analysis_round, plan::Outcome};
+    let (client, ns) = setup("bg-prom").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), &ns);
+    let app = App::start(200).await?;
+    let target = format!("{}:{}", app.netns.ip, app.port);
+    let prom =
+        tokio::task::spawn_blocking(move || test_cluster::prometheus::Prometheus::start(&[target])).await??;
+    let analysis = |condition: &str| Analysis {
+        prometheus_url: prom.url().to_owned(),
+        query: "app_error_ratio".into(),
+        success_condition: condition.into(),
+        interval_seconds: 1,
+        count: 2,
+    };
+    let http = reqwest::Client::new();
+    let sees = |v: f64| {
+        let a = analysis(&format!("result == {v}"));
+        let http = http.clone();
+        async move { Ok::<_, anyhow::Error>(matches!(analysis_round(&http, &a).await, Outcome::Pass(_))) }
+    };
+    test_cluster::eventually("Prometheus to scrape the exporter", TIMEOUT, || sees(0.0)).await?;
+
+    let spec = json!({"analysis": serde_json::to_value(analysis("result < 0.01"))?});
+    api.create(&PostParams::default(), &bgd("ml", "ml:1", spec)).await?;
+    wait(&api, "ml", "Healthy on blue", healthy_on(Color::Blue)).await?;
+    set_image(&api, "ml", "ml:2").await?;
+    wait(&api, "ml", "Healthy on green", healthy_on(Color::Green)).await?;
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().fields("regarding.name=ml"))
+        .await?;
+    let passed = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("HealthGatePassed"))
+        .context("gate event")?;
+    assert!(passed.note.as_deref().unwrap_or("").contains("satisfies result < 0.01"), "{:?}", passed.note);
+
+    // The application starts failing: the next release is measured, fails, and is not switched to.
+    app.ratio.store(0.5f64.to_bits(), Ordering::Relaxed);
+    test_cluster::eventually("Prometheus to see the new ratio", TIMEOUT, || sees(0.5)).await?;
+    set_image(&api, "ml", "ml:3").await?;
+    let failed = wait(&api, "ml", "Degraded", |b| fresh(b) && phase(b) == Some(Phase::Degraded)).await?;
+    let msg = failed.status.as_ref().unwrap().gate.as_ref().unwrap().message.clone();
+    assert!(msg.contains("app_error_ratio = 0.5 does not satisfy result < 0.01"), "{msg}");
+    assert_eq!(active(&failed).0, Some(Color::Green));
+    op.stop().await
+}
+
+/// Runs `program args` with the test cluster's kubeconfig and `dir` first on PATH.
+async fn run_cli(program: &std::path::Path, args: &[&str], dir: &std::path::Path) -> Result<(bool, String)> {
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .env("KUBECONFIG", cluster().await?.kubeconfig())
+        .env("PATH", path)
+        .output()
+        .await
+        .with_context(|| format!("running {}", program.display()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+#[tokio::test]
+async fn the_cli_and_the_kubectl_plugin_drive_a_manual_rollout() -> Result<()> {
+    let (client, ns) = setup("bg-cli").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &bgd("cli", "cli:1", json!({"autoPromotionEnabled": false}))).await?;
+    wait(&api, "cli", "Healthy on blue", healthy_on(Color::Blue)).await?;
+
+    // The same binary is the kubectl plugin when it is called kubectl-nova.
+    let nova = std::path::PathBuf::from(env!("CARGO_BIN_EXE_nova"));
+    let plugins = tempfile::tempdir()?;
+    std::os::unix::fs::symlink(&nova, plugins.path().join("kubectl-nova"))?;
+    let kubectl = test_cluster::bin_dir()?.join("kubectl");
+
+    set_image(&api, "cli", "cli:2").await?;
+    let (ok, out) =
+        run_cli(&nova, &["rollout", "status", "cli", "-n", &ns, "--watch"], plugins.path()).await?;
+    assert!(ok, "{out}");
+    assert!(out.contains("Phase:    Paused") && out.contains("Preview:  green"), "{out}");
+    assert!(out.contains("nova rollout promote"), "status says what to do: {out}");
+
+    let (ok, out) =
+        run_cli(&kubectl, &["nova", "rollout", "promote", "cli", "-n", &ns], plugins.path()).await?;
+    assert!(ok && out.contains("promotion of revision"), "{out}");
+    let (ok, out) =
+        run_cli(&nova, &["rollout", "status", "cli", "-n", &ns, "--watch"], plugins.path()).await?;
+    assert!(ok && out.contains("Phase:    Healthy") && out.contains("Active:   green"), "{out}");
+
+    let (ok, out) =
+        run_cli(&kubectl, &["nova", "rollout", "history", "cli", "-n", &ns], plugins.path()).await?;
+    assert!(ok && out.contains("cli:1") && out.contains("cli:2"), "{out}");
+    let (ok, out) = run_cli(&nova, &["rollout", "promote", "cli", "-n", &ns], plugins.path()).await?;
+    assert!(!ok && out.contains("no preview to promote"), "a clear refusal: {out}");
+    let (ok, out) = run_cli(&nova, &["rollout", "status", "nope", "-n", &ns], plugins.path()).await?;
+    assert!(!ok && out.contains("\"nope\" not found"), "{out}");
+    op.stop().await
+}

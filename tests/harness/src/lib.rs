@@ -16,6 +16,7 @@ pub mod netns;
 mod pki;
 pub mod postgres;
 mod process;
+pub mod prometheus;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;

@@ -1,0 +1,87 @@
+//! A private Prometheus server on a free loopback port, from Debian's `prometheus` package,
+//! scraping the given targets every second.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::process::Process;
+use crate::{Error, Result};
+
+pub struct Prometheus {
+    url: String,
+    process: Option<Process>,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (`host:port`, path `/metrics`) under job `app`.
+    pub fn start(targets: &[String]) -> Result<Self> {
+        let bin = std::env::var_os("NOVA_PROMETHEUS").unwrap_or_else(|| "/usr/bin/prometheus".into());
+        if !Path::new(&bin).exists() {
+            return Err(Error::Other(format!("{} not found (apt-get install prometheus)", bin.display())));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("nova-prom-")
+            .tempdir()
+            .map_err(|e| Error::io("temporary directory", e))?;
+        let config = serde_json::json!({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "app", "static_configs": [{"targets": targets}]}],
+        });
+        let config_path = dir.path().join("prometheus.yml");
+        // JSON is YAML: no second serializer needed.
+        std::fs::write(&config_path, config.to_string())
+            .map_err(|e| Error::io("writing prometheus.yml", e))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io("free port", e))?
+            .port();
+        let args: Vec<OsString> = vec![
+            format!("--config.file={}", config_path.display()).into(),
+            format!("--storage.tsdb.path={}", dir.path().join("data").display()).into(),
+            format!("--web.listen-address=127.0.0.1:{port}").into(),
+        ];
+        let mut process = Process::start("prometheus", Path::new(&bin), args, dir.path())?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(port, &mut process)?;
+        Ok(Self { url, process: Some(process), _dir: dir })
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn wait_ready(port: u16, process: &mut Process) -> Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(process.died(status));
+        }
+        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            let _ = s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout { what: "Prometheus /-/ready".into(), seconds: 60 });
+        }
+        // Poll interval while the condition is awaited.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+}
