@@ -41,6 +41,11 @@ pub struct Context {
     /// Per owner UID, the generation whose children were last applied in full. Only in memory:
     /// after a restart everything is applied once again.
     pub applied: Mutex<HashMap<String, i64>>,
+    /// Per BlueGreenDeployment UID, the status this process last wrote. A reconcile triggered by
+    /// a child's event can see its owner from the watch cache before the cache holds that
+    /// write; deciding from the stale status would repeat a switch. Only the leader writes
+    /// status, so what it wrote last is the newest there is.
+    pub written: Mutex<HashMap<String, crate::api::bluegreen::BlueGreenDeploymentStatus>>,
 }
 
 impl Context {
@@ -57,6 +62,7 @@ impl Context {
             children,
             http,
             applied: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         })
     }
 }

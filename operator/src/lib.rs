@@ -11,6 +11,7 @@ pub mod context;
 pub mod crdgen;
 pub mod drift;
 pub mod http;
+pub mod kubeclient;
 pub mod leader;
 pub mod operator;
 pub mod platform;

@@ -108,6 +108,13 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
     },
+    /// Promote/abort cycles of one BlueGreenDeployment: switch and rollback latency, next to a
+    /// plain selector patch.
+    Bluegreen {
+        /// How many promote + abort cycles.
+        #[arg(long, default_value_t = 100)]
+        cycles: usize,
+    },
 }
 
 #[tokio::main]
@@ -127,7 +134,7 @@ async fn main() -> Result<()> {
                 format!("{}-{}", host.trim(), std::process::id())
             });
             let client =
-                kube::Client::try_default().await.context("no usable kubeconfig or in-cluster config")?;
+                nova::kubeclient::infer().await.context("no usable kubeconfig or in-cluster config")?;
             let cfg = nova::operator::Config {
                 state_url: state,
                 http_addr,
@@ -139,8 +146,13 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Bench(Bench::Platforms { count, concurrency }) => {
-            let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
-            let report = bench::platforms(client, count, concurrency).await?;
+            let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
+            let report = bench::platforms::platforms(client, count, concurrency).await?;
+            println!("{}", report.markdown());
+        }
+        Command::Bench(Bench::Bluegreen { cycles }) => {
+            let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
+            let mut report = bench::bluegreen::run(client, cycles).await?;
             println!("{}", report.markdown());
         }
     }
@@ -149,7 +161,7 @@ async fn main() -> Result<()> {
 
 async fn rollout(cmd: Rollout) -> Result<()> {
     use nova::rollout as r;
-    let client = kube::Client::try_default().await.context("no usable kubeconfig")?;
+    let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
     let ns = |t: &Target| t.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let out = match &cmd {
         Rollout::Status { target, watch: false } => r::status(&client, &ns(target), &target.name).await?,

@@ -105,7 +105,8 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
                 Cond::new("Ready", false, "MissingDependency", &msg),
                 Cond::new("Degraded", true, "MissingDependency", &msg),
             ];
-            write_status(bg, ctx, None, &conds).await?;
+            let old = bg.status.clone().unwrap_or_default();
+            write_status(bg, ctx, &old, None, &conds).await?;
             ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
@@ -117,7 +118,8 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
                 Cond::new("Ready", false, "InvalidSpec", &msg),
                 Cond::new("Degraded", true, "InvalidSpec", &msg),
             ];
-            write_status(bg, ctx, None, &conds).await?;
+            let old = bg.status.clone().unwrap_or_default();
+            write_status(bg, ctx, &old, None, &conds).await?;
             return Err(Error::InvalidSpec(msg));
         }
     };
@@ -125,7 +127,9 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     let blue = live(ctx, &ns, &desired::deployment_name(bg, Color::Blue));
     let green = live(ctx, &ns, &desired::deployment_name(bg, Color::Green));
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == revision);
-    let status = bg.status.clone().unwrap_or_default();
+    let uid = bg.uid().unwrap_or_default();
+    let written = ctx.written.lock().expect("written map").get(&uid).cloned();
+    let status = written.unwrap_or_else(|| bg.status.clone().unwrap_or_default());
     let mut input = Input {
         spec: &bg.spec,
         desired: &revision,
@@ -201,7 +205,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
-    write_status(bg, ctx, Some((p.status.clone(), p.phase)), &p.conditions).await?;
+    write_status(bg, ctx, &status, Some((p.status.clone(), p.phase)), &p.conditions).await?;
     Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
 }
 
@@ -232,10 +236,11 @@ async fn run_gate(
 async fn write_status(
     bg: &BlueGreenDeployment,
     ctx: &Context,
+    old: &BlueGreenDeploymentStatus,
     planned: Option<(BlueGreenDeploymentStatus, Phase)>,
     conds: &[Cond],
 ) -> Result<(), Error> {
-    let old = bg.status.clone().unwrap_or_default();
+    let old = old.clone();
     let generation = bg.metadata.generation;
     let unplanned = planned.is_none();
     let mut new = match planned {
@@ -261,6 +266,7 @@ async fn write_status(
     let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
     api.patch_status(&bg.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await?;
+    ctx.written.lock().expect("written map").insert(bg.uid().unwrap_or_default(), new);
     Ok(())
 }
 

@@ -1,15 +1,14 @@
 //! `nova bench platforms`: N Platforms through the operator against the same objects written
 //! by a plain client, on the cluster of the current kubeconfig (the dev cluster).
 
-use std::process::{Child, Command, Stdio};
+use super::{Operator, install_crds, metric, namespace, peak_rss_mib, tempfile_dir};
+
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{conditions, wait::await_condition};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -54,22 +53,6 @@ fn platform(i: usize) -> Platform {
         "spec": {"image": "ghcr.io/acme/app:1.0", "replicas": 1},
     }))
     .expect("platform")
-}
-
-async fn namespace(client: &Client, prefix: &str) -> anyhow::Result<String> {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"generateName": format!("{prefix}-")}}))?;
-    let created = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
-    Ok(created.name_any())
-}
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in nova::api::crds() {
-        let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("nova-bench").force(), &Patch::Apply(&crd)).await?;
-        await_condition(api.clone(), &name, conditions::is_crd_established()).await?;
-    }
-    Ok(())
 }
 
 /// Polls until `done` says every object is there.
@@ -127,52 +110,11 @@ async fn plain_client(client: &Client, count: usize) -> anyhow::Result<f64> {
     Ok(took)
 }
 
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
-}
-
-async fn metric(port: u16, name: &str) -> anyhow::Result<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
-}
-
 async fn nova(client: &Client, count: usize, concurrency: u16) -> anyhow::Result<(f64, u64, f64)> {
     let ns = namespace(client, "bench-nova").await?;
     let state = tempfile_dir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new(std::env::current_exe()?)
-        .args(["operator", "--watch-namespace", &ns, "--lease-namespace", &ns])
-        .args(["--concurrency", &concurrency.to_string()])
-        .arg("--state")
-        .arg(state.join("state.db"))
-        .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let operator = Operator(child);
+    let operator = Operator::start(&ns, concurrency, &state, port)?;
     let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
     let started = Instant::now();
     stream::iter(0..count)
@@ -207,12 +149,6 @@ async fn nova(client: &Client, count: usize, concurrency: u16) -> anyhow::Result
     Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::background()).await?;
     let _ = std::fs::remove_dir_all(&state);
     Ok((took, reconciles, rss))
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("nova-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 /// Runs both sides, plain client first, on the same cluster.
