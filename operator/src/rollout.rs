@@ -80,6 +80,12 @@ pub fn describe(bg: &BlueGreenDeployment) -> String {
 pub fn settled(bg: &BlueGreenDeployment) -> bool {
     let st = bg.status.clone().unwrap_or_default();
     let fresh = st.observed_generation == bg.metadata.generation;
+    // A promotion was asked for and not acted on yet: the pause is about to end.
+    let promoting = st.preview_revision.is_some()
+        && bg.annotations().get(PROMOTE_ANNOTATION) == st.preview_revision.as_ref();
+    if promoting {
+        return false;
+    }
     fresh
         && matches!(st.phase, Some(Phase::Healthy | Phase::Degraded | Phase::Aborted | Phase::Paused))
         && (st.phase != Some(Phase::Healthy) || conditions::is_true(&st.conditions, "Ready") == Some(true))

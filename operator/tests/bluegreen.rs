@@ -245,6 +245,9 @@ async fn preview_gate_promotion_delay_and_scale_down() -> Result<()> {
     let releases = db.releases("BlueGreenDeployment", &ns, "shop").await?;
     assert_eq!(releases.iter().map(|r| r.revision.clone()).collect::<Vec<_>>(), [r1, r2]);
     assert_eq!(releases[1].image, "shop:2");
+    let audit = db.audit_log("BlueGreenDeployment", &ns, "shop").await?;
+    let switches: Vec<_> = audit.iter().filter(|a| a.action == "switch").map(|a| a.detail.clone()).collect();
+    assert_eq!(switches.len(), 2, "first deploy and one promotion, each once: {switches:?}");
     Ok(())
 }
 

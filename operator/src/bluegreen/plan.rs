@@ -358,6 +358,8 @@ fn decide(input: &Input) -> Plan {
         return p;
     };
 
+    // Past the gate the preview grows to full size, ready to carry all traffic when promoted.
+    p.want(other, Some(Want { template: Template::Spec, replicas: full }));
     let auto_at = spec
         .strategy
         .auto_promotion_enabled
