@@ -89,7 +89,7 @@ async fn rendered_chart_passes_server_side_dry_run() -> Result<()> {
 }
 
 #[tokio::test]
-async fn chart_rbac_is_enough_to_reconcile_a_platform() -> Result<()> {
+async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Result<()> {
     let cp = shared(Mode::Simulated).await?;
     let admin = cp.client().await?;
     let release_ns = cp.namespace(&admin, "nova-system").await?;
@@ -150,7 +150,7 @@ async fn chart_rbac_is_enough_to_reconcile_a_platform() -> Result<()> {
             &kube::api::Patch::Merge(json!({"spec": {"domains": null}})),
         )
         .await?;
-    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin, &apps_ns);
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> = Api::namespaced(admin.clone(), &apps_ns);
     test_cluster::eventually(
         "the Ingress to be deleted under the chart's RBAC",
         Duration::from_secs(30),
@@ -160,6 +160,33 @@ async fn chart_rbac_is_enough_to_reconcile_a_platform() -> Result<()> {
         },
     )
     .await?;
+
+    // Blue-green under the same role: the Rolling children are deleted, a BlueGreenDeployment
+    // is created, its revision stored, and its health gate reads EndpointSlices (kwok's pod
+    // addresses answer nothing, so the gate fails: proof that it ran, not that it was refused).
+    let bg = json!({"spec": {"strategy": {"type": "BlueGreen", "blueGreen": {
+        "healthCheck": {"intervalSeconds": 1, "timeoutSeconds": 1, "failures": 1}}}}});
+    platforms.patch("web", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(bg)).await?;
+    let rollouts: Api<nova::api::BlueGreenDeployment> = Api::namespaced(admin.clone(), &apps_ns);
+    let phase = |want: &'static str| {
+        move |b: Option<&nova::api::BlueGreenDeployment>| {
+            b.and_then(|b| b.status.as_ref()).and_then(|s| s.phase).is_some_and(|p| p.as_str() == want)
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), await_condition(rollouts.clone(), "web", phase("Healthy")))
+        .await
+        .context("BlueGreenDeployment not Healthy under the chart's RBAC")??;
+    let image = json!({"spec": {"image": "nginx:1.28"}});
+    platforms.patch("web", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(image)).await?;
+    let failed = tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(rollouts.clone(), "web", phase("Degraded")),
+    )
+    .await
+    .context("the health gate never ran under the chart's RBAC")??
+    .context("deleted")?;
+    let gate = failed.status.and_then(|s| s.gate).context("gate status")?;
+    ensure!(gate.failed && !gate.message.contains("forbidden"), "{}", gate.message);
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     Ok(())
