@@ -147,22 +147,6 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         p = plan::plan(&input);
     }
 
-    for (c, want, live) in [(Color::Blue, p.blue, &blue), (Color::Green, p.green, &green)] {
-        let Some(want) = want else { continue };
-        let (tpl, rev) = match (want.template, live) {
-            (Template::Spec, _) => (template.clone(), revision.clone()),
-            (Template::Live, Some(d)) => {
-                let t = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-                (t, d.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default())
-            }
-            // Nothing runs there, so there is nothing to keep or scale down.
-            (Template::Live, None) => continue,
-        };
-        let d = desired::deployment(bg, c, &tpl, &rev, want.replicas);
-        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true)
-            .await?;
-    }
-
     let st = &p.status;
     let (Some(active), Some(active_rev)) = (st.active_color, st.active_revision.as_deref()) else {
         return Err(Error::InvalidSpec("the plan always names an active colour".into()));
@@ -179,6 +163,24 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         ctx.metrics.switched(sw.rollback, took);
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, ms = took.as_millis() as u64, "traffic switched");
     }
+    // Traffic first, then the colours: a switch only ever goes to a colour that is available
+    // already, so the only Deployment change that follows it is the other colour's scale-down.
+    for (c, want, live) in [(Color::Blue, p.blue, &blue), (Color::Green, p.green, &green)] {
+        let Some(want) = want else { continue };
+        let (tpl, rev) = match (want.template, live) {
+            (Template::Spec, _) => (template.clone(), revision.clone()),
+            (Template::Live, Some(d)) => {
+                let t = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+                (t, d.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default())
+            }
+            // Nothing runs there, so there is nothing to keep or scale down.
+            (Template::Live, None) => continue,
+        };
+        let d = desired::deployment(bg, c, &tpl, &rev, want.replicas);
+        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true)
+            .await?;
+    }
+
     let preview_svc = desired::service(bg, desired::preview_service(bg), preview, preview_rev, port);
     ensure(&ctx.client, &ctx.children.services, &ns, &desired::preview_service(bg), &preview_svc, true)
         .await?;
