@@ -17,6 +17,7 @@ mod pki;
 pub mod postgres;
 mod process;
 pub mod prometheus;
+pub mod testhost;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;

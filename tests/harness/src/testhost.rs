@@ -1,0 +1,299 @@
+//! Test hosts: a minimal Debian with real systemd and OpenSSH, booted in namespaces of its own.
+//!
+//! The root file system is made once with `debootstrap --variant=minbase` and cached outside
+//! git (`NOVA_TESTHOST_DIR`, default `~/.cache/nova/testhost`). Each host gets a copy-on-write
+//! root (overlayfs over the cached one), its own network namespace joined by a veth pair (see
+//! [`NetNs`]), a fresh SSH host key, and a root login for a fresh client key. `/lib/systemd/systemd`
+//! runs as PID 1 in new PID, mount and UTS namespaces; journald, dbus and sshd come up as on a
+//! machine. Dropping the host kills its PID 1, which ends every process in it.
+//!
+//! Needs root (namespaces, mounts), `debootstrap` the first time, `ssh-keygen`, and `ip`.
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::netns::NetNs;
+use crate::process::Process;
+use crate::{Error, Result};
+
+/// Debian release and packages of the cached root file system; part of its directory name, so
+/// changing them builds a new one.
+const SUITE: &str = "bookworm";
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2";
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+pub struct TestHost {
+    pub name: String,
+    /// Where sshd listens.
+    pub ssh_addr: SocketAddr,
+    /// The host's SSH public key, `ssh-ed25519 AAAA...` (what a Host's `spec.hostKey` pins).
+    pub host_key: String,
+    /// A private key (OpenSSH format) that root accepts.
+    pub client_key: String,
+    /// Its public half.
+    pub client_public_key: String,
+    netns: NetNs,
+    process: Option<Process>,
+    root: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("NOVA_TESTHOST_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache")
+        });
+        home.join("nova").join("testhost")
+    })
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().map_err(|e| Error::io(format!("running {what}"), e))?;
+    if !out.status.success() {
+        return Err(Error::Other(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The cached root file system, made on first use. Concurrent test processes wait on a lock.
+pub fn base_rootfs() -> Result<PathBuf> {
+    let dir = cache_dir();
+    let tag = format!("{SUITE}-{}", PACKAGES.replace(',', "_"));
+    let rootfs = dir.join(&tag);
+    if rootfs.join("lib/systemd/systemd").exists() {
+        return Ok(rootfs);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let lock = std::fs::File::create(dir.join(".lock")).map_err(|e| Error::io("lock file", e))?;
+    let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io("locking the test-host cache", e.into()))?;
+    if rootfs.join("lib/systemd/systemd").exists() {
+        return Ok(rootfs);
+    }
+    let tmp = dir.join(format!("{tag}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    eprintln!("building the test-host root file system with debootstrap (about a minute, once) ...");
+    run(
+        "debootstrap (apt-get install debootstrap)",
+        Command::new("debootstrap")
+            .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
+            .arg(&tmp)
+            .arg(MIRROR),
+    )?;
+    // Host keys made by the package scripts would be shared by every host: each host gets its own.
+    for entry in std::fs::read_dir(tmp.join("etc/ssh")).map_err(|e| Error::io("etc/ssh", e))?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    std::fs::rename(&tmp, &rootfs).map_err(|e| Error::io("moving the root file system in place", e))?;
+    Ok(rootfs)
+}
+
+fn keypair(dir: &Path, name: &str) -> Result<(String, String)> {
+    let path = dir.join(name);
+    run(
+        "ssh-keygen",
+        Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&path),
+    )?;
+    let private = std::fs::read_to_string(&path).map_err(|e| Error::io("reading a key", e))?;
+    let public =
+        std::fs::read_to_string(path.with_extension("pub")).map_err(|e| Error::io("reading a key", e))?;
+    Ok((private, public.trim().to_owned()))
+}
+
+fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
+}
+
+/// Mounts what systemd needs and becomes it, inside the new namespaces.
+const BOOT: &str = r#"set -e
+R=$1
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount -t tmpfs -o mode=755 tmpfs "$R/run"
+mount --rbind /dev "$R/dev"
+exec chroot "$R" /lib/systemd/systemd
+"#;
+
+impl TestHost {
+    /// Boots a host and waits until its sshd accepts connections.
+    pub fn start(name: &str) -> Result<Self> {
+        let base = base_rootfs()?;
+        let dir = tempfile::Builder::new()
+            .prefix("nova-host-")
+            .tempdir()
+            .map_err(|e| Error::io("temporary directory", e))?;
+        let (upper, work, root) =
+            (dir.path().join("upper"), dir.path().join("work"), dir.path().join("root"));
+        for d in [&upper, &work, &root] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("creating overlay directories", e))?;
+        }
+        let opts =
+            format!("lowerdir={},upperdir={},workdir={}", base.display(), upper.display(), work.display());
+        run(
+            "mount overlay",
+            Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&root),
+        )?;
+
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).map_err(|e| Error::io("keys directory", e))?;
+        let (host_private, host_key) = keypair(&keys, "ssh_host_ed25519_key")?;
+        let (client_key, client_public_key) = keypair(&keys, "client")?;
+        write(&root.join("etc/ssh/ssh_host_ed25519_key"), &host_private, 0o600)?;
+        write(&root.join("etc/ssh/ssh_host_ed25519_key.pub"), &format!("{host_key}\n"), 0o644)?;
+        write(&root.join("root/.ssh/authorized_keys"), &format!("{client_public_key}\n"), 0o600)?;
+        write(&root.join("etc/hostname"), &format!("{name}\n"), 0o644)?;
+        write(
+            &root.join("etc/ssh/sshd_config.d/nova-test.conf"),
+            "HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n",
+            0o644,
+        )?;
+        let boot = dir.path().join("boot.sh");
+        write(&boot, BOOT, 0o755)?;
+
+        let netns = NetNs::create()?;
+        let args: Vec<OsString> = vec![
+            "netns".into(),
+            "exec".into(),
+            netns.name().into(),
+            "unshare".into(),
+            "--kill-child".into(),
+            "--pid".into(),
+            "--fork".into(),
+            "--mount".into(),
+            "--uts".into(),
+            "sh".into(),
+            boot.into(),
+            root.clone().into(),
+        ];
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Other("`ip` not found (apt-get install iproute2)".into()))?;
+        let process = Process::start("testhost", ip, args, dir.path())?;
+        let ssh_addr = SocketAddr::from((netns.ip, 22));
+        let mut host = Self {
+            name: name.to_owned(),
+            ssh_addr,
+            host_key,
+            client_key,
+            client_public_key,
+            netns,
+            process: Some(process),
+            root,
+            dir,
+        };
+        host.wait_for_sshd(Duration::from_secs(60))?;
+        Ok(host)
+    }
+
+    fn wait_for_sshd(&mut self, timeout: Duration) -> Result<()> {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.process.as_mut()
+                && let Some(status) = p.exited()
+            {
+                return Err(p.died(status));
+            }
+            // sshd speaks first: its banner means it is up.
+            if let Ok(mut s) = TcpStream::connect_timeout(&self.ssh_addr, Duration::from_millis(500)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut banner = [0u8; 4];
+                if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("sshd on test host {}", self.name),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            // Poll interval while the condition is awaited.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// This side's address on the host's link (where the host sees connections come from).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.netns.host_ip
+    }
+
+    /// The host's root directory as seen from outside (for assertions on files).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// PID (in this namespace) of the host's PID 1, systemd.
+    pub fn pid1(&self) -> Option<u32> {
+        let unshare = self.process.as_ref()?.pid();
+        // ip execs unshare; unshare forks the namespace's PID 1 (sh, which execs systemd).
+        let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Path of the client private key file (for `ssh -i`).
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.path().join("keys/client")
+    }
+
+    /// Runs `cmd` on the host through the system's `ssh` client (for test assertions, so that
+    /// what is checked does not depend on Nova's SSH engine).
+    pub fn ssh(&self, cmd: &str) -> Result<String> {
+        let key = self.dir.path().join("keys/client");
+        run(
+            &format!("ssh {} {cmd:?}", self.name),
+            Command::new("ssh")
+                .args([
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-i",
+                ])
+                .arg(&key)
+                .arg(format!("root@{}", self.ssh_addr.ip()))
+                .arg(cmd),
+        )
+    }
+
+    /// Kills every process of the host at once (as pulling the plug would).
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid1().and_then(|p| i32::try_from(p).ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        self.kill();
+        // The mounts inside the host went with its mount namespace; the overlay is out here.
+        let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+    }
+}

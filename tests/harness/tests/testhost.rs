@@ -1,0 +1,33 @@
+//! Test hosts boot systemd and sshd, side by side, each with its own address and host key, and
+//! stop entirely when killed.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use test_cluster::testhost::TestHost;
+
+#[test]
+fn two_hosts_boot_side_by_side_and_die_with_their_pid1() {
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| TestHost::start("alpha"));
+        let b = s.spawn(|| TestHost::start("beta"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let (mut a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.ssh_addr, b.ssh_addr);
+    assert_ne!(a.host_key, b.host_key, "every host has its own key");
+    assert_eq!(a.ssh("hostname").unwrap().trim(), "alpha");
+    assert_eq!(b.ssh("hostname").unwrap().trim(), "beta");
+    // systemd is PID 1 and manages sshd.
+    assert_eq!(a.ssh("cat /proc/1/comm").unwrap().trim(), "systemd");
+    assert_eq!(a.ssh("systemctl is-active ssh").unwrap().trim(), "active");
+    // A file written on one host is not on the other (copy-on-write roots).
+    a.ssh("echo hi > /root/only-here").unwrap();
+    assert!(a.root().join("root/only-here").exists());
+    assert!(b.ssh("test -e /root/only-here && echo yes || echo no").unwrap().trim() == "no");
+
+    let addr = a.ssh_addr;
+    a.kill();
+    assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "sshd went with PID 1");
+    assert_eq!(b.ssh("hostname").unwrap().trim(), "beta", "the other host is untouched");
+}
