@@ -17,5 +17,6 @@ pub mod operator;
 pub mod platform;
 pub mod render;
 pub mod rollout;
+pub mod ssh;
 pub mod state;
 pub mod telemetry;
