@@ -32,6 +32,8 @@ pub struct ChildStores {
 
 pub struct Context {
     pub client: Client,
+    /// The operator's own namespace: where cluster-scoped objects' Secrets live (Host keys).
+    pub namespace: String,
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub state: State,
@@ -49,13 +51,20 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, state: State, children: ChildStores) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        namespace: String,
+        metrics: Metrics,
+        state: State,
+        children: ChildStores,
+    ) -> Arc<Self> {
         let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         // Health checks go to pod addresses: never through a proxy from the environment.
         let http = reqwest::Client::builder().no_proxy().build().expect("an HTTP client without custom TLS");
         Arc::new(Self {
             client,
+            namespace,
             metrics,
             recorder,
             state,

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod context;
 pub mod crdgen;
 pub mod drift;
+pub mod host;
 pub mod http;
 pub mod kubeclient;
 pub mod leader;

@@ -16,12 +16,12 @@ use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{BlueGreenDeployment, Platform};
+use crate::api::{BlueGreenDeployment, Host, Platform};
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
 use crate::telemetry::Metrics;
-use crate::{bluegreen, http, platform};
+use crate::{bluegreen, host, http, platform};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -158,15 +158,17 @@ async fn run_controllers(
     );
     let ctx = Context::new(
         client.clone(),
+        cfg.lease.namespace.clone(),
         metrics,
         state,
         ChildStores { deployments, services, ingresses, bluegreens: bluegreens.clone() },
     );
     let config = controller::Config::default().concurrency(cfg.concurrency);
-    let (stop_a, stop_b) = {
+    let (stop_a, stop_b, stop_c) = {
         let shared = futures::FutureExt::shared(Box::pin(stopping));
-        (shared.clone(), shared)
+        (shared.clone(), shared.clone(), shared)
     };
+    let ctx_hosts = ctx.clone();
     let platforms = Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
         .owns_shared_stream(d_plat)
         .owns_shared_stream(s_plat)
@@ -197,9 +199,14 @@ async fn run_controllers(
         .graceful_shutdown_on(stop_b)
         .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
         .for_each(log_controller_error);
+    let hosts = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(cfg.concurrency))
+        .graceful_shutdown_on(stop_c)
+        .run(host::reconcile, host::error_policy, ctx_hosts)
+        .for_each(log_controller_error);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join(platforms, rollouts) => {}
+        _ = futures::future::join3(platforms, rollouts, hosts) => {}
         _ = watches => {}
     }
 }

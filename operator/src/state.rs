@@ -173,6 +173,30 @@ impl State {
     }
 }
 
+impl State {
+    /// Keeps the latest facts of a Host (JSON), replacing earlier ones.
+    pub async fn record_host_facts(&self, host: &str, facts: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO host_facts (host, gathered_at, facts) VALUES ($1, $2, $3) \
+             ON CONFLICT (host) DO UPDATE SET gathered_at = excluded.gathered_at, facts = excluded.facts",
+        )
+        .bind(host)
+        .bind(now())
+        .bind(facts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest facts of a Host, as recorded.
+    pub async fn host_facts(&self, host: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT facts FROM host_facts WHERE host = $1")
+            .bind(host)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
+
 /// A URL with any password replaced, for error text and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

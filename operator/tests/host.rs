@@ -1,0 +1,130 @@
+//! The Host controller against real machines: test hosts (systemd + sshd in namespaces) and the
+//! real API server.
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+use nova::api::Host;
+use serde_json::json;
+use test_cluster::testhost::TestHost;
+use test_cluster::{Mode, shared};
+
+mod common;
+use common::{Operator, TIMEOUT, install_crds};
+
+async fn key_secret(client: &Client, ns: &str, name: &str, host: &TestHost) -> Result<()> {
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name}, "stringData": {"id_ed25519": host.client_key},
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await?;
+    Ok(())
+}
+
+fn host(name: &str, th: &TestHost, secret: &str, extra: serde_json::Value) -> Result<Host> {
+    let mut spec = json!({
+        "address": th.ssh_addr.ip().to_string(),
+        "sshKeySecretRef": {"name": secret, "key": "id_ed25519"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": name}, "spec": spec,
+    }))?)
+}
+
+fn condition(h: &Host, type_: &str) -> Option<(String, String, String)> {
+    h.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait(api: &Api<Host>, name: &str, what: &str, cond: impl Fn(&Host) -> bool) -> Result<Host> {
+    let found = tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api.clone(), name, |h: Option<&Host>| h.is_some_and(&cond)),
+    )
+    .await;
+    match found {
+        Ok(Ok(Some(h))) => Ok(h),
+        _ => {
+            let now = api.get(name).await?;
+            anyhow::bail!("{name} never became {what}: {}", serde_json::to_string_pretty(&now.status)?)
+        }
+    }
+}
+
+#[tokio::test]
+async fn facts_pinned_keys_mismatch_and_accept_new() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "hosts").await?;
+    let (a, b) = tokio::task::spawn_blocking(|| {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| TestHost::start("vps-a"));
+            let b = s.spawn(|| TestHost::start("vps-b"));
+            (a.join().expect("thread"), b.join().expect("thread"))
+        })
+    })
+    .await?;
+    let (a, b) = (a?, b?);
+    key_secret(&client, &ns, "key-a", &a).await?;
+    key_secret(&client, &ns, "key-b", &b).await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let hosts: Api<Host> = Api::all(client.clone());
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let (good, wrong, new) = (format!("good-{suffix}"), format!("wrong-{suffix}"), format!("new-{suffix}"));
+
+    // Pinned to the right key: reachable, facts in status and in the state database.
+    hosts.create(&PostParams::default(), &host(&good, &a, "key-a", json!({"hostKey": a.host_key}))?).await?;
+    let h = wait(&hosts, &good, "Ready", |h| condition(h, "Ready").is_some_and(|c| c.0 == "True")).await?;
+    let st = h.status.clone().unwrap();
+    let facts = st.facts.context("facts")?;
+    assert_eq!(facts.os.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
+    assert!(
+        facts.cpus.unwrap_or(0) >= 1
+            && facts.memory_bytes.unwrap_or(0) > 0
+            && facts.disk_bytes.unwrap_or(0) > 0
+    );
+    assert!(facts.kernel.is_some() && !facts.docker);
+    assert!(facts.gpus.is_empty(), "no nvidia-smi on the host: no GPUs, and no error");
+    assert_eq!(st.host_key_fingerprint, Some(nova::ssh::fingerprint(&a.host_key)?));
+
+    // Pinned to another machine's key: refused, said in status and in an event.
+    hosts.create(&PostParams::default(), &host(&wrong, &a, "key-a", json!({"hostKey": b.host_key}))?).await?;
+    let h = wait(&hosts, &wrong, "refused", |h| condition(h, "Reachable").is_some_and(|c| c.0 == "False"))
+        .await?;
+    let (_, reason, message) = condition(&h, "Reachable").unwrap();
+    assert_eq!(reason, "HostKeyMismatch");
+    assert!(message.contains(&nova::ssh::fingerprint(&b.host_key)?), "{message}");
+    assert!(h.status.unwrap().facts.is_none(), "nothing gathered from a host that failed its key check");
+    let events = Api::<Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().fields(&format!("regarding.name={wrong}")))
+        .await?;
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("HostKeyMismatch")), "{events:?}");
+
+    // AcceptNew: the first key seen is recorded and then enforced.
+    let spec = json!({"hostKeyPolicy": "AcceptNew"});
+    hosts.create(&PostParams::default(), &host(&new, &b, "key-b", spec)?).await?;
+    let h = wait(&hosts, &new, "Ready", |h| condition(h, "Ready").is_some_and(|c| c.0 == "True")).await?;
+    let recorded = h.status.unwrap().recorded_host_key.context("recorded key")?;
+    assert_eq!(nova::ssh::fingerprint(&recorded)?, nova::ssh::fingerprint(&b.host_key)?);
+
+    // No secret material in status or events.
+    let key_line = a.client_key.lines().nth(1).unwrap_or("x").to_owned();
+    for name in [&good, &wrong, &new] {
+        let text = serde_json::to_string(&hosts.get(name).await?)?;
+        assert!(!text.contains(&key_line), "the private key leaked into {name}");
+    }
+    for name in [&good, &wrong, &new] {
+        hosts.delete(name, &DeleteParams::default()).await?;
+    }
+    op.stop().await
+}
