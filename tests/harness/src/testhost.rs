@@ -24,6 +24,13 @@ use crate::{Error, Result};
 const SUITE: &str = "bookworm";
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2";
 const MIRROR: &str = "http://deb.debian.org/debian";
+/// Packages (with dependencies) in the hosts' local apt repository, for bootstrap tests.
+pub const REPO_PACKAGES: &[&str] = &["jq", "tree", "sudo"];
+
+/// The local apt repository that belongs to a root file system.
+fn repo_dir(rootfs: &Path) -> PathBuf {
+    rootfs.with_extension("repo")
+}
 
 pub struct TestHost {
     pub name: String,
@@ -65,7 +72,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<String> {
 /// The cached root file system, made on first use. Concurrent test processes wait on a lock.
 pub fn base_rootfs() -> Result<PathBuf> {
     let dir = cache_dir();
-    let tag = format!("{SUITE}-{}", PACKAGES.replace(',', "_"));
+    let tag = format!("{SUITE}-{}-repo-{}", PACKAGES.replace(',', "_"), REPO_PACKAGES.join("_"));
     let rootfs = dir.join(&tag);
     if rootfs.join("lib/systemd/systemd").exists() {
         return Ok(rootfs);
@@ -87,6 +94,43 @@ pub fn base_rootfs() -> Result<PathBuf> {
             .arg(&tmp)
             .arg(MIRROR),
     )?;
+    // The hosts have no route out: the packages a bootstrap installs come from a local
+    // repository, made here from what apt downloads (with their dependencies), and mounted
+    // into every host at /srv/nova-apt.
+    std::fs::copy("/etc/resolv.conf", tmp.join("etc/resolv.conf"))
+        .map_err(|e| Error::io("resolv.conf", e))?;
+    run(
+        "apt-get update in the new root",
+        Command::new("chroot").arg(&tmp).args(["apt-get", "-qq", "update"]),
+    )?;
+    run(
+        "apt-get install --download-only in the new root",
+        Command::new("chroot")
+            .arg(&tmp)
+            .args(["apt-get", "-qq", "install", "--download-only", "-y"])
+            .args(REPO_PACKAGES),
+    )?;
+    let repo = dir.join(format!("{tag}.repo"));
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(&repo).map_err(|e| Error::io("repository directory", e))?;
+    let archives = tmp.join("var/cache/apt/archives");
+    for entry in std::fs::read_dir(&archives).map_err(|e| Error::io("apt archives", e))?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "deb") {
+            std::fs::rename(entry.path(), repo.join(entry.file_name()))
+                .map_err(|e| Error::io("moving a .deb", e))?;
+        }
+    }
+    let index = run(
+        "dpkg-scanpackages (apt-get install dpkg-dev)",
+        Command::new("dpkg-scanpackages").arg("-m").arg(".").current_dir(&repo),
+    )?;
+    std::fs::write(repo.join("Packages"), index).map_err(|e| Error::io("Packages index", e))?;
+    let _ = std::fs::remove_dir_all(tmp.join("var/lib/apt/lists"));
+    std::fs::create_dir_all(tmp.join("var/lib/apt/lists/partial")).map_err(|e| Error::io("apt lists", e))?;
+    std::fs::create_dir_all(tmp.join("srv/nova-apt")).map_err(|e| Error::io("mount point", e))?;
+    std::fs::write(tmp.join("etc/apt/sources.list"), "deb [trusted=yes] file:/srv/nova-apt ./\n")
+        .map_err(|e| Error::io("sources.list", e))?;
+    std::fs::rename(&repo, repo_dir(&rootfs)).map_err(|e| Error::io("moving the repository in place", e))?;
     // Host keys made by the package scripts would be shared by every host: each host gets its own.
     for entry in std::fs::read_dir(tmp.join("etc/ssh")).map_err(|e| Error::io("etc/ssh", e))?.flatten() {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
@@ -127,6 +171,7 @@ mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
 mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount --rbind /dev "$R/dev"
+mount --bind -o ro "$2" "$R/srv/nova-apt"
 exec chroot "$R" /lib/systemd/systemd
 "#;
 
@@ -180,6 +225,7 @@ impl TestHost {
             "sh".into(),
             boot.into(),
             root.clone().into(),
+            repo_dir(&base).into(),
         ];
         let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
             .into_iter()

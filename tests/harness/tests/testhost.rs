@@ -26,6 +26,10 @@ fn two_hosts_boot_side_by_side_and_die_with_their_pid1() {
     assert!(a.root().join("root/only-here").exists());
     assert!(b.ssh("test -e /root/only-here && echo yes || echo no").unwrap().trim() == "no");
 
+    // apt works with no route out: the local repository is mounted in.
+    let policy = a.ssh("apt-get -qq update && apt-cache policy jq | grep Candidate").unwrap();
+    assert!(policy.contains("Candidate: 1."), "{policy}");
+
     let addr = a.ssh_addr;
     a.kill();
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "sshd went with PID 1");
