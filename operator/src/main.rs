@@ -48,6 +48,9 @@ enum Command {
     /// when this binary is on PATH as `kubectl-nova`.
     #[command(subcommand)]
     Rollout(Rollout),
+    /// Hosts over SSH, with no cluster: the Host is read from a file.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(Bench),
@@ -86,6 +89,33 @@ enum Rollout {
         #[arg(long)]
         to_revision: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Print the facts of each Host in the file.
+    Facts {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Bring each Host in the file into the shape its spec.bootstrap describes.
+    Bootstrap {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Only check: print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct HostArgs {
+    /// YAML file with one or more Host objects.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Private SSH key (OpenSSH format) to log in with.
+    #[arg(short, long)]
+    identity: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +175,7 @@ async fn main() -> Result<()> {
             nova::operator::run(cfg, client, shutdown_signal()).await?;
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
+        Command::Host(cmd) => host(cmd).await?,
         Command::Bench(Bench::Platforms { count, concurrency }) => {
             let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
             let report = bench::platforms::platforms(client, count, concurrency).await?;
@@ -187,6 +218,37 @@ async fn rollout(cmd: Rollout) -> Result<()> {
     if !out.is_empty() && !out.ends_with('\n') {
         println!();
     }
+    Ok(())
+}
+
+async fn host(cmd: HostCmd) -> Result<()> {
+    use nova::host::cli;
+    let (args, dry_run) = match &cmd {
+        HostCmd::Facts { host } => (host, None),
+        HostCmd::Bootstrap { host, dry_run } => (host, Some(*dry_run)),
+    };
+    let hosts = cli::load_hosts(&args.file)?;
+    let mut failed = 0;
+    for h in &hosts {
+        let name = kube::ResourceExt::name_any(h);
+        match dry_run {
+            None => match cli::facts(h, &args.identity).await {
+                Ok(f) => println!("{name}:\n{}", serde_yaml::to_string(&f)?),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{name}: {e}");
+                }
+            },
+            Some(dry) => match cli::bootstrap(h, &args.identity, dry).await {
+                Ok(r) => println!("{name}:\n{}", nova::host::bootstrap::describe(&r, dry)),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("{name}: {e}");
+                }
+            },
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} of {} hosts failed", hosts.len());
     Ok(())
 }
 

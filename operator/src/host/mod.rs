@@ -1,6 +1,8 @@
 //! The Host controller: reach the machine over SSH with its pinned key, gather facts, and say
 //! so in status. Bootstrap (packages, users, sshd, firewall, ...) is not part of this version.
 
+pub mod bootstrap;
+pub mod cli;
 pub mod facts;
 
 use std::sync::Arc;
@@ -157,14 +159,77 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
         h.spec.port,
         fingerprint.unwrap_or_default()
     );
-    let ready = if h.spec.bootstrap.is_some() {
-        let msg = "facts gathered; spec.bootstrap is not applied by this version of Nova yet";
-        Cond::new("Ready", false, "BootstrapNotSupported", msg)
-    } else {
-        Cond::new("Ready", true, "FactsGathered", "reachable, facts gathered")
-    };
-    let conds = [Cond::new("Reachable", true, "Connected", &reach), ready];
+    let mut conds = vec![Cond::new("Reachable", true, "Connected", &reach)];
+    match &h.spec.bootstrap {
+        None => conds.push(Cond::new("Ready", true, "FactsGathered", "reachable, facts gathered")),
+        Some(b) => {
+            let (bootstrapped, ready) = run_bootstrap(h, ctx, conn, &mut new, b).await?;
+            conds.push(bootstrapped);
+            conds.push(ready);
+        }
+    }
     write_status(h, ctx, new, &conds).await
+}
+
+/// Runs the bootstrap; returns the Bootstrapped and Ready conditions. Steps changed on a run
+/// after a complete one are drift: reported in status and an event, and corrected.
+async fn run_bootstrap(
+    h: &Host,
+    ctx: &Context,
+    conn: &ssh::Connection,
+    st: &mut HostStatus,
+    b: &crate::api::host::Bootstrap,
+) -> Result<(Cond, Cond), Error> {
+    let steps = match bootstrap::steps(&h.spec) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = e.to_string();
+            return Ok((
+                Cond::new("Bootstrapped", false, "InvalidSpec", &msg),
+                Cond::new("Ready", false, "InvalidSpec", &msg),
+            ));
+        }
+    };
+    let report = match bootstrap::run(conn, &steps, false).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The next reconcile picks up where this one stopped: every step is idempotent.
+            let msg = format!("bootstrap did not complete: {e}");
+            publish(ctx, h, EventType::Warning, "BootstrapFailed", &msg).await;
+            return Ok((
+                Cond::new("Bootstrapped", false, "Failed", &msg),
+                Cond::new("Ready", false, "BootstrapFailed", &msg),
+            ));
+        }
+    };
+    let changed: Vec<String> = report
+        .iter()
+        .filter(|r| r.outcome != bootstrap::Outcome::Unchanged)
+        .map(|r| r.name.clone())
+        .collect();
+    let summary = bootstrap::describe(&report, false);
+    // Drift is what a later run found out of shape; a clean run clears it.
+    st.drift = if st.last_bootstrap_time.is_some() { changed.clone() } else { Vec::new() };
+    if st.last_bootstrap_time.is_some() && !changed.is_empty() {
+        let msg = format!("drift corrected: {summary}");
+        publish(ctx, h, EventType::Warning, "DriftCorrected", &msg).await;
+        ctx.state.audit(KIND, "", &h.name_any(), "drift", &msg).await?;
+    } else if st.last_bootstrap_time.is_none() {
+        publish(ctx, h, EventType::Normal, "Bootstrapped", &summary).await;
+        ctx.state.audit(KIND, "", &h.name_any(), "bootstrap", &summary).await?;
+    }
+    if st.last_bootstrap_time.is_none() || !changed.is_empty() {
+        st.last_bootstrap_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+    }
+    let counts = format!("{} steps, {} changed", report.len(), changed.len());
+    let missing = bootstrap::unsupported(b);
+    let ready = if missing.is_empty() {
+        Cond::new("Ready", true, "Bootstrapped", &counts)
+    } else {
+        let msg = format!("{counts}; not applied by this version of Nova yet: {}", missing.join(", "));
+        Cond::new("Ready", false, "BootstrapIncomplete", &msg)
+    };
+    Ok((Cond::new("Bootstrapped", true, "Converged", &counts), ready))
 }
 
 /// Writes status when it changed; a transition of Reachable to true is an event.

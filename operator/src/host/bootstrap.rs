@@ -1,0 +1,286 @@
+//! Bootstrap as declarative steps. Each step is a pair of shell scripts built from the spec
+//! (every value quoted or validated): `check` exits 0 when the host is already in shape and
+//! otherwise prints what differs; `apply` brings it there. A run checks, applies only what
+//! needs it, then checks again to verify. Every script is idempotent, so a run cut off half-way
+//! completes on the next one.
+
+use std::time::Duration;
+
+use crate::api::host::{Bootstrap, HostSpec};
+use crate::ssh::{self, quote};
+
+/// One step, as built for a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub check: String,
+    pub apply: String,
+}
+
+/// What happened to a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    /// Changed (or, in a dry run, would change); the text says what differed.
+    Changed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepReport {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Ssh(#[from] ssh::Error),
+    #[error("step {step}: applied, but the check still fails: {output}")]
+    NotConverged { step: String, output: String },
+    #[error("step {step}: {output}")]
+    ApplyFailed { step: String, output: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What this version can do, and the requested parts it cannot (said in status, not ignored).
+pub fn unsupported(b: &Bootstrap) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if b.firewall.is_some() {
+        out.push("firewall");
+    }
+    if b.fail2ban {
+        out.push("fail2ban");
+    }
+    if b.unattended_upgrades {
+        out.push("unattendedUpgrades");
+    }
+    if b.docker {
+        out.push("docker");
+    }
+    if b.node_exporter {
+        out.push("nodeExporter");
+    }
+    if b.nvidia {
+        out.push("nvidia");
+    }
+    out
+}
+
+/// The steps for `spec`, in order. Refuses a spec that would lock Nova out.
+pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
+    let Some(b) = &spec.bootstrap else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut packages = b.packages.clone();
+    if b.users.iter().any(|u| u.sudo) && !packages.iter().any(|p| p == "sudo") {
+        // A sudo user needs sudo: installed with the other packages rather than failing later.
+        packages.push("sudo".into());
+    }
+    if !packages.is_empty() {
+        out.push(packages_step(&packages));
+    }
+    for u in &b.users {
+        out.push(user_step(u)?);
+    }
+    if let Some(h) = &b.ssh_hardening {
+        if spec.user == "root" && !h.permit_root_login {
+            return Err(Error::Invalid(
+                "spec.bootstrap.sshHardening.permitRootLogin is false while Nova logs in as root (spec.user): \
+                 that would lock Nova out; add a sudo user in bootstrap.users and log in as it, or allow root"
+                    .into(),
+            ));
+        }
+        out.push(sshd_step(h.permit_root_login));
+    }
+    Ok(out)
+}
+
+fn packages_step(packages: &[String]) -> Step {
+    let list = packages.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
+    // `name=version` pins compare the installed version too. The apply first waits for any
+    // other package-manager run (an unattended upgrade, or one of ours cut off half-way that is
+    // still finishing) and completes an interrupted dpkg.
+    let check = format!(
+        "missing=''; for p in {list}; do n=${{p%%=*}}; v=${{p#*=}}; \
+         s=$(dpkg-query -W -f='${{Status}} ${{Version}}' \"$n\" 2>/dev/null || true); \
+         case \"$s\" in 'install ok installed'*) [ \"$n\" = \"$p\" ] || [ \"${{s##* }}\" = \"$v\" ] || missing=\"$missing $p\";; \
+         *) missing=\"$missing $p\";; esac; done; \
+         if [ -n \"$missing\" ]; then echo \"to install:$missing\"; exit 10; fi"
+    );
+    let apply = format!(
+        "export DEBIAN_FRONTEND=noninteractive; \
+         while pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; do sleep 1; done; \
+         dpkg --configure -a && apt-get -qq -o DPkg::Lock::Timeout=300 update && \
+         apt-get -qq -o DPkg::Lock::Timeout=300 install -y -f --no-install-recommends \
+         -o Dpkg::Options::=--force-confold {list}"
+    );
+    Step { name: "packages".into(), check, apply }
+}
+
+fn user_step(u: &crate::api::host::HostUser) -> Result<Step, Error> {
+    ssh::quote::valid_owner(&u.name).map_err(Error::Invalid)?;
+    for k in &u.authorized_keys {
+        if k.contains('\n') || k.contains('\r') {
+            return Err(Error::Invalid(format!(
+                "bootstrap.users[{}].authorizedKeys: one key per entry, no newlines",
+                u.name
+            )));
+        }
+    }
+    let name = quote(&u.name);
+    let keys = u.authorized_keys.iter().map(|k| format!("{k}\n")).collect::<String>();
+    let keys_q = quote(&keys);
+    let groups = u.groups.iter().map(|g| quote(g)).collect::<Vec<_>>().join(",");
+    let sudoers = format!("/etc/sudoers.d/nova-{}", u.name);
+    let sudo_line = quote(&format!("{} ALL=(ALL) NOPASSWD:ALL\n", u.name));
+    let sudo_check = if u.sudo {
+        format!(
+            "[ \"$(cat {s} 2>/dev/null)\" = \"$(printf %s {sudo_line})\" ] || d=\"$d sudo\"; ",
+            s = quote(&sudoers)
+        )
+    } else {
+        format!("[ ! -e {s} ] || d=\"$d no-sudo\"; ", s = quote(&sudoers))
+    };
+    let group_check = if groups.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "for g in $(echo {groups} | tr , ' '); do id -nG {name} 2>/dev/null | tr ' ' '\\n' | grep -qx \"$g\" || d=\"$d group:$g\"; done; "
+        )
+    };
+    let check = format!(
+        "d=''; id -u {name} >/dev/null 2>&1 || d=\"$d user\"; \
+         h=$(getent passwd {name} | cut -d: -f6); \
+         [ -n \"$h\" ] && [ \"$(cat \"$h/.ssh/authorized_keys\" 2>/dev/null)\" = \"$(printf %s {keys_q})\" ] || d=\"$d authorized_keys\"; \
+         {group_check}{sudo_check}\
+         if [ -n \"$d\" ]; then echo \"user {user}:$d\"; exit 10; fi",
+        user = u.name,
+    );
+    let add_groups = if groups.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "for g in $(echo {groups} | tr , ' '); do getent group \"$g\" >/dev/null || groupadd \"$g\"; done; usermod -aG {groups} {name}; "
+        )
+    };
+    let sudo_apply = if u.sudo {
+        format!(
+            "t=$(mktemp); printf %s {sudo_line} > \"$t\"; visudo -cqf \"$t\"; chmod 0440 \"$t\"; mv -f \"$t\" {s}; ",
+            s = quote(&sudoers)
+        )
+    } else {
+        format!("rm -f {s}; ", s = quote(&sudoers))
+    };
+    let apply = format!(
+        "set -e; id -u {name} >/dev/null 2>&1 || useradd -m -s /bin/bash {name}; {add_groups}\
+         h=$(getent passwd {name} | cut -d: -f6); install -d -m 0700 -o {name} -g {name} \"$h/.ssh\"; \
+         t=$(mktemp \"$h/.ssh/.nova.XXXXXX\"); printf %s {keys_q} > \"$t\"; chmod 0600 \"$t\"; chown {name}:{name} \"$t\"; \
+         mv -f \"$t\" \"$h/.ssh/authorized_keys\"; {sudo_apply}"
+    );
+    Ok(Step { name: format!("user {}", u.name), check, apply })
+}
+
+const SSHD_DROP_IN: &str = "/etc/ssh/sshd_config.d/50-nova-hardening.conf";
+
+fn sshd_step(permit_root: bool) -> Step {
+    let conf = format!(
+        "# Managed by Nova (Host bootstrap.sshHardening).\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitEmptyPasswords no\nPermitRootLogin {}\n",
+        if permit_root { "prohibit-password" } else { "no" }
+    );
+    let c = quote(&conf);
+    let check = format!(
+        "[ \"$(cat {f} 2>/dev/null)\" = \"$(printf %s {c})\" ] || {{ echo 'sshd: hardening drop-in differs'; exit 10; }}; \
+         sshd -T 2>/dev/null | grep -qx 'passwordauthentication no' || {{ echo 'sshd: the running config allows passwords'; exit 10; }}",
+        f = quote(SSHD_DROP_IN)
+    );
+    // sshd -t first: a config that does not parse is never left in place.
+    let apply = format!(
+        "set -e; t=$(mktemp /etc/ssh/sshd_config.d/.nova.XXXXXX); printf %s {c} > \"$t\"; chmod 0644 \"$t\"; \
+         mv -f \"$t\" {f}; if ! sshd -t; then rm -f {f}; echo 'sshd -t refused the config; removed' >&2; exit 1; fi; \
+         systemctl reload ssh",
+        f = quote(SSHD_DROP_IN)
+    );
+    Step { name: "sshd hardening".into(), check, apply }
+}
+
+/// Runs the steps on `conn`: check, apply if needed (not in a dry run), verify.
+pub async fn run(conn: &ssh::Connection, steps: &[Step], dry_run: bool) -> Result<Vec<StepReport>, Error> {
+    let mut report = Vec::new();
+    for step in steps {
+        let checked = conn.exec(&step.check, None, TIMEOUT).await?;
+        if checked.code == 0 {
+            report.push(StepReport { name: step.name.clone(), outcome: Outcome::Unchanged });
+            continue;
+        }
+        let diff = if checked.stdout.is_empty() { checked.stderr.clone() } else { checked.stdout.clone() };
+        if !dry_run {
+            let applied = conn.exec(&step.apply, None, TIMEOUT).await?;
+            if applied.code != 0 {
+                let output = if applied.stderr.is_empty() { applied.stdout } else { applied.stderr };
+                return Err(Error::ApplyFailed { step: step.name.clone(), output });
+            }
+            let verified = conn.exec(&step.check, None, TIMEOUT).await?;
+            if verified.code != 0 {
+                return Err(Error::NotConverged { step: step.name.clone(), output: verified.stdout });
+            }
+        }
+        report.push(StepReport { name: step.name.clone(), outcome: Outcome::Changed(diff) });
+    }
+    Ok(report)
+}
+
+/// `name: changed (what)` / `name: unchanged`, one per line.
+pub fn describe(report: &[StepReport], dry_run: bool) -> String {
+    report
+        .iter()
+        .map(|r| match &r.outcome {
+            Outcome::Unchanged => format!("{}: unchanged", r.name),
+            Outcome::Changed(d) if dry_run => format!("{}: would change ({})", r.name, d.trim()),
+            Outcome::Changed(d) => format!("{}: changed ({})", r.name, d.trim()),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(b: serde_json::Value) -> HostSpec {
+        serde_json::from_value(
+            json!({"address": "h", "sshKeySecretRef": {"name": "k", "key": "k"}, "bootstrap": b}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn steps_follow_the_spec_and_sudo_brings_its_package() {
+        let s = steps(&spec(json!({"packages": ["jq"], "users": [{"name": "deploy", "sudo": true}],
+                                    "sshHardening": {"permitRootLogin": true}})))
+        .unwrap();
+        let names: Vec<_> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["packages", "user deploy", "sshd hardening"]);
+        assert!(s[0].apply.contains("jq sudo"), "{}", s[0].apply);
+    }
+
+    #[test]
+    fn a_spec_that_would_lock_nova_out_is_refused() {
+        let err = steps(&spec(json!({"sshHardening": {"permitRootLogin": false}}))).unwrap_err();
+        assert!(err.to_string().contains("lock Nova out"), "{err}");
+    }
+
+    #[test]
+    fn hostile_values_stay_data() {
+        let s = steps(&spec(
+            json!({"users": [{"name": "ok", "authorizedKeys": ["ssh-ed25519 AAAA x'; rm -rf / #"]}]}),
+        ))
+        .unwrap();
+        // The key is inside single quotes, its own quote escaped.
+        assert!(s[0].apply.contains(r"x'\''; rm -rf / #"), "{}", s[0].apply);
+        let bad = steps(&spec(json!({"users": [{"name": "ok", "authorizedKeys": ["a\nb"]}]}))).unwrap_err();
+        assert!(bad.to_string().contains("no newlines"));
+    }
+}

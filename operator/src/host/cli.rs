@@ -1,0 +1,87 @@
+//! `nova host facts|bootstrap -f host.yaml -i key`: the same steps as the controller, against
+//! a Host described in a file, with no cluster.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::host::{Host, HostKeyPolicy};
+use crate::host::{bootstrap, facts};
+use crate::ssh;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Ssh(#[from] ssh::Error),
+    #[error("{0}")]
+    Bootstrap(#[from] bootstrap::Error),
+}
+
+/// Every Host in a YAML file (several documents allowed; other kinds are skipped).
+pub fn load_hosts(path: &Path) -> Result<Vec<Host>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let mut hosts = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some("Host") {
+            continue;
+        }
+        let h: Host = serde_yaml::from_value(value)
+            .map_err(|e| Error::Input(format!("{}: a Host: {e}", path.display())))?;
+        hosts.push(h);
+    }
+    if hosts.is_empty() {
+        return Err(Error::Input(format!("{}: no Host in it", path.display())));
+    }
+    Ok(hosts)
+}
+
+use serde::Deserialize as _;
+
+/// Connects to `h` with the private key in `identity`.
+pub async fn connect(h: &Host, identity: &Path) -> Result<ssh::Connection, Error> {
+    let pem = std::fs::read_to_string(identity)
+        .map_err(|e| Error::Input(format!("{}: {e}", identity.display())))?;
+    let key = ssh::private_key(&pem, &identity.display().to_string())?;
+    let policy = match (h.spec.host_key_policy, &h.spec.host_key) {
+        (HostKeyPolicy::Pinned, Some(k)) => ssh::HostKeyPolicy::Pinned(k.clone()),
+        (HostKeyPolicy::Pinned, None) => {
+            return Err(Error::Input(
+                "spec.hostKey is required with hostKeyPolicy Pinned (the default)".into(),
+            ));
+        }
+        (HostKeyPolicy::AcceptNew, k) => ssh::HostKeyPolicy::AcceptNew(k.clone()),
+    };
+    let target = ssh::Target {
+        address: h.spec.address.clone(),
+        port: u16::try_from(h.spec.port).unwrap_or(22),
+        user: h.spec.user.clone(),
+        key: Arc::new(key),
+        host_key: policy,
+        connect_timeout: Duration::from_secs(15),
+    };
+    Ok(ssh::open_with_retry(&target, 3).await?)
+}
+
+pub async fn facts(h: &Host, identity: &Path) -> Result<crate::api::host::HostFacts, Error> {
+    let c = connect(h, identity).await?;
+    let out = c.run(facts::SCRIPT, Duration::from_secs(60)).await;
+    c.close().await;
+    Ok(facts::parse(&out?))
+}
+
+/// Runs (or with `dry_run`, only checks) the bootstrap; returns the report.
+pub async fn bootstrap(
+    h: &Host,
+    identity: &Path,
+    dry_run: bool,
+) -> Result<Vec<bootstrap::StepReport>, Error> {
+    let steps = bootstrap::steps(&h.spec)?;
+    let c = connect(h, identity).await?;
+    let report = bootstrap::run(&c, &steps, dry_run).await;
+    c.close().await;
+    Ok(report?)
+}

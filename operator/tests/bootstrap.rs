@@ -1,0 +1,129 @@
+//! Bootstrap on a real machine-in-a-box: apt from the local repository, users, sshd. Dry run,
+//! apply, idempotence, drift, and a connection cut half-way.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nova::api::host::Host;
+use nova::host::bootstrap::Outcome;
+use nova::host::cli;
+use serde_json::json;
+use test_cluster::eventually;
+use test_cluster::testhost::TestHost;
+
+const DEPLOY_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6tWcG5dU0m3X3Yk3Yk3Yk deploy@ci";
+
+struct Files {
+    _dir: tempfile::TempDir,
+    host: PathBuf,
+    key: PathBuf,
+}
+
+fn files(th: &TestHost, bootstrap: serde_json::Value) -> Result<Files> {
+    let dir = tempfile::tempdir()?;
+    let host = json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": th.name},
+        "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
+                 "sshKeySecretRef": {"name": "unused-without-a-cluster", "key": "k"},
+                 "bootstrap": bootstrap},
+    });
+    let host_path = dir.path().join("host.yaml");
+    std::fs::write(&host_path, serde_yaml::to_string(&host)?)?;
+    let key = dir.path().join("id");
+    std::fs::write(&key, &th.client_key)?;
+    Ok(Files { host: host_path, key, _dir: dir })
+}
+
+fn spec() -> serde_json::Value {
+    json!({"packages": ["jq", "tree"],
+           "users": [{"name": "deploy", "sudo": true, "authorizedKeys": [DEPLOY_KEY]}],
+           "sshHardening": {"permitRootLogin": true}})
+}
+
+fn one(path: &std::path::Path) -> Result<Host> {
+    cli::load_hosts(path)?.into_iter().next().context("a host")
+}
+
+#[tokio::test]
+async fn dry_run_apply_idempotence_and_drift() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("boot")).await??;
+    let f = files(&th, spec())?;
+
+    // Dry run through the command: says what would change, changes nothing.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+        .args(["host", "bootstrap", "--dry-run", "-f"])
+        .arg(&f.host)
+        .arg("-i")
+        .arg(&f.key)
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "packages: would change (to install: jq tree sudo)",
+        "user deploy: would change",
+        "sshd hardening: would change",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+    assert_eq!(th.ssh("command -v jq || echo none")?.trim(), "none");
+    assert_eq!(th.ssh("id deploy >/dev/null 2>&1 && echo yes || echo no")?.trim(), "no");
+
+    // The real run changes all three, and the host is as described.
+    let h = one(&f.host)?;
+    let report = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(report.iter().all(|r| matches!(r.outcome, Outcome::Changed(_))), "{report:?}");
+    assert_eq!(th.ssh("jq -n 1+1")?.trim(), "2", "installed from the local repository by apt");
+    assert_eq!(th.ssh("cat ~deploy/.ssh/authorized_keys")?.trim(), DEPLOY_KEY);
+    assert_eq!(th.ssh("stat -c '%a %U' ~deploy/.ssh/authorized_keys")?.trim(), "600 deploy");
+    assert_eq!(th.ssh("sudo -l -U deploy | grep -c NOPASSWD")?.trim(), "1");
+    assert!(th.ssh("sshd -T")?.lines().any(|l| l == "passwordauthentication no"));
+    assert!(th.ssh("sshd -T")?.lines().any(|l| l == "permitrootlogin without-password"));
+
+    // Second run: nothing to do.
+    let again = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
+
+    // Drift: someone removes the key and the sudo rule; the next run reports and corrects it.
+    th.ssh("rm ~deploy/.ssh/authorized_keys /etc/sudoers.d/nova-deploy")?;
+    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let user = drift.iter().find(|r| r.name == "user deploy").context("user step")?;
+    match &user.outcome {
+        Outcome::Changed(what) => {
+            assert!(what.contains("authorized_keys") && what.contains("sudo"), "{what}")
+        }
+        o => panic!("drift not seen: {o:?}"),
+    }
+    assert_eq!(drift.iter().filter(|r| r.outcome != Outcome::Unchanged).count(), 1, "{drift:?}");
+    assert_eq!(th.ssh("cat ~deploy/.ssh/authorized_keys")?.trim(), DEPLOY_KEY);
+    Ok(())
+}
+
+// Multi-threaded: the probes below block on the system's ssh client while the bootstrap runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("cut")).await??;
+    let f = files(&th, spec())?;
+    let h = one(&f.host)?;
+    let key = f.key.clone();
+    let h2 = h.clone();
+    let first = tokio::spawn(async move { cli::bootstrap(&h2, &key, false).await });
+    // Cut while apt or dpkg runs: every session of root goes, Nova's and this probe's own.
+    eventually("apt to start on the host", Duration::from_secs(60), || async {
+        Ok::<_, anyhow::Error>(th.ssh("pgrep -x apt-get || pgrep -x dpkg || true")?.trim().len() > 0)
+    })
+    .await?;
+    let _ = th.ssh("pkill -KILL -f 'sshd: root@notty'");
+    let cut = first.await?;
+    assert!(cut.is_err(), "the first run was cut: {cut:?}");
+
+    let done = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(done.iter().any(|r| r.name == "packages"), "{done:?}");
+    assert_eq!(th.ssh("jq -n 2+2")?.trim(), "4");
+    assert_eq!(th.ssh("dpkg --audit")?.trim(), "", "no half-configured packages left");
+    let clean = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(clean.iter().all(|r| r.outcome == Outcome::Unchanged), "{clean:?}");
+    Ok(())
+}
