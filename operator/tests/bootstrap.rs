@@ -112,7 +112,7 @@ async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
     let first = tokio::spawn(async move { cli::bootstrap(&h2, &key, false).await });
     // Cut while apt or dpkg runs: every session of root goes, Nova's and this probe's own.
     eventually("apt to start on the host", Duration::from_secs(60), || async {
-        Ok::<_, anyhow::Error>(th.ssh("pgrep -x apt-get || pgrep -x dpkg || true")?.trim().len() > 0)
+        Ok::<_, anyhow::Error>(!th.ssh("pgrep -x apt-get || pgrep -x dpkg || true")?.trim().is_empty())
     })
     .await?;
     let _ = th.ssh("pkill -KILL -f 'sshd: root@notty'");
