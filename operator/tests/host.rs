@@ -121,22 +121,31 @@ async fn facts_pinned_keys_mismatch_and_accept_new() -> Result<()> {
     let boot = format!("boot-{suffix}");
     let spec = json!({"hostKey": a.host_key, "bootstrap": {"packages": ["tree"]}});
     hosts.create(&PostParams::default(), &host(&boot, &a, "key-a", spec)?).await?;
-    let h = wait(&hosts, &boot, "Bootstrapped", |h| condition(h, "Ready").is_some_and(|c| c.0 == "True")).await?;
+    let h =
+        wait(&hosts, &boot, "Bootstrapped", |h| condition(h, "Ready").is_some_and(|c| c.0 == "True")).await?;
     assert_eq!(condition(&h, "Bootstrapped").map(|c| c.1), Some("Converged".into()));
-    assert!(h.status.as_ref().unwrap().last_bootstrap_time.is_some() && h.status.as_ref().unwrap().drift.is_empty());
+    assert!(
+        h.status.as_ref().unwrap().last_bootstrap_time.is_some()
+            && h.status.as_ref().unwrap().drift.is_empty()
+    );
     assert!(a.ssh("tree --version")?.contains("tree"));
     a.ssh("apt-get -qq remove -y tree")?;
     // Any change to the object makes the controller look again (it also does every 5 minutes).
     let poke = json!({"metadata": {"annotations": {"test/poke": "1"}}});
     hosts.patch(&boot, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(poke)).await?;
-    let h = wait(&hosts, &boot, "drift reported", |h| h.status.as_ref().is_some_and(|s| s.drift == ["packages"])).await?;
+    let h =
+        wait(&hosts, &boot, "drift reported", |h| h.status.as_ref().is_some_and(|s| s.drift == ["packages"]))
+            .await?;
     assert_eq!(condition(&h, "Ready").map(|c| c.0), Some("True".into()));
     assert!(a.ssh("tree --version")?.contains("tree"), "drift corrected");
     let events = Api::<Event>::namespaced(client.clone(), "default")
         .list(&ListParams::default().fields(&format!("regarding.name={boot}")))
         .await?;
     let reasons: Vec<_> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
-    assert!(reasons.contains(&"Bootstrapped".into()) && reasons.contains(&"DriftCorrected".into()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"Bootstrapped".into()) && reasons.contains(&"DriftCorrected".into()),
+        "{reasons:?}"
+    );
 
     // No secret material in status or events.
     let key_line = a.client_key.lines().nth(1).unwrap_or("x").to_owned();
