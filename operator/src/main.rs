@@ -51,6 +51,35 @@ enum Command {
     /// Hosts over SSH, with no cluster: the Host is read from a file.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Apply Hosts and host-targeted Platforms from YAML with no cluster: over SSH, with status
+    /// kept in the state database. Waits until each rollout settles, printing its progress.
+    Apply {
+        /// A YAML file, or a directory of them.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Private SSH key (OpenSSH format) to log in to the hosts with.
+        #[arg(short, long)]
+        identity: PathBuf,
+        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
+        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        state: String,
+        /// Promote a preview that waits for manual promotion.
+        #[arg(long)]
+        promote: bool,
+        /// Send traffic back to the last stable colour (inside the scale-down window) or stop
+        /// the preview.
+        #[arg(long, conflicts_with = "promote")]
+        abort: bool,
+        /// Return once traffic has switched, without waiting for the old colour's scale-down.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List what `nova apply` manages, like `kubectl get`.
+    Get {
+        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
+        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        state: String,
+    },
     /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(Bench),
@@ -93,6 +122,8 @@ enum Rollout {
 
 #[derive(Subcommand)]
 enum HostCmd {
+    /// Print the facts of this machine, as the Host controller gathers them over SSH.
+    LocalFacts,
     /// Print the facts of each Host in the file.
     Facts {
         #[command(flatten)]
@@ -176,6 +207,21 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Host(cmd) => host(cmd).await?,
+        Command::Apply { file, identity, state, promote, abort, no_wait } => {
+            let objs = nova::local::load(&file)?;
+            let state = nova::state::State::connect(&state).await?;
+            let cfg = nova::local::Apply {
+                identity,
+                requests: nova::hostapp::Requests { promote, abort },
+                wait_scale_down: !no_wait,
+            };
+            let failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
+            anyhow::ensure!(failed == 0, "{failed} object(s) failed; `nova get` shows their state");
+        }
+        Command::Get { state } => {
+            let state = nova::state::State::connect(&state).await?;
+            print!("{}", nova::local::table(&state).await?);
+        }
         Command::Bench(Bench::Platforms { count, concurrency }) => {
             let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
             let report = bench::platforms::platforms(client, count, concurrency).await?;
@@ -224,6 +270,10 @@ async fn rollout(cmd: Rollout) -> Result<()> {
 async fn host(cmd: HostCmd) -> Result<()> {
     use nova::host::cli;
     let (args, dry_run) = match &cmd {
+        HostCmd::LocalFacts => {
+            print!("{}", serde_yaml::to_string(&cli::local_facts()?)?);
+            return Ok(());
+        }
         HostCmd::Facts { host } => (host, None),
         HostCmd::Bootstrap { host, dry_run } => (host, Some(*dry_run)),
     };

@@ -42,6 +42,19 @@ pub struct Release {
     pub last_applied_at: String,
 }
 
+/// An object applied with `nova apply` (no cluster), with the status Nova keeps for it.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The object as last applied (JSON).
+    pub spec: String,
+    /// Its status (JSON).
+    pub status: String,
+    pub updated_at: String,
+}
+
 /// Turns a bare file path into an SQLite URL that creates the file when missing.
 pub fn database_url(arg: &str) -> String {
     if arg.starts_with("postgres://") || arg.starts_with("postgresql://") || arg.starts_with("sqlite:") {
@@ -194,6 +207,55 @@ impl State {
             .bind(host)
             .fetch_optional(&self.pool)
             .await?)
+    }
+}
+
+impl State {
+    /// Stores an object applied without a cluster and its status, replacing what was there.
+    pub async fn save_local(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        spec: &str,
+        status: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO local_objects (kind, namespace, name, spec, status, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (kind, namespace, name) DO UPDATE SET \
+             spec = excluded.spec, status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .bind(spec)
+        .bind(status)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn local(&self, kind: &str, namespace: &str, name: &str) -> Result<Option<LocalObject>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT kind, namespace, name, spec, status, updated_at FROM local_objects \
+             WHERE kind = $1 AND namespace = $2 AND name = $3",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Every object applied without a cluster, by kind, namespace and name.
+    pub async fn locals(&self) -> Result<Vec<LocalObject>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT kind, namespace, name, spec, status, updated_at FROM local_objects \
+             ORDER BY kind, namespace, name",
+        )
+        .fetch_all(&self.pool)
+        .await?)
     }
 }
 

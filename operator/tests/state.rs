@@ -25,6 +25,17 @@ async fn exercise(state: &State) -> Result<()> {
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].detail, "revision bbb222");
     assert!(state.audit_log("Platform", "prod", "nobody").await?.is_empty());
+
+    // Objects applied without a cluster: saved, replaced on the next apply, listed in order.
+    state.save_local("Platform", "default", "web", "{\"v\":1}", "{}").await?;
+    state.save_local("Host", "", "box", "{}", "{\"facts\":{}}").await?;
+    state.save_local("Platform", "default", "web", "{\"v\":2}", "{\"phase\":\"Healthy\"}").await?;
+    let web = state.local("Platform", "default", "web").await?.expect("saved");
+    assert_eq!((web.spec.as_str(), web.status.as_str()), ("{\"v\":2}", "{\"phase\":\"Healthy\"}"));
+    let all: Vec<String> =
+        state.locals().await?.into_iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
+    assert_eq!(all, ["Host/box", "Platform/web"]);
+    assert!(state.local("Platform", "default", "nobody").await?.is_none());
     Ok(())
 }
 

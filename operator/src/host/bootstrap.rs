@@ -97,11 +97,16 @@ pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
     Ok(out)
 }
 
+/// Shell prelude of every package installation: waits for any other package-manager run (an
+/// unattended upgrade, or one of ours cut off half-way that is still finishing), completes an
+/// interrupted dpkg, and refreshes the index. `/proc` rather than pgrep: minimal images lack procps.
+pub const APT_PREPARE: &str = "export DEBIAN_FRONTEND=noninteractive; \
+     while grep -qsx -e apt-get -e dpkg /proc/[0-9]*/comm; do sleep 1; done; \
+     dpkg --configure -a && apt-get -qq -o DPkg::Lock::Timeout=300 update";
+
 fn packages_step(packages: &[String]) -> Step {
     let list = packages.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
-    // `name=version` pins compare the installed version too. The apply first waits for any
-    // other package-manager run (an unattended upgrade, or one of ours cut off half-way that is
-    // still finishing) and completes an interrupted dpkg.
+    // `name=version` pins compare the installed version too.
     let check = format!(
         "missing=''; for p in {list}; do n=${{p%%=*}}; v=${{p#*=}}; \
          s=$(dpkg-query -W -f='${{Status}} ${{Version}}' \"$n\" 2>/dev/null || true); \
@@ -110,10 +115,7 @@ fn packages_step(packages: &[String]) -> Step {
          if [ -n \"$missing\" ]; then echo \"to install:$missing\"; exit 10; fi"
     );
     let apply = format!(
-        "export DEBIAN_FRONTEND=noninteractive; \
-         while pgrep -x apt-get >/dev/null || pgrep -x dpkg >/dev/null; do sleep 1; done; \
-         dpkg --configure -a && apt-get -qq -o DPkg::Lock::Timeout=300 update && \
-         apt-get -qq -o DPkg::Lock::Timeout=300 install -y -f --no-install-recommends \
+        "{APT_PREPARE} && apt-get -qq -o DPkg::Lock::Timeout=300 install -y -f --no-install-recommends \
          -o Dpkg::Options::=--force-confold {list}"
     );
     Step { name: "packages".into(), check, apply }

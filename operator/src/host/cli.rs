@@ -66,6 +66,17 @@ pub async fn connect(h: &Host, identity: &Path) -> Result<ssh::Connection, Error
     Ok(ssh::open_with_retry(&target, 3).await?)
 }
 
+/// The facts of the machine this runs on (gathered by the same script the controller runs over
+/// SSH): to look at a box before it becomes a Host, or where no SSH server runs.
+pub fn local_facts() -> Result<crate::api::host::HostFacts, Error> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(facts::SCRIPT)
+        .output()
+        .map_err(|e| Error::Input(format!("running the facts script: {e}")))?;
+    Ok(facts::parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
 pub async fn facts(h: &Host, identity: &Path) -> Result<crate::api::host::HostFacts, Error> {
     let c = connect(h, identity).await?;
     let out = c.run(facts::SCRIPT, Duration::from_secs(60)).await;

@@ -47,7 +47,7 @@ pub struct Site {
     pub include_dir: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SiteTls {
     pub certificate: String,
     pub key: String,

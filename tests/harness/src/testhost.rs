@@ -22,10 +22,11 @@ use crate::{Error, Result};
 /// Debian release and packages of the cached root file system; part of its directory name, so
 /// changing them builds a new one.
 const SUITE: &str = "bookworm";
-const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2";
+// python3 and python3-apt: what Ansible needs on a target, for the side-by-side benchmark.
+const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,python3,python3-apt";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages (with dependencies) in the hosts' local apt repository, for bootstrap tests.
-pub const REPO_PACKAGES: &[&str] = &["jq", "tree", "sudo"];
+pub const REPO_PACKAGES: &[&str] = &["jq", "tree", "sudo", "nginx-light"];
 
 /// The local apt repository that belongs to a root file system.
 fn repo_dir(rootfs: &Path) -> PathBuf {

@@ -1,0 +1,346 @@
+//! What a Platform looks like on an SSH host, as pure functions: the application's identity and
+//! revision, each colour's systemd unit and environment file, and the nginx site that sends
+//! traffic to the active colour. Every value is validated here (through `render`), before any
+//! of it reaches a host.
+
+use sha2::{Digest, Sha256};
+
+use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenStrategy, Color};
+use crate::api::common::LocalRef;
+use crate::api::platform::{HostRuntime, Platform, StrategyType, TlsMode};
+use crate::render::{self, RenderedSite, Service, Site, SiteTls, validate};
+
+/// Ports of the two colours on a host (Kamal and most hand-written scripts use a pair like it).
+pub const PORTS: [u16; 2] = [5001, 5002];
+/// Where the proxy includes live; the site files go to `sites-enabled`.
+pub const NGINX_INCLUDE_DIR: &str = "/etc/nginx/nova";
+/// Served for ACME http-01 challenges (the certificates issue writes tokens here).
+pub const ACME_WEBROOT: &str = "/var/lib/nova/acme";
+
+/// An application as it runs on hosts, built from a Platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct App {
+    /// `<namespace>-<name>`: unit, file and nginx names derive from it.
+    pub id: String,
+    /// Hash of everything that changes the running process.
+    pub revision: String,
+    /// Program and arguments (`spec.command` + `spec.args`).
+    pub exec: Vec<String>,
+    /// Literal environment (validated).
+    pub env: Vec<(String, String)>,
+    /// Path that answers 2xx/3xx when an instance is healthy; without one, an open port counts.
+    pub health_path: Option<String>,
+    pub domains: Vec<String>,
+    pub tls: Option<SiteTls>,
+    /// System user the application runs as (made by Nova, no login, no home).
+    pub user: String,
+    pub memory_max: Option<String>,
+}
+
+impl App {
+    pub fn port(&self, c: Color) -> u16 {
+        match c {
+            Color::Blue => PORTS[0],
+            Color::Green => PORTS[1],
+        }
+    }
+
+    pub fn unit(&self, c: Color) -> String {
+        format!("nova-{}-{c}.service", self.id)
+    }
+
+    pub fn unit_path(&self, c: Color) -> String {
+        format!("/etc/systemd/system/{}", self.unit(c))
+    }
+
+    /// Root-only: systemd reads it before dropping privileges; it may hold secrets.
+    pub fn env_path(&self, c: Color) -> String {
+        format!("/etc/nova/apps/{}/{c}.env", self.id)
+    }
+
+    /// Written after a colour (re)started with a revision, removed before it changes: the
+    /// revision a running colour really runs, whatever its files say.
+    pub fn marker_path(&self, c: Color) -> String {
+        format!("/var/lib/nova/state/{}/{c}.running", self.id)
+    }
+
+    pub fn work_dir(&self) -> String {
+        format!("/var/lib/nova/apps/{}", self.id)
+    }
+
+    pub fn site_path(&self) -> String {
+        format!("/etc/nginx/sites-enabled/nova-{}.conf", self.id)
+    }
+}
+
+/// Why a Platform cannot run on hosts as written, naming the field.
+fn refuse(field: &str, why: &str) -> String {
+    format!("{field}: {why}")
+}
+
+fn invalid(e: render::Invalid) -> String {
+    e.to_string()
+}
+
+/// The application a host-targeted Platform describes.
+pub fn app(p: &Platform) -> Result<App, String> {
+    let s = &p.spec;
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    let id = validate::name("metadata.namespace and metadata.name (joined by '-')", &format!("{ns}-{name}"))
+        .map_err(invalid)?;
+    let runtime = s.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| h.runtime);
+    if runtime == Some(HostRuntime::Compose) {
+        return Err(refuse(
+            "spec.target.hosts.runtime",
+            "compose is not supported by this version of Nova on hosts yet; use systemd",
+        ));
+    }
+    if s.command.is_empty() {
+        return Err(refuse(
+            "spec.command",
+            "is required on hosts with the systemd runtime: the absolute path of the program to run \
+             (the image is not pulled there; it names the release)",
+        ));
+    }
+    let exec: Vec<String> = s.command.iter().chain(&s.args).cloned().collect();
+    validate::exec_start("spec.command", &exec).map_err(invalid)?;
+    if !s.env_from.is_empty() {
+        return Err(refuse("spec.envFrom", "is not supported on hosts yet; give literal env values"));
+    }
+    let mut env = Vec::new();
+    for (i, e) in s.env.iter().enumerate() {
+        if e.value_from.is_some() {
+            return Err(refuse(
+                &format!("spec.env[{i}].valueFrom"),
+                "is not supported on hosts yet; give value",
+            ));
+        }
+        if e.name == "PORT" {
+            return Err(refuse(&format!("spec.env[{i}].name"), "PORT is set by Nova to the colour's port"));
+        }
+        let v = e.value.clone().unwrap_or_default();
+        validate::env_line(&format!("spec.env[{i}]"), &e.name, &v).map_err(invalid)?;
+        env.push((e.name.clone(), v));
+    }
+    let health_path = match &s.health {
+        Some(h) => Some(validate::url_path("spec.health.path", &h.path).map_err(invalid)?),
+        None => None,
+    };
+    if s.domains.is_empty() {
+        return Err(refuse("spec.domains", "needs at least one domain on hosts (nginx serves by name)"));
+    }
+    let tls = match &s.tls {
+        Some(t) if t.mode == TlsMode::Secret => {
+            // On hosts the pair is a file pair; TlsCertificate's distributeTo writes it there.
+            let secret = t.secret_name.as_deref().unwrap_or_default();
+            let dir = format!("/etc/nova/tls/{secret}");
+            Some(SiteTls { certificate: format!("{dir}/tls.crt"), key: format!("{dir}/tls.key") })
+        }
+        Some(t) if t.mode == TlsMode::Auto => {
+            return Err(refuse("spec.tls.mode", "Auto is not supported on hosts yet; use Secret or None"));
+        }
+        _ => None,
+    };
+    let memory_max = s
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .map(|q| kube_memory_to_systemd(&q.0))
+        .transpose()?;
+    // Linux user names are at most 32 characters.
+    let user = if id.len() <= 27 { format!("nova-{id}") } else { format!("nova-{}", &hash(&id)[..10]) };
+    let mut app = App {
+        id,
+        revision: String::new(),
+        exec,
+        env,
+        health_path,
+        domains: s.domains.clone(),
+        tls,
+        user,
+        memory_max,
+    };
+    app.revision = revision(&app, &s.image);
+    // Render once here so that a bad value is refused before anything reaches a host.
+    unit(&app, Color::Blue)?;
+    site(&app, Color::Blue)?;
+    Ok(app)
+}
+
+/// `512Mi` → `512M`; systemd counts in 1024s as Kubernetes' binary suffixes do.
+fn kube_memory_to_systemd(q: &str) -> Result<String, String> {
+    let (digits, suffix) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let unit = match suffix {
+        "" => "",
+        "Ki" => "K",
+        "Mi" => "M",
+        "Gi" => "G",
+        "Ti" => "T",
+        _ => {
+            return Err(refuse(
+                "spec.resources.limits.memory",
+                &format!("{q:?} on hosts must be a whole number with Ki, Mi, Gi or Ti, e.g. 512Mi"),
+            ));
+        }
+    };
+    if digits.is_empty() {
+        return Err(refuse("spec.resources.limits.memory", &format!("{q:?} is not a quantity like 512Mi")));
+    }
+    Ok(format!("{digits}{unit}"))
+}
+
+fn hash(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Same program, arguments, environment and image → same revision.
+fn revision(app: &App, image: &str) -> String {
+    let key = serde_json::json!({
+        "image": image, "exec": app.exec, "env": app.env, "memory": app.memory_max, "health": app.health_path,
+    });
+    hash(&key.to_string())[..10].to_owned()
+}
+
+pub fn unit(app: &App, c: Color) -> Result<String, String> {
+    render::systemd_service(&Service {
+        description: format!("Nova application {} ({c})", app.id),
+        user: app.user.clone(),
+        working_directory: app.work_dir(),
+        environment_file: app.env_path(c),
+        exec: app.exec.clone(),
+        memory_max: app.memory_max.clone(),
+        cpu_quota_percent: None,
+    })
+    .map_err(invalid)
+}
+
+/// The colour's environment: the application's, plus where to listen and what it runs.
+pub fn env_file(app: &App, c: Color) -> Result<String, String> {
+    let mut vars = vec![
+        ("PORT".to_owned(), app.port(c).to_string()),
+        ("NOVA_COLOR".to_owned(), c.to_string()),
+        ("NOVA_REVISION".to_owned(), app.revision.clone()),
+    ];
+    vars.extend(app.env.iter().cloned());
+    render::environment_file(&vars).map_err(invalid)
+}
+
+/// The nginx site sending traffic to colour `active`.
+pub fn site(app: &App, active: Color) -> Result<RenderedSite, String> {
+    render::nginx_site(&Site {
+        name: app.id.clone(),
+        domains: app.domains.clone(),
+        active_port: i64::from(app.port(active)),
+        tls: app.tls.clone(),
+        body_size: "10m".into(),
+        acme_webroot: ACME_WEBROOT.into(),
+        api_rate_per_second: 100,
+        login_rate_per_minute: 30,
+        include_dir: NGINX_INCLUDE_DIR.into(),
+    })
+    .map_err(invalid)
+}
+
+/// The blue-green rollout a host-targeted Platform runs, one instance per host. Rolling on
+/// hosts is the same two-colour switch with no waiting: start the new process, check it,
+/// move nginx, stop the old one (a single process cannot be replaced in place without a gap).
+pub fn rollout_spec(p: &Platform, hosts: usize) -> BlueGreenDeploymentSpec {
+    let strategy = p.spec.strategy.as_ref();
+    let bg = match strategy {
+        Some(s) if s.type_ == StrategyType::BlueGreen => s.blue_green.clone().unwrap_or_default(),
+        _ => BlueGreenStrategy { scale_down_delay_seconds: 0, ..Default::default() },
+    };
+    BlueGreenDeploymentSpec {
+        template: None,
+        platform_ref: Some(LocalRef { name: p.metadata.name.clone().unwrap_or_default() }),
+        replicas: i32::try_from(hosts).unwrap_or(i32::MAX),
+        strategy: bg,
+        abort: false,
+        revision_history_limit: 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn platform(spec: serde_json::Value) -> Platform {
+        serde_json::from_value(json!({
+            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform",
+            "metadata": {"name": "shop", "namespace": "prod"},
+            "spec": spec,
+        }))
+        .expect("platform")
+    }
+
+    fn base() -> serde_json::Value {
+        json!({"image": "shop:1", "command": ["/usr/bin/python3", "/opt/app.py"],
+               "domains": ["shop.example.com"], "health": {"path": "/healthz"},
+               "env": [{"name": "MODE", "value": "a b \"c\""}],
+               "target": {"hosts": {"names": ["web-1"]}}})
+    }
+
+    #[test]
+    fn a_platform_becomes_an_app_with_two_colours() {
+        let a = app(&platform(base())).expect("valid");
+        assert_eq!(a.id, "prod-shop");
+        assert_eq!(a.unit(Color::Green), "nova-prod-shop-green.service");
+        let env = env_file(&a, Color::Green).unwrap();
+        assert!(env.contains("PORT=\"5002\"") || env.contains("PORT=5002"), "{env}");
+        assert!(env.contains(&a.revision));
+        let u = unit(&a, Color::Blue).unwrap();
+        assert!(u.contains("EnvironmentFile=/etc/nova/apps/prod-shop/blue.env"), "{u}");
+        assert!(u.contains("User=nova-prod-shop"));
+        let s = site(&a, Color::Green).unwrap();
+        assert!(s.site.contains("server 127.0.0.1:5002;"));
+    }
+
+    #[test]
+    fn revision_follows_what_runs() {
+        let a = app(&platform(base())).unwrap();
+        let mut b = base();
+        b["domains"] = json!(["other.example.com"]);
+        assert_eq!(app(&platform(b)).unwrap().revision, a.revision, "domains do not restart the process");
+        for (k, v) in [("image", json!("shop:2")), ("args", json!(["--x"])), ("env", json!([]))] {
+            let mut c = base();
+            c[k] = v;
+            assert_ne!(app(&platform(c)).unwrap().revision, a.revision, "{k}");
+        }
+    }
+
+    #[test]
+    fn what_hosts_cannot_run_is_refused_naming_the_field() {
+        let cases = [
+            ("command", json!([]), "spec.command"),
+            ("command", json!(["relative/app"]), "spec.command[0]"),
+            ("envFrom", json!([{"secretRef": {"name": "x"}}]), "spec.envFrom"),
+            ("env", json!([{"name": "PORT", "value": "1"}]), "spec.env[0].name"),
+            ("env", json!([{"name": "A", "value": "x\ny"}]), "spec.env[0]"),
+            ("domains", json!([]), "spec.domains"),
+            ("tls", json!({"mode": "Auto"}), "spec.tls.mode"),
+            ("resources", json!({"limits": {"memory": "1.5G"}}), "spec.resources.limits.memory"),
+            ("target", json!({"hosts": {"names": ["a"], "runtime": "compose"}}), "spec.target.hosts.runtime"),
+        ];
+        for (field, value, named) in cases {
+            let mut s = base();
+            s[field] = value;
+            let err = app(&platform(s)).expect_err(field);
+            assert!(err.contains(named), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn rolling_on_hosts_is_a_switch_without_delay() {
+        let p = platform(base());
+        let s = rollout_spec(&p, 3);
+        assert_eq!((s.replicas, s.strategy.scale_down_delay_seconds), (3, 0));
+        assert!(s.strategy.auto_promotion_enabled);
+        let mut b = base();
+        b["strategy"] = json!({"type": "BlueGreen", "blueGreen": {"autoPromotionEnabled": false}});
+        let s = rollout_spec(&platform(b), 1);
+        assert_eq!((s.strategy.auto_promotion_enabled, s.strategy.scale_down_delay_seconds), (false, 30));
+    }
+}

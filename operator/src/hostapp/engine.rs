@@ -1,0 +1,408 @@
+//! Blue-green on SSH hosts: what the hosts run (observe), one decision of the same state
+//! machine as on Kubernetes (`bluegreen::plan`), and the actions it asks for (act). Each colour
+//! is a systemd unit on its own port; a switch rewrites the nginx upstream, checks it with
+//! `nginx -t` and reloads gracefully. Every action is idempotent, so a round cut off half-way
+//! is completed by the next one.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, GateCheck};
+use crate::bluegreen::gate;
+use crate::bluegreen::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
+use crate::host::bootstrap;
+use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR};
+use crate::ssh::{self, Connection, quote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Ssh(#[from] ssh::Error),
+    #[error("{host}: nginx refused the new site, the old one stays in place: {output}")]
+    NginxRejected { host: String, output: String },
+    #[error("{host}: {what}: {output}")]
+    Step { host: String, what: String, output: String },
+}
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A connected host and its name (for messages).
+pub struct HostConn {
+    pub name: String,
+    pub conn: Connection,
+}
+
+/// One colour on one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Instance {
+    pub active: bool,
+    /// Revision it runs (from the marker written after its start).
+    pub revision: Option<String>,
+    /// It answered its health check (or, with no health path, accepted a connection).
+    pub healthy: bool,
+}
+
+/// Bash: `probe PORT [PATH]` prints the HTTP status of GET PATH on 127.0.0.1:PORT (or `open`
+/// when no path is given and the port accepts), nothing when it does not answer in 3 s.
+const PROBE: &str = r#"probe() { timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; [ -z "$2" ] && { echo open; exit 0; }; printf "GET %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n" "$2" >&3; IFS=" " read -r _ code _ <&3 && echo "$code"' probe "$1" "${2:-}" 2>/dev/null; }"#;
+
+fn observe_script(app: &App) -> String {
+    let path = quote(app.health_path.as_deref().unwrap_or(""));
+    let mut s = format!("{PROBE}\n");
+    for c in [Color::Blue, Color::Green] {
+        s.push_str(&format!(
+            "a=$(systemctl is-active {unit} 2>/dev/null); r=$(cat {marker} 2>/dev/null); h=-; \
+             if [ \"$a\" = active ]; then h=$(probe {port} {path}); fi; echo \"{c} ${{a:-unknown}} ${{r:--}} ${{h:--}}\"\n",
+            unit = quote(&app.unit(c)),
+            marker = quote(&app.marker_path(c)),
+            port = app.port(c),
+        ));
+    }
+    s
+}
+
+fn parse_observation(out: &str) -> [Instance; 2] {
+    let mut r = [Instance::default(), Instance::default()];
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [c, active, rev, health] = f[..] else { continue };
+        let i = match c {
+            "blue" => 0,
+            "green" => 1,
+            _ => continue,
+        };
+        let healthy = health == "open" || health.parse::<u16>().is_ok_and(|code| (200..400).contains(&code));
+        r[i] = Instance {
+            active: active == "active",
+            revision: (rev != "-").then(|| rev.to_owned()),
+            healthy: active == "active" && healthy,
+        };
+    }
+    r
+}
+
+/// What every host runs, per colour: `[blue, green]` for each host in order.
+pub async fn observe(hosts: &[HostConn], app: &App) -> Result<Vec<[Instance; 2]>, Error> {
+    let script = observe_script(app);
+    let outs = join_all(hosts.iter().map(|h| h.conn.run(&script, TIMEOUT))).await;
+    outs.into_iter().map(|o| Ok(parse_observation(&o?))).collect()
+}
+
+/// One colour across hosts, as the state machine counts replicas: one instance per host.
+pub fn colour_live(obs: &[[Instance; 2]], c: Color) -> Option<ColorLive> {
+    let i = usize::from(c == Color::Green);
+    let running: Vec<&Instance> = obs.iter().map(|o| &o[i]).filter(|x| x.active).collect();
+    if running.is_empty() {
+        return None;
+    }
+    // The revision most hosts run (they differ only while a round is half-way).
+    let mut revs: Vec<&String> = running.iter().filter_map(|x| x.revision.as_ref()).collect();
+    revs.sort();
+    let revision = revs.iter().max_by_key(|r| revs.iter().filter(|x| x == r).count()).map(|r| (*r).clone());
+    let available = running.iter().filter(|x| x.healthy && x.revision == revision).count();
+    Some(ColorLive {
+        revision,
+        replicas: i32::try_from(running.len()).unwrap_or(i32::MAX),
+        available: i32::try_from(available).unwrap_or(i32::MAX),
+    })
+}
+
+/// The gate's HTTP check, run on each host against the preview colour's port.
+async fn health_round(hosts: &[HostConn], app: &App, c: Color, check: &GateCheck) -> Outcome {
+    let port = check.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(app.port(c));
+    let script = format!("{PROBE}\nprobe {port} {}", quote(&check.path));
+    let outs = join_all(hosts.iter().map(|h| h.conn.run(&script, TIMEOUT))).await;
+    let mut failures = Vec::new();
+    for (h, out) in hosts.iter().zip(outs) {
+        match out {
+            Ok(code) if code.trim() == check.expected_status.to_string() => {}
+            Ok(code) if code.trim().is_empty() => {
+                failures.push(format!("{}: {c} did not answer on port {port}", h.name))
+            }
+            Ok(code) => failures.push(format!(
+                "{}: {c} answered {} (expected {})",
+                h.name,
+                code.trim(),
+                check.expected_status
+            )),
+            Err(e) => failures.push(format!("{}: {e}", h.name)),
+        }
+    }
+    if failures.is_empty() {
+        Outcome::Pass(format!("{} of {} hosts answered {}", hosts.len(), hosts.len(), check.expected_status))
+    } else {
+        Outcome::Fail(failures.join("; "))
+    }
+}
+
+/// Requests to act on: promotion and abort asked for outside the spec (the CLI).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Requests {
+    pub promote: bool,
+    pub abort: bool,
+}
+
+/// One round: observe, plan (running the gate checks the plan asks for), act. The returned
+/// plan's status is what to store; when this returns an error, nothing of the plan was
+/// completed that the next round would not redo, and status should keep what it had.
+pub async fn round(
+    hosts: &[HostConn],
+    app: &App,
+    spec: &BlueGreenDeploymentSpec,
+    status: &BlueGreenDeploymentStatus,
+    req: Requests,
+) -> Result<Plan, Error> {
+    let obs = observe(hosts, app).await?;
+    let mut input = Input {
+        spec,
+        desired: &app.revision,
+        status,
+        blue: colour_live(&obs, Color::Blue),
+        green: colour_live(&obs, Color::Green),
+        promote: req.promote,
+        abort_requested: req.abort,
+        round: None,
+        now: Timestamp::now(),
+    };
+    let mut p = plan::plan(&input);
+    if p.gate_due.any() {
+        input.round = Some(gate_round(hosts, app, spec, status, p.gate_due).await);
+        p = plan::plan(&input);
+    }
+    let results = join_all(hosts.iter().zip(&obs).map(|(h, o)| act(h, app, &p, o))).await;
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    Ok(p)
+}
+
+async fn gate_round(
+    hosts: &[HostConn],
+    app: &App,
+    spec: &BlueGreenDeploymentSpec,
+    status: &BlueGreenDeploymentStatus,
+    due: GateDue,
+) -> GateRound {
+    let preview = status.preview_color.unwrap_or(status.active_color.unwrap_or(Color::Blue).other());
+    let mut round = GateRound::default();
+    if due.health
+        && let Some(check) = &spec.strategy.health_check
+    {
+        round.health = Some(health_round(hosts, app, preview, check).await);
+    }
+    if due.analysis
+        && let Some(a) = &spec.strategy.analysis
+    {
+        let http = reqwest::Client::new();
+        round.analysis = Some(gate::analysis_round(&http, a).await);
+    }
+    round
+}
+
+fn want(p: &Plan, c: Color) -> Option<plan::Want> {
+    match c {
+        Color::Blue => p.blue,
+        Color::Green => p.green,
+    }
+}
+
+/// Brings one host to what the plan asks: colours that should run are started first, then
+/// traffic moves, then colours that should stop are stopped, so no request meets a stopped
+/// process.
+async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<(), Error> {
+    for c in [Color::Blue, Color::Green] {
+        let i = &obs[usize::from(c == Color::Green)];
+        match want(p, c) {
+            Some(w) if w.replicas > 0 && w.template == Template::Spec => {
+                let current = i.active && i.revision.as_deref() == Some(&app.revision);
+                if !current {
+                    start(h, app, c).await?;
+                }
+            }
+            Some(w) if w.replicas > 0 && !i.active => resume(h, app, c).await?,
+            _ => {}
+        }
+    }
+    // Every round, not only on a switch: domains or TLS may change without a new revision.
+    if let Some(active) = p.status.active_color {
+        ensure_site(h, app, active).await?;
+    }
+    for c in [Color::Blue, Color::Green] {
+        let i = &obs[usize::from(c == Color::Green)];
+        if want(p, c).is_some_and(|w| w.replicas == 0) && i.active {
+            stop(h, app, c).await?;
+        }
+    }
+    Ok(())
+}
+
+fn step_err(h: &HostConn, what: &str, e: ssh::Error) -> Error {
+    match e {
+        ssh::Error::Failed { output, .. } => Error::Step { host: h.name.clone(), what: what.into(), output },
+        other => Error::Ssh(other),
+    }
+}
+
+/// Writes the colour's files for the desired revision and (re)starts it.
+async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
+    let c_ = &h.conn;
+    let user = quote(&app.user);
+    let prepare = format!(
+        "set -e; id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}; \
+         mkdir -p {work} {state} {etc}; chown {user}: {work}; chmod 0700 {etc}; rm -f {marker}",
+        work = quote(&app.work_dir()),
+        state = quote(&format!("/var/lib/nova/state/{}", app.id)),
+        etc = quote(&format!("/etc/nova/apps/{}", app.id)),
+        marker = quote(&app.marker_path(c)),
+    );
+    c_.run(&prepare, TIMEOUT)
+        .await
+        .map_err(|e| step_err(h, "preparing the application's user and directories", e))?;
+    let env = desired::env_file(app, c).map_err(|output| Error::Step {
+        host: h.name.clone(),
+        what: "environment".into(),
+        output,
+    })?;
+    let unit = desired::unit(app, c).map_err(|output| Error::Step {
+        host: h.name.clone(),
+        what: "unit".into(),
+        output,
+    })?;
+    c_.upload(&app.env_path(c), env.as_bytes(), 0o600, Some("root:root"), TIMEOUT).await?;
+    let unit_changed = c_.upload(&app.unit_path(c), unit.as_bytes(), 0o644, None, TIMEOUT).await?;
+    let reload = if unit_changed { "systemctl daemon-reload && " } else { "" };
+    let run = format!(
+        "{reload}systemctl restart {u} && echo {rev} > {marker}",
+        u = quote(&app.unit(c)),
+        rev = quote(&app.revision),
+        marker = quote(&app.marker_path(c)),
+    );
+    c_.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("starting {c}"), e))?;
+    Ok(())
+}
+
+/// Starts a stopped colour with the files it has (an older revision kept for rollback).
+async fn resume(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
+    let run = format!(
+        r#"set -e; [ -f {unit_path} ]; systemctl start {u}; sed -n 's/^NOVA_REVISION="\([0-9a-f]*\)"$/\1/p' {env} > {marker}"#,
+        unit_path = quote(&app.unit_path(c)),
+        u = quote(&app.unit(c)),
+        env = quote(&app.env_path(c)),
+        marker = quote(&app.marker_path(c)),
+    );
+    h.conn.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("starting {c} again"), e))?;
+    Ok(())
+}
+
+/// Shell: reloads nginx gracefully and returns once every worker from before the reload has
+/// exited (at most 30 s), that is once no request can still go to the old upstream. `systemctl
+/// reload` only sends the signal; a colour stopped right after it would fail the requests the
+/// old workers are still finishing. `/proc` rather than pgrep: minimal images lack procps;
+/// `proces[s]` keeps the pattern from matching grep's own command line.
+const RELOAD: &str = "old=$(grep -ls 'nginx: worker proces[s]' /proc/[0-9]*/cmdline | cut -d/ -f3); \
+     systemctl reload nginx; \
+     for i in $(seq 1 300); do alive=; for p in $old; do [ -e /proc/$p ] && alive=1; done; \
+     [ -z \"$alive\" ] && break; sleep 0.1; done";
+
+/// Stops a colour. Traffic left it before: a switch returns only once the old nginx workers
+/// have exited (see [`RELOAD`]).
+async fn stop(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
+    let run = format!(
+        "rm -f {marker}; systemctl stop {u}",
+        marker = quote(&app.marker_path(c)),
+        u = quote(&app.unit(c)),
+    );
+    h.conn.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("stopping {c}"), e))?;
+    Ok(())
+}
+
+/// Installs nginx when missing (the runtime the site needs), writes the site for colour `to`,
+/// and reloads nginx only when the site changed and `nginx -t` accepts it; otherwise the old
+/// files go back and nginx keeps serving the old configuration.
+async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<(), Error> {
+    let site = desired::site(app, to).map_err(|output| Error::Step {
+        host: h.name.clone(),
+        what: "nginx site".into(),
+        output,
+    })?;
+    let c = &h.conn;
+    let site_path = app.site_path();
+    let include_path = format!("{NGINX_INCLUDE_DIR}/{}", site.proxy_include_file);
+    // Outside nginx's directories: nginx includes every file in sites-enabled.
+    let keep_dir = format!("/var/lib/nova/state/{}/nginx-previous", app.id);
+    // Installs nginx if needed, and keeps what is there to put it back if nginx refuses the
+    // new files.
+    let prepare = format!(
+        "set -e; command -v nginx >/dev/null || {{ {apt} && {{ apt-get -qq install -y --no-install-recommends nginx-light \
+         || apt-get -qq install -y --no-install-recommends nginx; }}; }}; mkdir -p {inc} {acme}; \
+         systemctl is-active -q nginx || systemctl start nginx; \
+         mkdir -p {keep}; for f in {s} {i}; do k={keep}/$(basename \"$f\"); \
+         if [ -f \"$f\" ]; then cp -p \"$f\" \"$k\"; else rm -f \"$k\"; fi; done",
+        apt = bootstrap::APT_PREPARE,
+        inc = quote(NGINX_INCLUDE_DIR),
+        acme = quote(desired::ACME_WEBROOT),
+        s = quote(&site_path),
+        i = quote(&include_path),
+        keep = quote(&keep_dir),
+    );
+    c.run(&prepare, Duration::from_secs(600)).await.map_err(|e| step_err(h, "installing nginx", e))?;
+    let a = c.upload(&include_path, site.proxy_include.as_bytes(), 0o644, None, TIMEOUT).await?;
+    let b = c.upload(&site_path, site.site.as_bytes(), 0o644, None, TIMEOUT).await?;
+    if !(a || b) {
+        return Ok(());
+    }
+    let test = c.exec("nginx -t -q", None, TIMEOUT).await?;
+    if test.code != 0 {
+        let restore = format!(
+            "for f in {s} {i}; do k={keep}/$(basename \"$f\"); if [ -f \"$k\" ]; then cp -p \"$k\" \"$f\"; else rm -f \"$f\"; fi; done",
+            s = quote(&site_path),
+            i = quote(&include_path),
+            keep = quote(&keep_dir),
+        );
+        c.run(&restore, TIMEOUT).await.map_err(|e| step_err(h, "restoring the old site", e))?;
+        return Err(Error::NginxRejected { host: h.name.clone(), output: test.stderr });
+    }
+    c.run(RELOAD, TIMEOUT).await.map_err(|e| step_err(h, "reloading nginx", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(active: bool, rev: Option<&str>, healthy: bool) -> Instance {
+        Instance { active, revision: rev.map(str::to_owned), healthy }
+    }
+
+    #[test]
+    fn observations_parse() {
+        let out = "blue active abc 200\ngreen inactive - -\n";
+        assert_eq!(parse_observation(out), [inst(true, Some("abc"), true), inst(false, None, false)]);
+        let out = "blue active abc 500\ngreen active def open\n";
+        assert_eq!(parse_observation(out), [inst(true, Some("abc"), false), inst(true, Some("def"), true)]);
+        let out = "blue failed abc 200\ngreen activating def -\n";
+        assert_eq!(
+            parse_observation(out),
+            [inst(false, Some("abc"), false), inst(false, Some("def"), false)]
+        );
+    }
+
+    #[test]
+    fn a_colour_counts_one_replica_per_host() {
+        let obs = vec![
+            [inst(true, Some("r1"), true), inst(true, Some("r2"), true)],
+            [inst(true, Some("r1"), false), inst(true, Some("r2"), true)],
+            [inst(true, Some("r1"), true), inst(false, None, false)],
+        ];
+        assert_eq!(
+            colour_live(&obs, Color::Blue),
+            Some(ColorLive { revision: Some("r1".into()), replicas: 3, available: 2 })
+        );
+        assert_eq!(
+            colour_live(&obs, Color::Green),
+            Some(ColorLive { revision: Some("r2".into()), replicas: 2, available: 2 })
+        );
+        let none = vec![[inst(false, None, false), inst(false, None, false)]];
+        assert_eq!(colour_live(&none, Color::Blue), None);
+    }
+}

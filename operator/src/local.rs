@@ -1,0 +1,362 @@
+//! `nova apply -f` and `nova get` with no cluster: Hosts and host-targeted Platforms read from
+//! YAML, reconciled over SSH by the same code the operator uses, with their status kept in the
+//! state database (SQLite by default).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use serde::Deserialize as _;
+
+use crate::api::bluegreen::{BlueGreenDeploymentStatus, Phase};
+use crate::api::common::HostSelector;
+use crate::api::host::Host;
+use crate::api::platform::Platform;
+use crate::conditions::{self, Cond};
+use crate::host::{bootstrap, cli};
+use crate::hostapp::{self, HostConn, Requests, desired};
+use crate::state::{self, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    State(#[from] state::Error),
+}
+
+/// What a file or directory holds.
+#[derive(Default)]
+pub struct Objects {
+    pub hosts: Vec<Host>,
+    pub platforms: Vec<Platform>,
+}
+
+fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
+    let io = |e: std::io::Error| Error::Input(format!("{}: {e}", path.display()));
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every document of a file, or of each `*.yaml`/`*.yml` in a directory. Kinds other
+/// than Host and Platform are refused: without a cluster nothing would act on them.
+pub fn load(path: &Path) -> Result<Objects, Error> {
+    let mut out = Objects::default();
+    for file in yaml_files(path)? {
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let at = format!("{} (document {})", file.display(), i + 1);
+            let value =
+                serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input(format!("{at}: {e}")))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+            match kind.as_str() {
+                "Host" => out.hosts.push(
+                    serde_yaml::from_value(value).map_err(|e| Error::Input(format!("{at}: a Host: {e}")))?,
+                ),
+                "Platform" => {
+                    let p: Platform = serde_yaml::from_value(value)
+                        .map_err(|e| Error::Input(format!("{at}: a Platform: {e}")))?;
+                    if p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).is_none() {
+                        return Err(Error::Input(format!(
+                            "{at}: Platform {} has no spec.target.hosts; without a cluster only host targets can run",
+                            p.name_any()
+                        )));
+                    }
+                    out.platforms.push(p);
+                }
+                other => {
+                    return Err(Error::Input(format!(
+                        "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host and Platform with target.hosts are)"
+                    )));
+                }
+            }
+        }
+    }
+    if out.hosts.is_empty() && out.platforms.is_empty() {
+        return Err(Error::Input(format!("{}: no Host or Platform in it", path.display())));
+    }
+    Ok(out)
+}
+
+/// The Hosts a selector picks, by name or by labels (matchLabels and matchExpressions).
+pub fn select<'a>(hosts: &'a [Host], sel: &HostSelector) -> Vec<&'a Host> {
+    hosts
+        .iter()
+        .filter(|h| {
+            if !sel.names.is_empty() {
+                return sel.names.iter().any(|n| *n == h.name_any());
+            }
+            let Some(s) = &sel.selector else { return false };
+            let labels = h.labels();
+            let by_labels =
+                s.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
+            let by_expr = s.match_expressions.iter().flatten().all(|e| {
+                let have = labels.get(&e.key);
+                let values = e.values.clone().unwrap_or_default();
+                match e.operator.as_str() {
+                    "In" => have.is_some_and(|v| values.contains(v)),
+                    "NotIn" => have.is_none_or(|v| !values.contains(v)),
+                    "Exists" => have.is_some(),
+                    "DoesNotExist" => have.is_none(),
+                    _ => false,
+                }
+            });
+            by_labels && by_expr
+        })
+        .collect()
+}
+
+/// Settings of one `nova apply`.
+pub struct Apply {
+    pub identity: PathBuf,
+    pub requests: Requests,
+    /// Wait for the old colour's scale-down after a switch before returning.
+    pub wait_scale_down: bool,
+}
+
+/// One line per step, for people watching.
+pub type Progress<'a> = &'a mut dyn FnMut(&str);
+
+/// Applies everything in `objs`: Hosts first (facts, bootstrap), then each Platform on the
+/// Hosts it selects. Returns how many objects failed; each failure was reported and stored.
+pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>) -> Result<usize, Error> {
+    let mut failed = 0;
+    // Hosts applied earlier stay selectable by Platforms applied later.
+    let mut known: BTreeMap<String, Host> = BTreeMap::new();
+    for o in state.locals().await?.into_iter().filter(|o| o.kind == "Host") {
+        if let Ok(h) = serde_json::from_str::<Host>(&o.spec) {
+            known.insert(h.name_any(), h);
+        }
+    }
+    for h in &objs.hosts {
+        let name = h.name_any();
+        let spec = serde_json::to_string(h).unwrap_or_default();
+        let status = match apply_host(h, cfg, say).await {
+            Ok(s) => s,
+            Err(msg) => {
+                failed += 1;
+                say(&format!("host/{name}: {msg}"));
+                serde_json::json!({"ready": false, "message": msg})
+            }
+        };
+        state.save_local("Host", "", &name, &spec, &status.to_string()).await?;
+        known.insert(name, h.clone());
+    }
+    let hosts: Vec<Host> = known.into_values().collect();
+    for p in &objs.platforms {
+        let ns = p.namespace().unwrap_or_else(|| "default".into());
+        let name = p.name_any();
+        let old = state.local("Platform", &ns, &name).await?;
+        let mut status: BlueGreenDeploymentStatus =
+            old.and_then(|o| serde_json::from_str(&o.status).ok()).unwrap_or_default();
+        let result = apply_platform(p, &hosts, cfg, &mut status, say).await;
+        if let Err(msg) = &result {
+            failed += 1;
+            say(&format!("platform/{name}: {msg}"));
+            status.phase = Some(Phase::Degraded);
+            let conds = [
+                Cond::new("Ready", false, "ApplyFailed", msg),
+                Cond::new("Degraded", true, "ApplyFailed", msg),
+            ];
+            status.conditions = conditions::merge(&status.conditions, &conds, None, Timestamp::now());
+        }
+        let spec = serde_json::to_string(p).unwrap_or_default();
+        let st = serde_json::to_string(&status).unwrap_or_default();
+        state.save_local("Platform", &ns, &name, &spec, &st).await?;
+    }
+    Ok(failed)
+}
+
+async fn apply_host(h: &Host, cfg: &Apply, say: Progress<'_>) -> Result<serde_json::Value, String> {
+    let name = h.name_any();
+    let facts = cli::facts(h, &cfg.identity).await.map_err(|e| e.to_string())?;
+    say(&format!(
+        "host/{name}: reachable; {} {}, {} CPUs",
+        facts.os.clone().unwrap_or_default(),
+        facts.kernel.clone().unwrap_or_default(),
+        facts.cpus.unwrap_or_default()
+    ));
+    let mut status = serde_json::json!({"ready": true, "facts": facts});
+    if h.spec.bootstrap.is_some() {
+        let report = cli::bootstrap(h, &cfg.identity, false).await.map_err(|e| e.to_string())?;
+        let summary = bootstrap::describe(&report, false);
+        say(&format!("host/{name}: bootstrap: {summary}"));
+        status["bootstrap"] = serde_json::Value::String(summary);
+    }
+    Ok(status)
+}
+
+async fn apply_platform(
+    p: &Platform,
+    hosts: &[Host],
+    cfg: &Apply,
+    status: &mut BlueGreenDeploymentStatus,
+    say: Progress<'_>,
+) -> Result<(), String> {
+    let name = p.name_any();
+    let app = desired::app(p)?;
+    let sel = &p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).expect("checked at load").hosts;
+    let chosen = select(hosts, sel);
+    if chosen.is_empty() {
+        return Err(
+            "spec.target.hosts selects no Host (apply the Hosts in the same or an earlier run)".into()
+        );
+    }
+    let mut conns = Vec::new();
+    for h in &chosen {
+        let conn = cli::connect(h, &cfg.identity).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
+        conns.push(HostConn { name: h.name_any(), conn });
+    }
+    let spec = desired::rollout_spec(p, conns.len());
+    say(&format!("platform/{name}: revision {} on {} host(s)", app.revision, conns.len()));
+    let mut last = String::new();
+    // A first release has no progress deadline in the state machine (nothing to fall back to);
+    // a command must still end.
+    let limit = Duration::from_secs(u64::try_from(spec.strategy.progress_deadline_seconds).unwrap_or(600))
+        + spec_wait(&spec, cfg.wait_scale_down)
+        + Duration::from_secs(60);
+    let settle = hostapp::settle(&conns, &app, &spec, status, cfg.requests, cfg.wait_scale_down, |st, _| {
+        let line = describe(st);
+        if line != last {
+            say(&format!("platform/{name}: {line}"));
+            last = line;
+        }
+    });
+    let result = tokio::time::timeout(limit, settle).await;
+    for h in conns {
+        h.conn.close().await;
+    }
+    match result {
+        Err(_) => return Err(format!("did not settle within {}s: {}", limit.as_secs(), describe(status))),
+        Ok(r) => r.map_err(|e| e.to_string())?,
+    }
+    if matches!(status.phase, Some(Phase::Degraded | Phase::Aborted)) {
+        return Err(describe(status));
+    }
+    Ok(())
+}
+
+fn spec_wait(spec: &crate::api::bluegreen::BlueGreenDeploymentSpec, wait_scale_down: bool) -> Duration {
+    let delay = u64::try_from(spec.strategy.scale_down_delay_seconds).unwrap_or(0);
+    if wait_scale_down { Duration::from_secs(delay) } else { Duration::ZERO }
+}
+
+/// One line: phase, colours, revisions and the Ready condition's message.
+pub fn describe(st: &BlueGreenDeploymentStatus) -> String {
+    let phase = st.phase.map_or("Unknown", |p| p.as_str());
+    let active = match (st.active_color, &st.active_revision) {
+        (Some(c), Some(r)) => format!("active {c} {r}"),
+        _ => "no active colour".into(),
+    };
+    let preview = match (st.preview_color, &st.preview_revision) {
+        (Some(c), Some(r)) => format!(", preview {c} {r}"),
+        _ => String::new(),
+    };
+    let msg =
+        st.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone()).unwrap_or_default();
+    format!("{phase}: {active}{preview}; {msg}")
+}
+
+/// `nova get`: a table of everything applied without a cluster.
+pub async fn table(state: &State) -> Result<String, Error> {
+    let mut rows = vec![["KIND", "NAMESPACE", "NAME", "STATUS", "ACTIVE", "UPDATED"].map(String::from)];
+    for o in state.locals().await? {
+        let (status, active) = if o.kind == "Platform" {
+            let st: BlueGreenDeploymentStatus = serde_json::from_str(&o.status).unwrap_or_default();
+            let active = match (st.active_color, st.active_revision) {
+                (Some(c), Some(r)) => format!("{c}/{r}"),
+                _ => "-".into(),
+            };
+            (st.phase.map_or("Unknown", |p| p.as_str()).to_owned(), active)
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&o.status).unwrap_or_default();
+            let ready = if v["ready"] == serde_json::Value::Bool(true) { "Ready" } else { "NotReady" };
+            (ready.to_owned(), "-".into())
+        };
+        let ns = if o.namespace.is_empty() { "-".to_owned() } else { o.namespace };
+        rows.push([o.kind, ns, o.name, status, active, o.updated_at.chars().take(19).collect()]);
+    }
+    let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("   ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(name: &str, labels: serde_json::Value) -> Host {
+        serde_json::from_value(json!({
+            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"address": "192.0.2.1", "sshKeySecretRef": {"name": "k", "key": "k"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn selectors_pick_by_name_or_labels() {
+        let hosts = [
+            host("a", json!({"role": "web", "zone": "x"})),
+            host("b", json!({"role": "web"})),
+            host("c", json!({"role": "gpu"})),
+        ];
+        let pick = |sel: serde_json::Value| -> Vec<String> {
+            let sel: HostSelector = serde_json::from_value(sel).unwrap();
+            select(&hosts, &sel).into_iter().map(|h| h.name_any()).collect()
+        };
+        assert_eq!(pick(json!({"names": ["c", "a"]})), ["a", "c"]);
+        assert_eq!(pick(json!({"selector": {"matchLabels": {"role": "web"}}})), ["a", "b"]);
+        assert_eq!(
+            pick(json!({"selector": {"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}})),
+            ["b", "c"]
+        );
+        assert_eq!(
+            pick(
+                json!({"selector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["gpu"]}]}})
+            ),
+            ["c"]
+        );
+        assert!(pick(json!({})).is_empty());
+    }
+
+    #[test]
+    fn files_with_other_kinds_or_cluster_targets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.yaml");
+        std::fs::write(
+            &f,
+            "apiVersion: nova.infra.dev/v1alpha1\nkind: Backup\nmetadata: {name: b}\nspec: {}\n",
+        )
+        .unwrap();
+        let err = load(&f).err().expect("refused").to_string();
+        assert!(err.contains("kind \"Backup\""), "{err}");
+        std::fs::write(
+            &f,
+            "apiVersion: nova.infra.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec: {image: a}\n",
+        )
+        .unwrap();
+        let err = load(&f).err().expect("refused").to_string();
+        assert!(err.contains("spec.target.hosts"), "{err}");
+    }
+}
