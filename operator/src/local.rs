@@ -11,7 +11,6 @@ use kube::ResourceExt;
 use serde::Deserialize as _;
 
 use crate::api::bluegreen::{BlueGreenDeploymentStatus, Phase};
-use crate::api::common::HostSelector;
 use crate::api::host::Host;
 use crate::api::platform::Platform;
 use crate::conditions::{self, Cond};
@@ -90,34 +89,6 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
         return Err(Error::Input(format!("{}: no Host or Platform in it", path.display())));
     }
     Ok(out)
-}
-
-/// The Hosts a selector picks, by name or by labels (matchLabels and matchExpressions).
-pub fn select<'a>(hosts: &'a [Host], sel: &HostSelector) -> Vec<&'a Host> {
-    hosts
-        .iter()
-        .filter(|h| {
-            if !sel.names.is_empty() {
-                return sel.names.iter().any(|n| *n == h.name_any());
-            }
-            let Some(s) = &sel.selector else { return false };
-            let labels = h.labels();
-            let by_labels =
-                s.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
-            let by_expr = s.match_expressions.iter().flatten().all(|e| {
-                let have = labels.get(&e.key);
-                let values = e.values.clone().unwrap_or_default();
-                match e.operator.as_str() {
-                    "In" => have.is_some_and(|v| values.contains(v)),
-                    "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                    "Exists" => have.is_some(),
-                    "DoesNotExist" => have.is_none(),
-                    _ => false,
-                }
-            });
-            by_labels && by_expr
-        })
-        .collect()
 }
 
 /// Settings of one `nova apply`.
@@ -210,7 +181,7 @@ async fn apply_platform(
     let name = p.name_any();
     let app = desired::app(p)?;
     let sel = &p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).expect("checked at load").hosts;
-    let chosen = select(hosts, sel);
+    let chosen = hostapp::select(hosts, sel);
     if chosen.is_empty() {
         return Err(
             "spec.target.hosts selects no Host (apply the Hosts in the same or an earlier run)".into()
@@ -303,42 +274,6 @@ pub async fn table(state: &State) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn host(name: &str, labels: serde_json::Value) -> Host {
-        serde_json::from_value(json!({
-            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"address": "192.0.2.1", "sshKeySecretRef": {"name": "k", "key": "k"}},
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn selectors_pick_by_name_or_labels() {
-        let hosts = [
-            host("a", json!({"role": "web", "zone": "x"})),
-            host("b", json!({"role": "web"})),
-            host("c", json!({"role": "gpu"})),
-        ];
-        let pick = |sel: serde_json::Value| -> Vec<String> {
-            let sel: HostSelector = serde_json::from_value(sel).unwrap();
-            select(&hosts, &sel).into_iter().map(|h| h.name_any()).collect()
-        };
-        assert_eq!(pick(json!({"names": ["c", "a"]})), ["a", "c"]);
-        assert_eq!(pick(json!({"selector": {"matchLabels": {"role": "web"}}})), ["a", "b"]);
-        assert_eq!(
-            pick(json!({"selector": {"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}})),
-            ["b", "c"]
-        );
-        assert_eq!(
-            pick(
-                json!({"selector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["gpu"]}]}})
-            ),
-            ["c"]
-        );
-        assert!(pick(json!({})).is_empty());
-    }
 
     #[test]
     fn files_with_other_kinds_or_cluster_targets_are_refused() {

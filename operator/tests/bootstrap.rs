@@ -127,3 +127,57 @@ async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
     assert!(clean.iter().all(|r| r.outcome == Outcome::Unchanged), "{clean:?}");
     Ok(())
 }
+
+fn reachable(th: &TestHost, port: u16) -> bool {
+    let addr = std::net::SocketAddr::from((th.ssh_addr.ip(), port));
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(700)).is_ok()
+}
+
+/// The services beside the application: an nftables allow-list (SSH always open), fail2ban,
+/// unattended upgrades and node_exporter, each from the local repository; idempotent; drift in
+/// the loaded rules found and corrected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firewall_fail2ban_upgrades_and_node_exporter() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("svc")).await??;
+    for port in [80, 8080] {
+        th.ssh(&format!("systemd-run -q --unit=listen{port} /usr/bin/python3 -m http.server {port}"))?;
+    }
+    eventually("listeners on 80 and 8080", Duration::from_secs(30), || async {
+        Ok::<_, anyhow::Error>(reachable(&th, 80) && reachable(&th, 8080))
+    })
+    .await?;
+    let f = files(
+        &th,
+        json!({"firewall": {"allow": [{"port": 80}]}, "fail2ban": true,
+               "unattendedUpgrades": true, "nodeExporter": true}),
+    )?;
+    let h = one(&f.host)?;
+    let report = cli::bootstrap(&h, &f.key, false).await?;
+    let names: Vec<&str> = report.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["packages", "firewall", "fail2ban", "unattended upgrades", "node_exporter"]);
+    // node_exporter may already be in shape: Debian's package enables and starts it.
+    assert!(report[..4].iter().all(|r| matches!(r.outcome, Outcome::Changed(_))), "{report:?}");
+
+    // Inbound: 80 allowed, 8080 and node_exporter's 9100 dropped, SSH still open.
+    assert!(reachable(&th, 80), "80 is allowed");
+    assert!(!reachable(&th, 8080), "8080 is dropped");
+    assert!(!reachable(&th, 9100), "node_exporter answers only inside");
+    assert!(th.ssh("true").is_ok(), "SSH stays open");
+    assert!(th.ssh("fail2ban-client status sshd")?.contains("Currently banned"));
+    assert!(th.ssh("apt-config dump APT::Periodic::Unattended-Upgrade")?.contains("\"1\""));
+    let metrics = "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100; printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3' | grep -c '^node_'";
+    assert!(th.ssh(metrics)?.trim().parse::<u32>()? > 10, "node_exporter serves node metrics");
+
+    let again = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
+
+    // Drift: someone flushes the rules; the next run reloads them.
+    th.ssh("nft flush ruleset")?;
+    assert!(reachable(&th, 8080), "flushed: open");
+    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let changed: Vec<&str> =
+        drift.iter().filter(|r| r.outcome != Outcome::Unchanged).map(|r| r.name.as_str()).collect();
+    assert_eq!(changed, ["firewall"], "{drift:?}");
+    assert!(!reachable(&th, 8080), "dropped again");
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! The Host controller against real machines: test hosts (systemd + sshd in namespaces) and the
 //! real API server.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, Result};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -14,6 +16,10 @@ use test_cluster::{Mode, shared};
 
 mod common;
 use common::{Operator, TIMEOUT, install_crds};
+
+/// Hosts are cluster-scoped and every operator watches all of them, looking for their key
+/// Secrets in its own namespace: the tests that run an operator with Hosts take turns.
+static HOSTS_IN_USE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn key_secret(client: &Client, ns: &str, name: &str, host: &TestHost) -> Result<()> {
     let s: Secret = serde_json::from_value(json!({
@@ -62,6 +68,7 @@ async fn wait(api: &Api<Host>, name: &str, what: &str, cond: impl Fn(&Host) -> b
 
 #[tokio::test]
 async fn facts_pinned_keys_mismatch_and_accept_new() -> Result<()> {
+    let _turn = HOSTS_IN_USE.lock().await;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
     install_crds(&client).await?;
@@ -156,5 +163,85 @@ async fn facts_pinned_keys_mismatch_and_accept_new() -> Result<()> {
     for name in [&good, &wrong, &new, &boot] {
         hosts.delete(name, &DeleteParams::default()).await?;
     }
+    op.stop().await
+}
+
+/// A Platform with target.hosts through the operator: it owns a BlueGreenDeployment that runs
+/// the application on the Host over SSH; a new version switches colours; the Platform mirrors it.
+#[tokio::test]
+async fn platform_on_a_host_through_the_operator() -> Result<()> {
+    let _turn = HOSTS_IN_USE.lock().await;
+    use nova::api::Platform;
+    use nova::api::bluegreen::{BlueGreenDeployment, Color, Phase};
+
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "hostapp").await?;
+    let th = tokio::task::spawn_blocking(|| TestHost::start("web")).await??;
+    std::fs::create_dir_all(th.root().join("opt"))?;
+    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
+    key_secret(&client, &ns, "key", &th).await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let web = format!("web-{suffix}");
+    let hosts: Api<Host> = Api::all(client.clone());
+    hosts.create(&PostParams::default(), &host(&web, &th, "key", json!({"hostKey": th.host_key}))?).await?;
+
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let platform = |v: &str| -> Result<Platform> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "shop"},
+            "spec": {"image": format!("shop:{v}"), "command": ["/usr/bin/python3", "/opt/app.py"],
+                     "env": [{"name": "VERSION", "value": v}], "domains": ["shop.test"],
+                     "health": {"path": "/healthz"}, "target": {"hosts": {"names": [web]}}},
+        }))?)
+    };
+    platforms.create(&PostParams::default(), &platform("v1")?).await?;
+    let ready = |p: Option<&Platform>| {
+        p.and_then(|p| p.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    tokio::time::timeout(Duration::from_secs(180), await_condition(platforms.clone(), "shop", ready))
+        .await
+        .context("Platform Ready on the host")??;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let get = || async {
+        let r = http.get(format!("http://{}/", th.ssh_addr.ip())).header("Host", "shop.test").send().await?;
+        anyhow::Ok(r.text().await?)
+    };
+    assert_eq!(get().await?, "v1 blue\n");
+
+    // A new version: green starts, is checked, takes the traffic; blue stops (Rolling on hosts).
+    let bgs: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), &ns);
+    let first = bgs.get("shop").await?.status.and_then(|s| s.active_revision).context("active revision")?;
+    platforms
+        .replace("shop", &PostParams::default(), &{
+            let mut p = platform("v2")?;
+            p.metadata.resource_version = platforms.get("shop").await?.metadata.resource_version;
+            p
+        })
+        .await?;
+    let switched = |b: Option<&BlueGreenDeployment>| {
+        b.and_then(|b| b.status.as_ref()).is_some_and(|s| {
+            s.active_color == Some(Color::Green)
+                && s.phase == Some(Phase::Healthy)
+                && s.active_revision.as_ref() != Some(&first)
+                && s.scale_down_at.is_none()
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(120), await_condition(bgs.clone(), "shop", switched))
+        .await
+        .context("switch to green")??;
+    assert_eq!(get().await?, "v2 green\n");
+    assert_eq!(
+        th.ssh("systemctl is-active nova-{ns}-shop-blue || true".replace("{ns}", &ns).as_str())?.trim(),
+        "inactive"
+    );
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().fields("regarding.name=shop"))
+        .await?;
+    let reasons: Vec<_> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+    assert!(reasons.contains(&"Promoted".into()), "{reasons:?}");
     op.stop().await
 }

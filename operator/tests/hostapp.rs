@@ -14,29 +14,14 @@ use nova::hostapp::{self, HostConn, Requests, desired};
 use serde_json::json;
 use test_cluster::testhost::TestHost;
 
-const DOMAIN: &str = "shop.test";
+mod common;
 
-/// The application: answers with its VERSION and colour, HTTP/1.1 with keep-alive as a real
-/// backend would; its deep check (`/deep...`) answers 500 when HEALTH=fail.
-const APP: &str = r#"import os, http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        code = 500 if self.path.startswith("/deep") and os.environ.get("HEALTH") == "fail" else 200
-        body = (os.environ.get("VERSION", "") + " " + os.environ.get("NOVA_COLOR", "") + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
+const DOMAIN: &str = "shop.test";
 
 async fn boot(name: &'static str) -> Result<TestHost> {
     let th = tokio::task::spawn_blocking(move || TestHost::start(name)).await??;
     std::fs::create_dir_all(th.root().join("opt"))?;
-    std::fs::write(th.root().join("opt/app.py"), APP)?;
+    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
     Ok(th)
 }
 

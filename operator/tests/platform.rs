@@ -9,6 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
 use nova::api::Platform;
+use nova::api::bluegreen::BlueGreenDeployment;
 use serde_json::json;
 use test_cluster::{ControlPlane, Mode, eventually, shared};
 
@@ -170,15 +171,31 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
 }
 
 #[tokio::test]
-async fn host_targets_are_refused_honestly() -> Result<()> {
+async fn host_targets_check_the_spec_then_need_hosts() -> Result<()> {
     let (_, client, ns) = setup("hosts").await?;
     let op = Operator::start(client.clone(), &ns).await?;
     let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
-    let spec = json!({"image": "app:1", "target": {"hosts": {"names": ["vps-1"]}}});
+    let reason_is = |want: &'static str| {
+        move |p: Option<&Platform>| p.and_then(|p| condition(p, "Ready")).is_some_and(|c| c.1 == want)
+    };
+    // What hosts cannot run is refused before anything is made, naming the field.
+    let spec =
+        json!({"image": "app:1", "domains": ["edge.example.com"], "target": {"hosts": {"names": ["vps-1"]}}});
     platforms.create(&PostParams::default(), &platform("edge", spec)).await?;
-    let not_supported =
-        |p: Option<&Platform>| p.and_then(|p| condition(p, "Ready")).is_some_and(|c| c.1 == "NotSupported");
-    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "edge", not_supported)).await??;
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "edge", reason_is("InvalidSpec")))
+        .await??;
+    let p = platforms.get("edge").await?;
+    assert!(condition(&p, "Ready").is_some_and(|c| c.2.contains("spec.command")), "{:?}", p.status);
+    assert!(Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("edge").await?.is_none());
+    assert!(Api::<BlueGreenDeployment>::namespaced(client.clone(), &ns).get_opt("edge").await?.is_none());
+
+    // A valid spec on a Host that does not exist: the rollout says so, through the Platform.
+    let patch = json!({"spec": {"command": ["/usr/bin/app"]}});
+    platforms.patch("edge", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "edge", reason_is("BlueGreen")))
+        .await??;
+    let p = platforms.get("edge").await?;
+    assert!(condition(&p, "Ready").is_some_and(|c| c.2.contains("selects no Host")), "{:?}", p.status);
     assert!(Api::<Deployment>::namespaced(client, &ns).get_opt("edge").await?.is_none());
     op.stop().await
 }

@@ -6,6 +6,7 @@
 
 pub mod desired;
 pub mod gate;
+pub mod hosts;
 pub mod plan;
 pub mod revisions;
 
@@ -97,6 +98,14 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     let ns =
         bg.namespace().ok_or_else(|| Error::InvalidSpec("a BlueGreenDeployment is namespaced".into()))?;
     let name = bg.name_any();
+
+    if bg.spec.template.is_none()
+        && let Some(r) = &bg.spec.platform_ref
+        && let Some(p) = Api::<Platform>::namespaced(ctx.client.clone(), &ns).get_opt(&r.name).await?
+        && p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
+    {
+        return hosts::reconcile(bg, &p, ctx, started).await;
+    }
 
     let template = match template_of(bg, ctx, &ns).await? {
         Ok(t) => t,

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::api::host::{Bootstrap, HostSpec};
+use crate::host::services;
 use crate::ssh::{self, quote};
 
 /// One step, as built for a host.
@@ -47,26 +48,7 @@ const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What this version can do, and the requested parts it cannot (said in status, not ignored).
 pub fn unsupported(b: &Bootstrap) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if b.firewall.is_some() {
-        out.push("firewall");
-    }
-    if b.fail2ban {
-        out.push("fail2ban");
-    }
-    if b.unattended_upgrades {
-        out.push("unattendedUpgrades");
-    }
-    if b.docker {
-        out.push("docker");
-    }
-    if b.node_exporter {
-        out.push("nodeExporter");
-    }
-    if b.nvidia {
-        out.push("nvidia");
-    }
-    out
+    if b.docker { vec!["docker"] } else { Vec::new() }
 }
 
 /// The steps for `spec`, in order. Refuses a spec that would lock Nova out.
@@ -77,6 +59,11 @@ pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
     if b.users.iter().any(|u| u.sudo) && !packages.iter().any(|p| p == "sudo") {
         // A sudo user needs sudo: installed with the other packages rather than failing later.
         packages.push("sudo".into());
+    }
+    for p in services::packages(b) {
+        if !packages.iter().any(|q| q == p) {
+            packages.push(p.into());
+        }
     }
     if !packages.is_empty() {
         out.push(packages_step(&packages));
@@ -93,6 +80,21 @@ pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
             ));
         }
         out.push(sshd_step(h.permit_root_login));
+    }
+    if let Some(fw) = &b.firewall {
+        out.push(services::firewall_step(fw, spec.port)?);
+    }
+    if b.fail2ban {
+        out.push(services::fail2ban_step());
+    }
+    if b.unattended_upgrades {
+        out.push(services::unattended_upgrades_step());
+    }
+    if b.node_exporter {
+        out.push(services::node_exporter_step());
+    }
+    if b.nvidia {
+        out.push(services::nvidia_step(b.docker));
     }
     Ok(out)
 }

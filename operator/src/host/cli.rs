@@ -2,10 +2,9 @@
 //! a Host described in a file, with no cluster.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::host::{Host, HostKeyPolicy};
+use crate::api::host::Host;
 use crate::host::{bootstrap, facts};
 use crate::ssh;
 
@@ -46,23 +45,7 @@ pub async fn connect(h: &Host, identity: &Path) -> Result<ssh::Connection, Error
     let pem = std::fs::read_to_string(identity)
         .map_err(|e| Error::Input(format!("{}: {e}", identity.display())))?;
     let key = ssh::private_key(&pem, &identity.display().to_string())?;
-    let policy = match (h.spec.host_key_policy, &h.spec.host_key) {
-        (HostKeyPolicy::Pinned, Some(k)) => ssh::HostKeyPolicy::Pinned(k.clone()),
-        (HostKeyPolicy::Pinned, None) => {
-            return Err(Error::Input(
-                "spec.hostKey is required with hostKeyPolicy Pinned (the default)".into(),
-            ));
-        }
-        (HostKeyPolicy::AcceptNew, k) => ssh::HostKeyPolicy::AcceptNew(k.clone()),
-    };
-    let target = ssh::Target {
-        address: h.spec.address.clone(),
-        port: u16::try_from(h.spec.port).unwrap_or(22),
-        user: h.spec.user.clone(),
-        key: Arc::new(key),
-        host_key: policy,
-        connect_timeout: Duration::from_secs(15),
-    };
+    let target = super::target(h, key, None).map_err(Error::Input)?;
     Ok(ssh::open_with_retry(&target, 3).await?)
 }
 

@@ -80,6 +80,24 @@ mod tests {
         assert_eq!((f.gpus[0].temperature_celsius, f.gpus[1].temperature_celsius), (Some(34), None));
     }
 
+    /// What [`SCRIPT`] printed on a real GPU machine (the device tool's H100 box, 2026-11-22,
+    /// `sh` with the script's text; see docs/hosts.md).
+    #[test]
+    fn a_real_h100_machine() {
+        let f = parse(
+            "os=Ubuntu 24.04.3 LTS\nkernel=6.18.44-fc-v657-gpu\ncpus=16\nmemory_kib=131981020\n\
+             disk_bytes=270553174016\ndocker=0\ngpu=NVIDIA H100 80GB HBM3, 81559, 580.159.04, 50\n",
+        );
+        assert_eq!((f.os.as_deref(), f.cpus), (Some("Ubuntu 24.04.3 LTS"), Some(16)));
+        assert_eq!(f.memory_bytes, Some(131981020 * 1024));
+        let g = &f.gpus[..];
+        assert_eq!(g.len(), 1);
+        assert_eq!(
+            (g[0].name.as_str(), g[0].memory_mib, g[0].driver.as_deref(), g[0].temperature_celsius),
+            ("NVIDIA H100 80GB HBM3", Some(81559), Some("580.159.04"), Some(50))
+        );
+    }
+
     #[test]
     fn garbage_yields_fewer_facts_not_errors() {
         let f = parse("cpus=lots\nmemory_kib=\nnonsense\nos=\ngpu=\n");

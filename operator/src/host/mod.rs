@@ -1,9 +1,11 @@
-//! The Host controller: reach the machine over SSH with its pinned key, gather facts, and say
-//! so in status. Bootstrap (packages, users, sshd, firewall, ...) is not part of this version.
+//! The Host controller: reach the machine over SSH with its pinned key, gather facts, bring it
+//! into the shape `spec.bootstrap` describes (packages, users, sshd, firewall, fail2ban,
+//! unattended upgrades, node_exporter), and say so in status.
 
 pub mod bootstrap;
 pub mod cli;
 pub mod facts;
+pub mod services;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +64,47 @@ async fn private_key(h: &Host, ctx: &Context) -> Result<Result<russh::keys::Priv
     Ok(ssh::private_key(&pem, &source).map_err(|e| e.to_string()))
 }
 
+/// Where and how to reach `h`: its address, the key to log in with, and the server key to
+/// accept (pinned, or under AcceptNew the one `recorded` earlier).
+pub fn target(
+    h: &Host,
+    key: russh::keys::PrivateKey,
+    recorded: Option<String>,
+) -> Result<ssh::Target, String> {
+    let policy = match h.spec.host_key_policy {
+        HostKeyPolicy::Pinned => match &h.spec.host_key {
+            Some(k) => ssh::HostKeyPolicy::Pinned(k.clone()),
+            None => return Err("spec.hostKey is required with hostKeyPolicy Pinned (the default)".into()),
+        },
+        HostKeyPolicy::AcceptNew => {
+            ssh::HostKeyPolicy::AcceptNew(recorded.or_else(|| h.spec.host_key.clone()))
+        }
+    };
+    Ok(ssh::Target {
+        address: h.spec.address.clone(),
+        port: u16::try_from(h.spec.port).unwrap_or(22),
+        user: h.spec.user.clone(),
+        key: Arc::new(key),
+        host_key: policy,
+        connect_timeout: Duration::from_secs(15),
+    })
+}
+
+/// Connects to `h` as the Host controller does, for other controllers that deploy to it. The
+/// inner error is a message for status (it never holds key material).
+pub async fn connect(h: &Host, ctx: &Context) -> Result<Result<ssh::Connection, String>, Error> {
+    let key = match private_key(h, ctx).await? {
+        Ok(k) => k,
+        Err(msg) => return Ok(Err(format!("Host {}: {msg}", h.name_any()))),
+    };
+    let recorded = h.status.as_ref().and_then(|s| s.recorded_host_key.clone());
+    let target = match target(h, key, recorded) {
+        Ok(t) => t,
+        Err(msg) => return Ok(Err(format!("Host {}: {msg}", h.name_any()))),
+    };
+    Ok(ssh::open_with_retry(&target, 3).await.map_err(|e| format!("Host {}: {e}", h.name_any())))
+}
+
 async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
     let old = h.status.clone().unwrap_or_default();
     let key = match private_key(h, ctx).await? {
@@ -76,25 +119,7 @@ async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
     };
-    let policy = match h.spec.host_key_policy {
-        HostKeyPolicy::Pinned => match &h.spec.host_key {
-            Some(k) => ssh::HostKeyPolicy::Pinned(k.clone()),
-            None => {
-                return Err(Error::InvalidSpec("spec.hostKey is required with hostKeyPolicy Pinned".into()));
-            }
-        },
-        HostKeyPolicy::AcceptNew => {
-            ssh::HostKeyPolicy::AcceptNew(old.recorded_host_key.clone().or_else(|| h.spec.host_key.clone()))
-        }
-    };
-    let target = ssh::Target {
-        address: h.spec.address.clone(),
-        port: u16::try_from(h.spec.port).unwrap_or(22),
-        user: h.spec.user.clone(),
-        key: Arc::new(key),
-        host_key: policy,
-        connect_timeout: Duration::from_secs(15),
-    };
+    let target = target(h, key, old.recorded_host_key.clone()).map_err(Error::InvalidSpec)?;
     let conn = match ssh::open_with_retry(&target, 3).await {
         Ok(c) => c,
         Err(e) => {

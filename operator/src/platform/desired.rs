@@ -239,6 +239,13 @@ pub fn bluegreen(p: &Platform) -> BlueGreenDeployment {
     }
 }
 
+/// The BlueGreenDeployment of a Platform on hosts: it refers to the Platform (the application
+/// is built from it on each host) and counts one instance per selected host, whatever
+/// `replicas` says here.
+pub fn bluegreen_on_hosts(p: &Platform) -> BlueGreenDeployment {
+    BlueGreenDeployment { metadata: meta(p), spec: crate::hostapp::desired::rollout_spec(p, 1), status: None }
+}
+
 /// Where users reach the application.
 pub fn url(p: &Platform) -> String {
     match p.spec.domains.first() {

@@ -18,6 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{instrument, warn};
 
+use crate::api::bluegreen::BlueGreenDeployment;
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::apply::{delete_if_owned, ensure};
 use crate::conditions::{self, Cond};
@@ -42,26 +43,15 @@ pub fn error_policy(p: Arc<Platform>, err: &Error, _ctx: Arc<Context>) -> Action
     requeue_after_error(err)
 }
 
-/// Why this controller cannot act on a Platform, if it cannot. Hosts belong to a controller
-/// that is not part of this build yet; saying so beats pretending.
-fn unsupported(p: &Platform) -> Option<String> {
-    if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
-        return Some("target.hosts is not handled by this version of Nova yet; use target.kubernetes".into());
-    }
-    None
-}
-
 async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     let ns = p.namespace().ok_or_else(|| Error::InvalidSpec("a Platform is namespaced".into()))?;
     let name = p.name_any();
 
-    if let Some(why) = unsupported(p) {
-        let conds = [
-            Cond::new("Ready", false, "NotSupported", &why),
-            Cond::new("Degraded", true, "NotSupported", &why),
-        ];
-        update_status(p, ctx, &conds, None, None).await?;
-        return Ok(Action::await_change());
+    let generation = p.metadata.generation.unwrap_or_default();
+    let uid = p.uid().unwrap_or_default();
+    let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
+    if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
+        return on_hosts(p, ctx, &ns, settled).await;
     }
 
     let missing = missing_dependencies(p, ctx, &ns).await?;
@@ -81,9 +71,6 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     }
 
     // After a spec change (or a restart) everything is applied; otherwise only what drifted.
-    let generation = p.metadata.generation.unwrap_or_default();
-    let uid = p.uid().unwrap_or_default();
-    let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
     if p.spec.strategy.as_ref().is_some_and(|s| s.type_ == StrategyType::BlueGreen) {
         return blue_green(p, ctx, &ns, settled).await;
     }
@@ -160,7 +147,32 @@ async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Res
         .lock()
         .expect("applied map")
         .insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+    mirror(p, ctx, &live).await
+}
 
+/// Target hosts: the Platform owns a BlueGreenDeployment of the same name that deploys to the
+/// selected Hosts over SSH (see `bluegreen::hosts`); a spec hosts cannot run is refused here,
+/// before anything is created.
+async fn on_hosts(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Result<Action, Error> {
+    if let Err(msg) = crate::hostapp::desired::app(p) {
+        let conds = [
+            Cond::new("Ready", false, "InvalidSpec", &msg),
+            Cond::new("Degraded", true, "InvalidSpec", &msg),
+        ];
+        update_status(p, ctx, &conds, None, None).await?;
+        return Ok(Action::await_change());
+    }
+    let bgd = desired::bluegreen_on_hosts(p);
+    let live = ensure(&ctx.client, &ctx.children.bluegreens, ns, &p.name_any(), &bgd, settled).await?;
+    ctx.applied
+        .lock()
+        .expect("applied map")
+        .insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+    mirror(p, ctx, &live).await
+}
+
+/// The Platform's status from its BlueGreenDeployment's.
+async fn mirror(p: &Platform, ctx: &Context, live: &BlueGreenDeployment) -> Result<Action, Error> {
     // The rollout's own conditions say it best; a BlueGreenDeployment not yet reconciled is
     // still starting.
     let st = live.status.clone().unwrap_or_default();

@@ -79,3 +79,20 @@ impl Operator {
         self.state.path().join("state.db").display().to_string()
     }
 }
+
+/// The application: answers with its VERSION and colour, HTTP/1.1 with keep-alive as a real
+/// backend would; its deep check (`/deep...`) answers 500 when HEALTH=fail.
+pub const TEST_APP: &str = r#"import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        code = 500 if self.path.startswith("/deep") and os.environ.get("HEALTH") == "fail" else 200
+        body = (os.environ.get("VERSION", "") + " " + os.environ.get("NOVA_COLOR", "") + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;

@@ -26,7 +26,17 @@ const SUITE: &str = "bookworm";
 const PACKAGES: &str = "systemd,systemd-sysv,dbus,openssh-server,iproute2,python3,python3-apt";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// Packages (with dependencies) in the hosts' local apt repository, for bootstrap tests.
-pub const REPO_PACKAGES: &[&str] = &["jq", "tree", "sudo", "nginx-light"];
+pub const REPO_PACKAGES: &[&str] = &[
+    "jq",
+    "tree",
+    "sudo",
+    "nginx-light",
+    "nftables",
+    "fail2ban",
+    "python3-systemd",
+    "unattended-upgrades",
+    "prometheus-node-exporter",
+];
 
 /// The local apt repository that belongs to a root file system.
 fn repo_dir(rootfs: &Path) -> PathBuf {
