@@ -242,6 +242,26 @@ pub fn describe(st: &BlueGreenDeploymentStatus) -> String {
     format!("{phase}: {active}{preview}; {msg}")
 }
 
+/// `nova status NAME`: the stored status of each object called NAME (a Platform in
+/// `namespace`, or a Host), as YAML.
+pub async fn status(state: &State, name: &str, namespace: &str) -> Result<String, Error> {
+    let mut out = String::new();
+    for o in state.locals().await? {
+        if o.name != name || (o.kind == "Platform" && o.namespace != namespace) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&o.status).unwrap_or_default();
+        let yaml = serde_yaml::to_string(&v).unwrap_or_default();
+        out.push_str(&format!("{}/{} (updated {}):\n{yaml}", o.kind.to_lowercase(), o.name, o.updated_at));
+    }
+    if out.is_empty() {
+        return Err(Error::Input(format!(
+            "nothing called {name:?} was applied with `nova apply` (namespace {namespace} for Platforms); `nova get` lists what was"
+        )));
+    }
+    Ok(out)
+}
+
 /// `nova get`: a table of everything applied without a cluster.
 pub async fn table(state: &State) -> Result<String, Error> {
     let mut rows = vec![["KIND", "NAMESPACE", "NAME", "STATUS", "ACTIVE", "UPDATED"].map(String::from)];

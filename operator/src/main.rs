@@ -80,6 +80,17 @@ enum Command {
         #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
         state: String,
     },
+    /// Show the status `nova apply` stored for a Platform or Host.
+    Status {
+        /// Name of the Platform or Host.
+        name: String,
+        /// Namespace of a Platform.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
+        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        state: String,
+    },
     /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(Bench),
@@ -217,6 +228,10 @@ async fn main() -> Result<()> {
             };
             let failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
             anyhow::ensure!(failed == 0, "{failed} object(s) failed; `nova get` shows their state");
+        }
+        Command::Status { name, namespace, state } => {
+            let state = nova::state::State::connect(&state).await?;
+            print!("{}", nova::local::status(&state, &name, &namespace).await?);
         }
         Command::Get { state } => {
             let state = nova::state::State::connect(&state).await?;

@@ -114,6 +114,11 @@ async fn nova_apply_round_trip_without_a_cluster() -> Result<()> {
     let row = table.lines().find(|l| l.starts_with("Platform")).context("platform row")?;
     assert!(row.contains("Healthy") && row.contains("green/"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("Host") && l.contains("Ready")), "{table}");
+    let (ok, st) = nova(&["status", "shop"], dir.path()).await?;
+    assert!(ok && st.starts_with("platform/shop") && st.contains("activeColor: green"), "{st}");
+    assert!(st.contains("phase: Healthy") && st.contains("history:"), "{st}");
+    let (ok, st) = nova(&["status", "nobody"], dir.path()).await?;
+    assert!(!ok && st.contains("nothing called \"nobody\""), "{st}");
 
     // A release that starts but fails the gate's deep check: green keeps serving, the apply
     // says why and fails.
