@@ -3,6 +3,7 @@
 //! Data flows one way: watch → reconcile → desired objects (pure functions) → server-side
 //! apply → status.
 
+pub mod acme;
 pub mod api;
 pub mod apply;
 pub mod bluegreen;

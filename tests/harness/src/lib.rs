@@ -13,6 +13,7 @@
 mod binaries;
 mod cluster;
 pub mod netns;
+pub mod pebble;
 mod pki;
 pub mod postgres;
 mod process;

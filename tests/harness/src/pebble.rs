@@ -1,0 +1,161 @@
+//! Pebble (Let's Encrypt's ACME test server) and pebble-challtestsrv as its DNS, from Debian's
+//! `pebble` package, on free loopback ports. Every name resolves to 127.0.0.1, so Pebble
+//! validates HTTP-01 challenges against the port given to [`Pebble::start`].
+
+use std::ffi::OsString;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::pki::Pki;
+use crate::process::Process;
+use crate::{Error, Result};
+
+pub struct Pebble {
+    /// `https://127.0.0.1:<port>/dir`
+    pub directory_url: String,
+    /// The CA that signed Pebble's own HTTPS certificate (trust it to talk to the API).
+    pub api_ca_path: PathBuf,
+    management: u16,
+    processes: Vec<Process>,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::io("free port", e))?
+        .port())
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+impl Pebble {
+    /// Starts the DNS mock and Pebble; HTTP-01 challenges are validated on `http01_port`.
+    pub fn start(http01_port: u16) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("nova-pebble-")
+            .tempdir()
+            .map_err(|e| Error::io("temporary directory", e))?;
+        let pki = Pki::new()?;
+        let serving = pki.serving()?;
+        let (cert, key, ca) =
+            (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+        write(&cert, &serving.cert_pem)?;
+        write(&key, &serving.key_pem)?;
+        write(&ca, &pki.ca_pem)?;
+        let (api, management, dns, dns_mgmt) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let config = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{api}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": cert, "privateKey": key,
+            "httpPort": http01_port, "tlsPort": free_port()?,
+            "ocspResponderURL": "", "externalAccountBindingRequired": false,
+        }});
+        let config_path = dir.path().join("pebble.json");
+        write(&config_path, &config.to_string())?;
+
+        let find = |name: &str| -> Result<PathBuf> {
+            ["/usr/bin", "/usr/local/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.exists())
+                .ok_or_else(|| Error::Other(format!("{name} not found (apt-get install pebble)")))
+        };
+        let dns_args: Vec<OsString> = [
+            "-defaultIPv4",
+            "127.0.0.1",
+            "-defaultIPv6",
+            "",
+            "-dns01",
+            &format!("127.0.0.1:{dns}"),
+            "-http01",
+            "",
+            "-https01",
+            "",
+            "-tlsalpn01",
+            "",
+            "-management",
+            &format!("127.0.0.1:{dns_mgmt}"),
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let mut dns_process =
+            Process::start("pebble-challtestsrv", &find("pebble-challtestsrv")?, dns_args, dir.path())?;
+        wait_port(dns_mgmt, &mut dns_process, "pebble-challtestsrv")?;
+        // No random sleeps before validation, no random nonce rejections: tests stay quick and
+        // deterministic (the client's nonce retry is not what they are about). `env` execs
+        // pebble, so the process is pebble itself.
+        let args: Vec<OsString> = vec![
+            "PEBBLE_VA_NOSLEEP=1".into(),
+            "PEBBLE_WFE_NONCEREJECT=0".into(),
+            find("pebble")?.into(),
+            "-config".into(),
+            config_path.into(),
+            "-dnsserver".into(),
+            format!("127.0.0.1:{dns}").into(),
+        ];
+        let pebble = Process::start("pebble", Path::new("/usr/bin/env"), args, dir.path())?;
+        let mut processes = vec![dns_process, pebble];
+        wait_port(api, &mut processes[1], "pebble")?;
+        Ok(Self {
+            directory_url: format!("https://127.0.0.1:{api}/dir"),
+            api_ca_path: ca,
+            management,
+            processes,
+            dir,
+        })
+    }
+
+    /// The root that signs issued certificates (Pebble makes a new one each start), PEM.
+    pub fn issuing_root(&self) -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sfS", "--cacert"])
+            .arg(&self.api_ca_path)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .output()
+            .map_err(|e| Error::io("curl (apt-get install curl)", e))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!(
+                "fetching Pebble's root: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Where the fixture keeps its files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn wait_port(port: u16, process: &mut Process, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if let Some(status) = process.exited() {
+            return Err(process.died(status));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout { what: format!("{what} to listen"), seconds: 20 });
+        }
+        // Poll interval while the condition is awaited (a refused connection returns at once).
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for p in self.processes.drain(..) {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+}
