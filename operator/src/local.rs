@@ -16,6 +16,7 @@ use crate::api::platform::Platform;
 use crate::conditions::{self, Cond};
 use crate::host::{bootstrap, cli};
 use crate::hostapp::{self, HostConn, Requests, desired};
+use crate::ssh;
 use crate::state::{self, State};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +154,20 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
 }
 
 async fn apply_host(h: &Host, cfg: &Apply, say: Progress<'_>) -> Result<serde_json::Value, String> {
+    // One connection for facts and bootstrap.
+    let conn = cli::connect(h, &cfg.identity).await.map_err(|e| e.to_string())?;
+    let result = host_steps(h, &conn, say).await;
+    conn.close().await;
+    result
+}
+
+async fn host_steps(
+    h: &Host,
+    conn: &ssh::Connection,
+    say: Progress<'_>,
+) -> Result<serde_json::Value, String> {
     let name = h.name_any();
-    let facts = cli::facts(h, &cfg.identity).await.map_err(|e| e.to_string())?;
+    let facts = cli::facts_on(conn).await.map_err(|e| e.to_string())?;
     say(&format!(
         "host/{name}: reachable; {} {}, {} CPUs",
         facts.os.clone().unwrap_or_default(),
@@ -163,7 +176,8 @@ async fn apply_host(h: &Host, cfg: &Apply, say: Progress<'_>) -> Result<serde_js
     ));
     let mut status = serde_json::json!({"ready": true, "facts": facts});
     if h.spec.bootstrap.is_some() {
-        let report = cli::bootstrap(h, &cfg.identity, false).await.map_err(|e| e.to_string())?;
+        let steps = bootstrap::steps(&h.spec).map_err(|e| e.to_string())?;
+        let report = bootstrap::run(conn, &steps, false).await.map_err(|e| e.to_string())?;
         let summary = bootstrap::describe(&report, false);
         say(&format!("host/{name}: bootstrap: {summary}"));
         status["bootstrap"] = serde_json::Value::String(summary);

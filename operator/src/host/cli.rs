@@ -62,9 +62,14 @@ pub fn local_facts() -> Result<crate::api::host::HostFacts, Error> {
 
 pub async fn facts(h: &Host, identity: &Path) -> Result<crate::api::host::HostFacts, Error> {
     let c = connect(h, identity).await?;
-    let out = c.run(facts::SCRIPT, Duration::from_secs(60)).await;
+    let out = facts_on(&c).await;
     c.close().await;
-    Ok(facts::parse(&out?))
+    out
+}
+
+/// The facts, over a connection already open.
+pub async fn facts_on(c: &ssh::Connection) -> Result<crate::api::host::HostFacts, Error> {
+    Ok(facts::parse(&c.run(facts::SCRIPT, Duration::from_secs(60)).await?))
 }
 
 /// Runs (or with `dry_run`, only checks) the bootstrap; returns the report.
