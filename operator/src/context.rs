@@ -48,6 +48,8 @@ pub struct Context {
     /// write; deciding from the stale status would repeat a switch. Only the leader writes
     /// status, so what it wrote last is the newest there is.
     pub written: Mutex<HashMap<String, crate::api::bluegreen::BlueGreenDeploymentStatus>>,
+    /// Certificates: settings, HTTP-01 answers, ACME accounts.
+    pub certs: crate::certs::Shared,
 }
 
 impl Context {
@@ -57,6 +59,7 @@ impl Context {
         metrics: Metrics,
         state: State,
         children: ChildStores,
+        certs: crate::certs::Shared,
     ) -> Arc<Self> {
         let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
@@ -72,6 +75,7 @@ impl Context {
             http,
             applied: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            certs,
         })
     }
 }

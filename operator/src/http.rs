@@ -1,4 +1,4 @@
-//! The operator's HTTP port: `/metrics`, `/healthz`, `/readyz`.
+//! The operator's HTTP port: `/metrics`, `/healthz`, `/readyz`, and HTTP-01 answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,8 +17,14 @@ struct Shared {
     ready: Arc<AtomicBool>,
 }
 
-/// Serves until the process ends. `ready` turns `/readyz` green.
-pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Serves until the process ends. `ready` turns `/readyz` green. HTTP-01 challenges are
+/// answered at `/.well-known/acme-challenge/{token}`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Metrics,
+    ready: Arc<AtomicBool>,
+    http01: crate::acme::solver::Http01,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(|State(s): State<Shared>| async move { s.metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
@@ -32,7 +38,8 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics, ready: Arc<AtomicBool>) -
                 }
             }),
         )
-        .with_state(Shared { metrics, ready });
+        .with_state(Shared { metrics, ready })
+        .merge(http01.router());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }

@@ -7,6 +7,7 @@ pub mod acme;
 pub mod api;
 pub mod apply;
 pub mod bluegreen;
+pub mod certs;
 pub mod conditions;
 pub mod context;
 pub mod crdgen;

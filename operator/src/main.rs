@@ -43,6 +43,16 @@ enum Command {
         /// Watch only this namespace; all namespaces when absent.
         #[arg(long, env = "NOVA_WATCH_NAMESPACE")]
         watch_namespace: Option<String>,
+        /// Address the HTTP-01 challenge Ingress routes to (this pod's IP); default: the
+        /// listen address of --http-addr, or 127.0.0.1 when that is unspecified.
+        #[arg(long, env = "POD_IP")]
+        solver_address: Option<std::net::IpAddr>,
+        /// Seconds to wait after the first failed certificate issuance; doubles per failure.
+        #[arg(long, default_value_t = 300)]
+        acme_backoff_seconds: u64,
+        /// The longest wait between failed issuances, seconds.
+        #[arg(long, default_value_t = 86400)]
+        acme_backoff_cap_seconds: u64,
     },
     /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
     /// when this binary is on PATH as `kubectl-nova`.
@@ -199,7 +209,17 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Command::Operator { state, http_addr, lease_namespace, identity, concurrency, watch_namespace } => {
+        Command::Operator {
+            state,
+            http_addr,
+            lease_namespace,
+            identity,
+            concurrency,
+            watch_namespace,
+            solver_address,
+            acme_backoff_seconds,
+            acme_backoff_cap_seconds,
+        } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "nova".into());
@@ -213,6 +233,12 @@ async fn main() -> Result<()> {
                 lease: nova::operator::default_lease(lease_namespace, identity),
                 concurrency,
                 watch_namespace,
+                acme: nova::certs::Settings {
+                    backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),
+                    backoff_cap: std::time::Duration::from_secs(acme_backoff_cap_seconds),
+                    solver_endpoint: nova::certs::solver_endpoint(solver_address, http_addr),
+                    ..Default::default()
+                },
             };
             nova::operator::run(cfg, client, shutdown_signal()).await?;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{self, Controller};
@@ -16,12 +16,12 @@ use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{BlueGreenDeployment, Host, Platform};
+use crate::api::{AcmeIssuer, BlueGreenDeployment, Host, Platform, TlsCertificate};
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
 use crate::telemetry::Metrics;
-use crate::{bluegreen, host, http, platform};
+use crate::{bluegreen, certs, host, http, platform};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -31,6 +31,8 @@ pub struct Config {
     pub concurrency: u16,
     /// Watch only this namespace (a namespace-scoped install); all namespaces when None.
     pub watch_namespace: Option<String>,
+    /// Certificate issuance (backoff, order timeout, where HTTP-01 is routed).
+    pub acme: crate::certs::Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,8 @@ pub async fn run(
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     let http_addr = cfg.http_addr;
-    let mut server = tokio::spawn(http::serve(http_addr, metrics.clone(), ready.clone()));
+    let http01 = crate::acme::solver::Http01::default();
+    let mut server = tokio::spawn(http::serve(http_addr, metrics.clone(), ready.clone(), http01.clone()));
 
     let state = State::connect(&cfg.state_url).await?;
     wait_for_crds(&client).await?;
@@ -83,7 +86,7 @@ pub async fn run(
         r = &mut server => return Err(Error::Http(http_addr, server_error(r))),
     }
 
-    let controllers = run_controllers(client.clone(), metrics, state, &cfg, stopping());
+    let controllers = run_controllers(client.clone(), metrics, state, &cfg, http01, stopping());
     tokio::select! {
         _ = controllers => {
             elector.release().await;
@@ -131,6 +134,7 @@ async fn run_controllers(
     metrics: Metrics,
     state: State,
     cfg: &Config,
+    http01: crate::acme::solver::Http01,
     stopping: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = cfg.watch_namespace.as_deref();
@@ -162,12 +166,11 @@ async fn run_controllers(
         metrics,
         state,
         ChildStores { deployments, services, ingresses, bluegreens: bluegreens.clone() },
+        crate::certs::Shared::new(cfg.acme.clone(), http01),
     );
     let config = controller::Config::default().concurrency(cfg.concurrency);
-    let (stop_a, stop_b, stop_c) = {
-        let shared = futures::FutureExt::shared(Box::pin(stopping));
-        (shared.clone(), shared.clone(), shared)
-    };
+    let shared_stop = futures::FutureExt::shared(Box::pin(stopping));
+    let (stop_a, stop_b, stop_c) = (shared_stop.clone(), shared_stop.clone(), shared_stop.clone());
     let ctx_hosts = ctx.clone();
     let platforms = Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
         .owns_shared_stream(d_plat)
@@ -202,13 +205,56 @@ async fn run_controllers(
     let hosts = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_c)
-        .run(host::reconcile, host::error_policy, ctx_hosts)
+        .run(host::reconcile, host::error_policy, ctx_hosts.clone())
         .for_each(log_controller_error);
+    let certs = certificates(&client, ns, cfg, ctx_hosts, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join3(platforms, rollouts, hosts) => {}
+        _ = futures::future::join4(platforms, rollouts, hosts, certs) => {}
         _ = watches => {}
     }
+}
+
+/// The AcmeIssuer and TlsCertificate controllers. A certificate is reconciled again when its
+/// issuer changes (it may have become Ready) and when the Secret Nova wrote for it changes
+/// (deleted or edited by hand).
+async fn certificates(
+    client: &Client,
+    ns: Option<&str>,
+    cfg: &Config,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let config = controller::Config::default().concurrency(cfg.concurrency);
+    let issuers = Controller::new(Api::<AcmeIssuer>::all(client.clone()), watcher::Config::default())
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop.clone())
+        .run(certs::issuer::reconcile, certs::issuer::error_policy, ctx.clone())
+        .for_each(log_controller_error);
+    let cert_api = api::<TlsCertificate>(client, ns);
+    let controller = Controller::new(cert_api, watcher::Config::default());
+    let store = controller.store();
+    let by_issuer = store.clone();
+    let written = watcher::Config::default().labels("app.kubernetes.io/managed-by=nova");
+    let certificates = controller
+        .watches(Api::<AcmeIssuer>::all(client.clone()), watcher::Config::default(), move |i: AcmeIssuer| {
+            let name = i.name_any();
+            by_issuer
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.issuer_ref.name == name)
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
+        .watches(api::<Secret>(client, ns), written, |s: Secret| {
+            let cert = s.annotations().get(certs::CERTIFICATE_ANNOTATION).cloned();
+            cert.map(|c| ObjectRef::<TlsCertificate>::new(&c).within(&s.namespace().unwrap_or_default()))
+        })
+        .with_config(config)
+        .graceful_shutdown_on(stop)
+        .run(certs::reconcile, certs::error_policy, ctx)
+        .for_each(log_controller_error);
+    futures::future::join(issuers, certificates).await;
 }
 
 fn subscribe<K>(w: &reflector::store::Writer<K>) -> reflector::ReflectHandle<K>

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramVec, IntCounterVec, Registry, TextEncoder, histogram_opts, opts};
+use k8s_openapi::jiff::Timestamp;
+use prometheus::{GaugeVec, HistogramVec, IntCounterVec, Registry, TextEncoder, histogram_opts, opts};
 
 /// Why a reconcile failed. A small fixed set, so the label stays cheap and alertable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +36,10 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     switches: HistogramVec,
+    cert_expiry: GaugeVec,
+    cert_renewal: GaugeVec,
+    issuances: IntCounterVec,
+    issuance_seconds: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -72,15 +77,59 @@ impl Metrics {
             &["kind"],
         )
         .unwrap();
+        let cert_expiry = GaugeVec::new(
+            opts!(
+                "nova_certificate_expiration_timestamp_seconds",
+                "When the certificate expires (notAfter), Unix time."
+            ),
+            &["namespace", "name"],
+        )
+        .unwrap();
+        let cert_renewal = GaugeVec::new(
+            opts!(
+                "nova_certificate_renewal_timestamp_seconds",
+                "When Nova will renew the certificate, Unix time."
+            ),
+            &["namespace", "name"],
+        )
+        .unwrap();
+        let issuances = IntCounterVec::new(
+            opts!("nova_acme_issuances_total", "ACME orders run, by outcome (issued or failed)."),
+            &["outcome"],
+        )
+        .unwrap();
+        let issuance_seconds = HistogramVec::new(
+            histogram_opts!(
+                "nova_acme_issuance_duration_seconds",
+                "Time one ACME order took, from new order to chain, by outcome.",
+                vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
+            ),
+            &["outcome"],
+        )
+        .unwrap();
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(switches.clone()),
+            Box::new(cert_expiry.clone()),
+            Box::new(cert_renewal.clone()),
+            Box::new(issuances.clone()),
+            Box::new(issuance_seconds.clone()),
         ] {
             registry.register(c).expect("metrics register once");
         }
-        Self { registry, reconciles, errors, duration, switches }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            switches,
+            cert_expiry,
+            cert_renewal,
+            issuances,
+            issuance_seconds,
+        }
     }
 
     pub fn reconciled(&self, kind: &str, took: Duration) {
@@ -95,6 +144,19 @@ impl Metrics {
     pub fn switched(&self, rollback: bool, took: Duration) {
         let kind = if rollback { "rollback" } else { "promote" };
         self.switches.with_label_values(&[kind]).observe(took.as_secs_f64());
+    }
+
+    pub fn certificate(&self, namespace: &str, name: &str, not_after: Timestamp, renewal: Option<Timestamp>) {
+        self.cert_expiry.with_label_values(&[namespace, name]).set(not_after.as_second() as f64);
+        if let Some(r) = renewal {
+            self.cert_renewal.with_label_values(&[namespace, name]).set(r.as_second() as f64);
+        }
+    }
+
+    pub fn issued(&self, ok: bool, took: Duration) {
+        let outcome = if ok { "issued" } else { "failed" };
+        self.issuances.with_label_values(&[outcome]).inc();
+        self.issuance_seconds.with_label_values(&[outcome]).observe(took.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

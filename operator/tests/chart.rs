@@ -118,6 +118,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
         lease: nova::operator::default_lease(release_ns.clone(), "rbac-test".into()),
         concurrency: 2,
         watch_namespace: None,
+        acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {

@@ -3,13 +3,17 @@
 //! challenged domain, or the host's nginx, sends the ACME server's request there).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use futures::future::BoxFuture;
+use instant_acme::ChallengeType;
+
+use super::{Challenger, Presentation};
 
 /// Tokens and their key authorizations. Cheap to clone; clones share the tokens.
 #[derive(Clone, Default)]
@@ -31,6 +35,12 @@ impl Http01 {
         self.tokens.read().expect("tokens").len()
     }
 
+    /// A [`Challenger`] for one issuance: it answers through this map and removes, at
+    /// cleanup, the tokens it put.
+    pub fn session(&self) -> Http01Session {
+        Http01Session { solver: self.clone(), tokens: Mutex::new(Vec::new()) }
+    }
+
     pub fn router(&self) -> Router {
         Router::new().route("/.well-known/acme-challenge/{token}", get(answer)).with_state(self.clone())
     }
@@ -42,5 +52,34 @@ async fn answer(State(s): State<Http01>, Path(token): Path<String>) -> impl Into
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], ka.clone()).into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// HTTP-01 answers for one issuance.
+pub struct Http01Session {
+    solver: Http01,
+    tokens: Mutex<Vec<String>>,
+}
+
+impl Challenger for Http01Session {
+    fn kind(&self) -> ChallengeType {
+        ChallengeType::Http01
+    }
+
+    fn covers(&self, _name: &str, wildcard: bool) -> bool {
+        !wildcard
+    }
+
+    fn present<'a>(&'a self, p: &'a Presentation) -> BoxFuture<'a, Result<(), String>> {
+        self.solver.put(&p.token, &p.value);
+        self.tokens.lock().expect("tokens").push(p.token.clone());
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cleanup(&self) -> BoxFuture<'_, ()> {
+        for t in self.tokens.lock().expect("tokens").drain(..) {
+            self.solver.remove(&t);
+        }
+        Box::pin(async {})
     }
 }

@@ -46,12 +46,25 @@ impl Operator {
             lease: nova::operator::default_lease(ns.to_owned(), format!("test-{ns}")),
             concurrency: 4,
             watch_namespace: Some(ns.to_owned()),
+            acme: nova::certs::Settings {
+                backoff_base: Duration::from_secs(2),
+                order_timeout: Duration::from_secs(30),
+                // What a pod IP would be: the apiserver refuses loopback endpoints. Nothing
+                // routes through it here; Pebble reaches the operator on 127.0.0.1 directly.
+                solver_endpoint: ([192, 0, 2, 10], port).into(),
+                ..Default::default()
+            },
         };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(nova::operator::run(cfg, client, async move {
             let _ = rx.await;
         }));
         Ok(Self { port, stop: Some(tx), task, state })
+    }
+
+    /// The operator's HTTP port (metrics, health, HTTP-01 answers).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The operator's /metrics text.

@@ -33,9 +33,27 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
+/// How to run Pebble.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Where Pebble validates HTTP-01 challenges (on 127.0.0.1).
+    pub http01_port: u16,
+    /// Lifetime of issued certificates (Pebble's default is five years).
+    pub validity: Option<Duration>,
+    /// A DNS server to validate DNS-01 against instead of pebble-challtestsrv (which still
+    /// runs, answering every other name with 127.0.0.1, unless this is set).
+    pub dns_server: Option<SocketAddr>,
+}
+
 impl Pebble {
     /// Starts the DNS mock and Pebble; HTTP-01 challenges are validated on `http01_port`.
     pub fn start(http01_port: u16) -> Result<Self> {
+        Self::start_with(Options { http01_port, ..Options::default() })
+    }
+
+    /// Starts with `options`.
+    pub fn start_with(options: Options) -> Result<Self> {
+        let http01_port = options.http01_port;
         let dir = tempfile::Builder::new()
             .prefix("nova-pebble-")
             .tempdir()
@@ -48,13 +66,16 @@ impl Pebble {
         write(&key, &serving.key_pem)?;
         write(&ca, &pki.ca_pem)?;
         let (api, management, dns, dns_mgmt) = (free_port()?, free_port()?, free_port()?, free_port()?);
-        let config = serde_json::json!({"pebble": {
+        let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": cert, "privateKey": key,
             "httpPort": http01_port, "tlsPort": free_port()?,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        if let Some(v) = options.validity {
+            config["pebble"]["certificateValidityPeriod"] = serde_json::json!(v.as_secs());
+        }
         let config_path = dir.path().join("pebble.json");
         write(&config_path, &config.to_string())?;
 
@@ -97,7 +118,7 @@ impl Pebble {
             "-config".into(),
             config_path.into(),
             "-dnsserver".into(),
-            format!("127.0.0.1:{dns}").into(),
+            options.dns_server.map(|a| a.to_string()).unwrap_or_else(|| format!("127.0.0.1:{dns}")).into(),
         ];
         let pebble = Process::start("pebble", Path::new("/usr/bin/env"), args, dir.path())?;
         let mut processes = vec![dns_process, pebble];

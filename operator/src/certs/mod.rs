@@ -1,0 +1,481 @@
+//! The TlsCertificate controller: read the certificate in the target Secret, decide whether
+//! it must be issued ([`plan`]), order it from the AcmeIssuer's account with the issuer's
+//! solvers, write the `kubernetes.io/tls` Secret, and say when it expires and renews.
+
+pub mod ingress;
+pub mod issuer;
+pub mod plan;
+pub mod x509;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use crate::acme::{self, Challenger, keys, solver::Http01};
+use crate::api::tls::{AcmeIssuer, RotationPolicy, TlsCertificate, TlsCertificateStatus};
+use crate::conditions::{self, Cond};
+use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+use crate::telemetry::ErrorCategory;
+use plan::Current;
+
+const KIND: &str = "TlsCertificate";
+/// Annotations Nova puts on the Secret it writes.
+pub const ISSUER_ANNOTATION: &str = "nova.infra.dev/issuer";
+pub const CERTIFICATE_ANNOTATION: &str = "nova.infra.dev/certificate";
+/// A valid certificate is looked at again at least this often (ARI, a Secret edited by hand).
+const RECHECK: Duration = Duration::from_secs(8 * 3600);
+
+/// How issuance behaves; the defaults suit public CAs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Wait after the first failed issuance; doubles with each further failure.
+    pub backoff_base: Duration,
+    /// The longest wait between attempts.
+    pub backoff_cap: Duration,
+    /// How long one order may take at each stage before it counts as failed.
+    pub order_timeout: Duration,
+    /// Where the Ingress for HTTP-01 sends the ACME server: the operator's pod address and
+    /// HTTP port.
+    pub solver_endpoint: SocketAddr,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(300),
+            backoff_cap: Duration::from_secs(24 * 3600),
+            order_timeout: Duration::from_secs(120),
+            solver_endpoint: ([127, 0, 0, 1], 8080).into(),
+        }
+    }
+}
+
+/// Where HTTP-01 traffic for the operator goes: `ip` (the pod's), else the listen address
+/// unless it is unspecified, else loopback; always the HTTP port.
+pub fn solver_endpoint(ip: Option<std::net::IpAddr>, http: SocketAddr) -> SocketAddr {
+    let ip = ip.unwrap_or_else(|| if http.ip().is_unspecified() { [127, 0, 0, 1].into() } else { http.ip() });
+    SocketAddr::new(ip, http.port())
+}
+
+/// What the certificate controllers share: settings, the HTTP-01 answers served on the
+/// operator's port, and the issuers' accounts.
+pub struct Shared {
+    pub settings: Settings,
+    pub http01: Http01,
+    accounts: Mutex<HashMap<String, (String, issuer::Ready)>>,
+    /// Per TlsCertificate UID, the status this process last wrote (the watch cache may not
+    /// hold it yet; only the leader writes status, so it is the newest there is).
+    written: Mutex<HashMap<String, TlsCertificateStatus>>,
+    roots: PathBuf,
+}
+
+impl Shared {
+    pub fn new(settings: Settings, http01: Http01) -> Self {
+        let roots = std::env::temp_dir().join(format!("nova-acme-roots-{}", std::process::id()));
+        Self {
+            settings,
+            http01,
+            accounts: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+            roots,
+        }
+    }
+
+    fn cached(&self, issuer: &str, fingerprint: &str) -> Option<issuer::Ready> {
+        let map = self.accounts.lock().expect("accounts");
+        map.get(issuer).filter(|(f, _)| f == fingerprint).map(|(_, r)| r.clone())
+    }
+
+    fn remember(&self, issuer: &str, fingerprint: &str, ready: issuer::Ready) {
+        self.accounts.lock().expect("accounts").insert(issuer.to_owned(), (fingerprint.to_owned(), ready));
+    }
+
+    fn last_written(&self, c: &TlsCertificate) -> Option<TlsCertificateStatus> {
+        let uid = c.uid()?;
+        self.written.lock().expect("written").get(&uid).cloned()
+    }
+
+    fn wrote(&self, c: &TlsCertificate, status: TlsCertificateStatus) {
+        if let Some(uid) = c.uid() {
+            self.written.lock().expect("written").insert(uid, status);
+        }
+    }
+
+    /// The CA bundle of an issuer as a file (the ACME client reads roots from a path).
+    fn root_file(&self, issuer: &str, pem: &[u8]) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.roots)?;
+        let path = self.roots.join(format!("{issuer}.pem"));
+        if std::fs::read(&path).ok().as_deref() != Some(pem) {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, pem)?;
+            std::fs::rename(tmp, &path)?;
+        }
+        Ok(path)
+    }
+}
+
+#[instrument(skip_all, fields(certificate = %c.name_any(), namespace = c.namespace().unwrap_or_default()))]
+pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&c, &ctx).await;
+    ctx.metrics.reconciled(KIND, started.elapsed());
+    if let Err(e) = &result {
+        ctx.metrics.failed(KIND, e.category());
+    }
+    result
+}
+
+pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(certificate = %c.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
+    requeue_after_error(err)
+}
+
+/// The certificate and key found in the Secret, parsed.
+struct Found {
+    current: Result<Current, String>,
+    key_pem: Option<String>,
+}
+
+async fn read_secret(c: &TlsCertificate, ctx: &Context, ns: &str) -> Result<Option<Found>, Error> {
+    let Some(s) = Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(&c.spec.secret_name).await?
+    else {
+        return Ok(None);
+    };
+    let data = s.data.clone().unwrap_or_default();
+    let text = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let Some(chain) = text("tls.crt").filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    let key_pem = text("tls.key");
+    let current = x509::leaf(&chain).map(|leaf| Current {
+        key_matches: key_pem.as_deref().is_some_and(|k| x509::key_matches(&leaf, k)),
+        issuer: s.annotations().get(ISSUER_ANNOTATION).cloned(),
+        leaf,
+    });
+    Ok(Some(Found { current, key_pem }))
+}
+
+async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
+    let ns = c.namespace().unwrap_or_default();
+    let now = Timestamp::now();
+    let old = c.status.clone().unwrap_or_default();
+    let found = read_secret(c, ctx, &ns).await?;
+    // The status keeps a renewal time moved forward by ARI for the certificate it describes.
+    let known = |cur: &Current| old.serial_number.as_deref() == Some(cur.leaf.serial.as_str());
+    let renewal = match found.as_ref().map(|f| &f.current) {
+        Some(Ok(cur)) if known(cur) => old.renewal_time.as_ref().map(|t| t.0),
+        _ => None,
+    };
+    let reason = plan::reason_to_issue(found.as_ref().map(|f| &f.current), &c.spec, renewal, now);
+    let serving = found.as_ref().and_then(|f| f.current.as_ref().ok()).filter(|cur| {
+        !matches!(reason, Some(ref r) if !matches!(r, plan::Reason::Due(_))) && now < cur.leaf.not_after
+    });
+    let mut status = TlsCertificateStatus { conditions: old.conditions.clone(), ..old.clone() };
+    if let Some(cur) = serving {
+        describe(&mut status, cur, renewal.unwrap_or_else(|| plan::renewal_time(&cur.leaf, &c.spec)));
+        ctx.metrics.certificate(
+            &ns,
+            &c.name_any(),
+            cur.leaf.not_after,
+            status.renewal_time.as_ref().map(|t| t.0),
+        );
+    }
+    let ready = |serving: Option<&Current>| match serving {
+        Some(cur) => Cond::new("Ready", true, "Valid", format!("valid until {}", cur.leaf.not_after)),
+        None => Cond::new("Ready", false, "NotIssued", "no valid certificate in the Secret yet"),
+    };
+    let Some(reason) = reason else {
+        let cur = serving.expect("no reason to issue means a serving certificate");
+        let conds = [ready(Some(cur)), Cond::new("Issuing", false, "UpToDate", "the certificate is current")];
+        write_status(c, ctx, status.clone(), &conds).await?;
+        let at = status.renewal_time.as_ref().map(|t| t.0).unwrap_or(now);
+        return Ok(Action::requeue(until(now, at).min(RECHECK)));
+    };
+
+    // Never hammer the server: after failures, wait out the backoff first.
+    let attempts = old.failed_issuance_attempts.unwrap_or(0);
+    if attempts > 0
+        && let Some(last) = old.last_failure_time.as_ref().map(|t| t.0)
+    {
+        let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
+        let next = last + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
+        if now < next {
+            let last_msg = conditions_message(&old, "Issuing");
+            let msg = format!("{last_msg}; next attempt at {next}");
+            let conds = [ready(serving), Cond::new("Issuing", false, "Backoff", msg)];
+            write_status(c, ctx, status, &conds).await?;
+            return Ok(Action::requeue(until(now, next)));
+        }
+    }
+
+    let issuer_name = &c.spec.issuer_ref.name;
+    let Some(iss) = Api::<AcmeIssuer>::all(ctx.client.clone()).get_opt(issuer_name).await? else {
+        let msg = format!("AcmeIssuer {issuer_name:?} named in spec.issuerRef does not exist");
+        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
+        write_status(c, ctx, status, &[ready(serving), Cond::new("Issuing", false, "IssuerNotFound", msg)])
+            .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    };
+    if let Some(msg) = unprovable(c, &iss) {
+        write_status(c, ctx, status, &[ready(serving), Cond::new("Issuing", false, "InvalidSpec", msg)])
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let account = match issuer::account(&iss, ctx, false).await? {
+        Ok(a) => a,
+        Err((_, msg)) => {
+            let conds = [ready(serving), Cond::new("Issuing", false, "IssuerNotReady", msg)];
+            write_status(c, ctx, status, &conds).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+
+    // Issuing: say so first, so `kubectl get` shows it while the order runs.
+    let why = reason.to_string();
+    let conds = [ready(serving), Cond::new("Issuing", true, "Ordering", format!("ordering: {why}"))];
+    write_status(c, ctx, status.clone(), &conds).await?;
+    let started = Instant::now();
+    let outcome = order(c, ctx, &iss, &account, found.as_ref()).await;
+    ctx.metrics.issued(outcome.is_ok(), started.elapsed());
+    let conds_now = Timestamp::now();
+    match outcome {
+        Ok(chain_and_key) => {
+            let (chain, key) = chain_and_key;
+            let leaf = x509::leaf(&chain)
+                .map_err(|e| Error::InvalidSpec(format!("the ACME server's chain: {e}")))?;
+            write_secret(c, ctx, &ns, &chain, &key).await?;
+            let cur = Current { leaf, key_matches: true, issuer: Some(issuer_name.clone()) };
+            let at = ari_renewal(&account, &cur, &c.spec).await;
+            describe(&mut status, &cur, at);
+            status.failed_issuance_attempts = None;
+            status.last_failure_time = None;
+            ctx.metrics.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
+            let msg = format!(
+                "issued serial {} for {} ({why}); valid until {}, renewal at {at}",
+                cur.leaf.serial,
+                cur.leaf.dns_names.join(", "),
+                cur.leaf.not_after
+            );
+            publish(ctx, c, EventType::Normal, "Issued", &msg).await;
+            let conds = [ready(Some(&cur)), Cond::new("Issuing", false, "Issued", msg)];
+            write_status(c, ctx, status, &conds).await?;
+            Ok(Action::requeue(until(conds_now, at).min(RECHECK)))
+        }
+        Err(msg) => {
+            let attempts = attempts + 1;
+            let wait =
+                plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
+            status.failed_issuance_attempts = Some(attempts);
+            status.last_failure_time = Some(Time(conds_now));
+            let text = format!("attempt {attempts} failed: {msg}");
+            publish(ctx, c, EventType::Warning, "IssuanceFailed", &text).await;
+            let mut ready = ready(serving);
+            if serving.is_none() {
+                ready = Cond::new("Ready", false, "IssuanceFailed", &text);
+            }
+            write_status(c, ctx, status, &[ready, Cond::new("Issuing", false, "Failed", text)]).await?;
+            Ok(Action::requeue(wait))
+        }
+    }
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO).max(Duration::from_secs(1))
+}
+
+fn conditions_message(s: &TlsCertificateStatus, type_: &str) -> String {
+    s.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+fn describe(status: &mut TlsCertificateStatus, cur: &Current, renewal: Timestamp) {
+    status.not_before = Some(Time(cur.leaf.not_before));
+    status.not_after = Some(Time(cur.leaf.not_after));
+    status.serial_number = Some(cur.leaf.serial.clone());
+    status.renewal_time = Some(Time(renewal));
+}
+
+/// A name no solver of the issuer can prove, said naming the field; None when all can be.
+fn unprovable(c: &TlsCertificate, iss: &AcmeIssuer) -> Option<String> {
+    let has_dns = iss.spec.solvers.iter().any(|s| s.dns01.is_some());
+    let has_http = iss.spec.solvers.iter().any(|s| s.http01.is_some());
+    c.spec.dns_names.iter().enumerate().find_map(|(i, n)| {
+        let wildcard = n.starts_with("*.");
+        if wildcard && !has_dns {
+            Some(format!(
+                "spec.dnsNames[{i}] {n:?} is a wildcard, which only DNS-01 can prove; AcmeIssuer {} has no dns01 solver",
+                iss.name_any()
+            ))
+        } else if !wildcard && !has_dns && !has_http {
+            Some(format!("AcmeIssuer {} has no solver for spec.dnsNames[{i}] {n:?}", iss.name_any()))
+        } else {
+            None
+        }
+    })
+}
+
+/// The renewal time for a new certificate, moved forward when the server's ACME Renewal
+/// Information suggests an earlier window.
+async fn ari_renewal(
+    account: &issuer::Ready,
+    cur: &Current,
+    spec: &crate::api::tls::TlsCertificateSpec,
+) -> Timestamp {
+    let at = plan::renewal_time(&cur.leaf, spec);
+    let Some(id) = cur.leaf.ari_id.as_deref() else { return at };
+    let quoted = json!(id).to_string();
+    let Ok(id) = serde_json::from_str::<instant_acme::CertificateIdentifier>(&quoted) else { return at };
+    match account.account.renewal_info(&id).await {
+        Ok((info, _)) => {
+            let ts = |t: time::OffsetDateTime| Timestamp::from_second(t.unix_timestamp()).ok();
+            let w = &info.suggested_window;
+            let window = ts(w.start).zip(ts(w.end));
+            plan::with_suggested_window(at, window, &cur.leaf.serial)
+        }
+        // Servers without ARI (Pebble 2.4, many private CAs) leave the computed time.
+        Err(_) => at,
+    }
+}
+
+/// Runs one order; returns the chain and key, or what failed (for status; no key material).
+async fn order(
+    c: &TlsCertificate,
+    ctx: &Context,
+    iss: &AcmeIssuer,
+    account: &issuer::Ready,
+    found: Option<&Found>,
+) -> Result<(String, String), String> {
+    let reuse = c.spec.private_key.rotation_policy == RotationPolicy::Never;
+    let key_pem = match found.and_then(|f| f.key_pem.clone()) {
+        Some(k) if reuse && keys::shape(&k).ok() == Some(keys::Shape::of(&c.spec.private_key)) => k,
+        _ => keys::generate(&c.spec.private_key).map_err(|e| e.to_string())?,
+    };
+    let mut solvers: Vec<Box<dyn Challenger>> = Vec::new();
+    for s in &iss.spec.solvers {
+        if let Some(h) = &s.http01
+            && let Some(ing) = &h.ingress
+        {
+            solvers.push(Box::new(ingress::IngressHttp01::new(
+                &ctx.certs.http01,
+                ctx.client.clone(),
+                c,
+                ing.class_name.clone(),
+                ctx.certs.settings.solver_endpoint,
+            )));
+        }
+    }
+    let refs: Vec<&dyn Challenger> = solvers.iter().map(|b| b.as_ref()).collect();
+    let req = acme::Request {
+        names: &c.spec.dns_names,
+        key_pem: &key_pem,
+        profile: c.spec.profile.as_deref(),
+        replaces: None,
+        timeout: ctx.certs.settings.order_timeout,
+    };
+    let issued = acme::issue_with(&account.directory, &account.account, &req, &refs)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((issued.chain_pem, issued.key_pem))
+}
+
+async fn write_secret(
+    c: &TlsCertificate,
+    ctx: &Context,
+    ns: &str,
+    chain: &str,
+    key: &str,
+) -> Result<(), Error> {
+    let certs = x509::chain_der(chain).unwrap_or_default();
+    // ca.crt: the topmost CA certificate the server sent (ACME does not hand out the root).
+    let ca = if certs.len() > 1 {
+        chain
+            .split_inclusive("-----END CERTIFICATE-----")
+            .filter(|b| b.contains("BEGIN"))
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+            + "\n"
+    } else {
+        String::new()
+    };
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(c.spec.secret_name.clone()),
+            namespace: Some(ns.to_owned()),
+            labels: Some([("app.kubernetes.io/managed-by".to_owned(), "nova".to_owned())].into()),
+            annotations: Some(
+                [
+                    (ISSUER_ANNOTATION.to_owned(), c.spec.issuer_ref.name.clone()),
+                    (CERTIFICATE_ANNOTATION.to_owned(), c.name_any()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        data: Some(
+            [
+                ("tls.crt".to_owned(), ByteString(chain.as_bytes().to_vec())),
+                ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
+                ("ca.crt".to_owned(), ByteString(ca.into_bytes())),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch(&c.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+        .await?;
+    Ok(())
+}
+
+async fn write_status(
+    c: &TlsCertificate,
+    ctx: &Context,
+    mut new: TlsCertificateStatus,
+    conds: &[Cond],
+) -> Result<(), Error> {
+    let old = c.status.clone().unwrap_or_default();
+    let generation = c.metadata.generation;
+    new.observed_generation = generation;
+    // Conditions merge against what this reconcile last wrote, not only the cached object.
+    let base = ctx.certs.last_written(c).unwrap_or_else(|| old.clone());
+    new.conditions = conditions::merge(&base.conditions, conds, generation, Timestamp::now());
+    if new == base {
+        return Ok(());
+    }
+    if conds.iter().any(|c| c.type_ == "Ready" && !c.status && c.reason != "NotIssued")
+        && conditions::is_true(&base.conditions, "Ready") == Some(true)
+    {
+        publish(ctx, c, EventType::Warning, "NotReady", &conds[0].message).await;
+    }
+    let api: Api<TlsCertificate> = Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
+    api.patch_status(&c.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    ctx.certs.wrote(c, new);
+    Ok(())
+}
+
+async fn publish(ctx: &Context, c: &TlsCertificate, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
+        action: "Issue".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &c.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}

@@ -1,0 +1,320 @@
+//! AcmeIssuer and TlsCertificate through the operator, against the real control plane and a
+//! real ACME server (Pebble, on loopback). Pebble validates HTTP-01 on the operator's own HTTP
+//! port, which is where the challenge Ingress would route it in a cluster.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use nova::api::{AcmeIssuer, TlsCertificate};
+use serde_json::json;
+use test_cluster::pebble::{Options as PebbleOptions, Pebble};
+use test_cluster::{Mode, shared};
+
+mod common;
+use common::{Operator, install_crds};
+
+fn openssl(args: &[&str], dir: &Path) -> Result<String> {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().context("openssl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "openssl {args:?}: {text}");
+    Ok(text)
+}
+
+fn data(s: &Secret, key: &str) -> String {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// An AcmeIssuer for `pebble` with its CA bundle in a Secret of `ns`, Ready.
+async fn issuer(client: &Client, ns: &str, name: &str, pebble: &Pebble) -> Result<AcmeIssuer> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let ca = std::fs::read_to_string(&pebble.api_ca_path)?;
+    let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
+                        "stringData": {"ca.crt": ca}});
+    secrets.patch("pebble-ca", &PatchParams::apply("test").force(), &Patch::Apply(bundle)).await?;
+    let issuers: Api<AcmeIssuer> = Api::all(client.clone());
+    let obj: AcmeIssuer = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AcmeIssuer", "metadata": {"name": name},
+        "spec": {"server": pebble.directory_url, "email": "ops@example.test",
+                 "accountKeySecretRef": {"name": format!("{name}-account")},
+                 "caBundleSecretRef": {"name": "pebble-ca", "key": "ca.crt"},
+                 "solvers": [{"http01": {"ingress": {"className": "nginx"}}}]},
+    }))?;
+    issuers.create(&PostParams::default(), &obj).await?;
+    let ready = |i: Option<&AcmeIssuer>| {
+        i.and_then(|i| i.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), await_condition(issuers.clone(), name, ready))
+        .await
+        .context("AcmeIssuer Ready")??;
+    got.context("issuer")
+}
+
+fn certificate(name: &str, issuer: &str, names: &[&str], extra: serde_json::Value) -> Result<TlsCertificate> {
+    let mut spec =
+        json!({"dnsNames": names, "issuerRef": {"name": issuer}, "secretName": format!("{name}-tls")});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        s.extend(e.clone());
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TlsCertificate", "metadata": {"name": name},
+        "spec": spec,
+    }))?)
+}
+
+fn cond<'a>(
+    c: &'a TlsCertificate,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.as_ref()?.conditions.iter().find(|x| x.type_ == type_)
+}
+
+async fn wait_cert(
+    api: &Api<TlsCertificate>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    f: impl Fn(&TlsCertificate) -> bool,
+) -> Result<TlsCertificate> {
+    let got = tokio::time::timeout(
+        Duration::from_secs(secs),
+        await_condition(api.clone(), name, move |c: Option<&TlsCertificate>| c.is_some_and(&f)),
+    )
+    .await
+    .with_context(|| format!("waiting for {what}"))??;
+    got.context("certificate")
+}
+
+#[tokio::test]
+async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "certs").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    // Short-lived certificates, so renewal (at 2/3 of the lifetime) happens within the test.
+    let opts = PebbleOptions {
+        http01_port: op.port(),
+        validity: Some(Duration::from_secs(45)),
+        ..Default::default()
+    };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-{suffix}");
+    let iss = issuer(&client, &ns, &issuer_name, &pebble).await?;
+    let uri = iss.status.and_then(|s| s.account_uri).context("account URI in status")?;
+    assert!(uri.starts_with("https://127.0.0.1:"), "{uri}");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let account = secrets.get(&format!("{issuer_name}-account")).await?;
+    assert!(data(&account, "tls.key").contains("BEGIN PRIVATE KEY"), "the generated account key is stored");
+
+    // Every challenge object the issuance makes, as the watch sees them.
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Ingress>::new()));
+    let seen_w = seen.clone();
+    let cfg = watcher::Config::default().labels(nova::certs::ingress::LABEL);
+    let watch = tokio::spawn(watcher(ingresses.clone(), cfg).applied_objects().try_for_each(move |i| {
+        seen_w.lock().unwrap().push(i);
+        futures::future::ready(Ok(()))
+    }));
+
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    let names = ["shop.example.test", "www.shop.example.test"];
+    certs.create(&PostParams::default(), &certificate("shop", &issuer_name, &names, json!({}))?).await?;
+    let ready = |c: &TlsCertificate| cond(c, "Ready").is_some_and(|r| r.status == "True");
+    let first = wait_cert(&certs, "shop", 60, "first issuance", ready).await?;
+    let st = first.status.clone().context("status")?;
+    let (nb, na, renew) = (st.not_before.unwrap().0, st.not_after.unwrap().0, st.renewal_time.unwrap().0);
+    let third = na.duration_since(nb).as_secs() / 3;
+    assert!((renew.duration_since(nb).as_secs() - 2 * third).abs() <= 1, "renewal at 2/3: {nb} {renew} {na}");
+
+    // The Secret: type, full chain verified by openssl against Pebble's root, names, key.
+    let secret = secrets.get("shop-tls").await?;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let chain = data(&secret, "tls.crt");
+    let blocks: Vec<&str> = chain.split_inclusive("-----END CERTIFICATE-----\n").collect();
+    assert!(blocks.len() >= 2, "full chain: {chain}");
+    std::fs::write(d.join("leaf.pem"), blocks[0])?;
+    std::fs::write(d.join("rest.pem"), blocks[1..].concat())?;
+    std::fs::write(d.join("root.pem"), pebble.issuing_root()?)?;
+    std::fs::write(d.join("key.pem"), data(&secret, "tls.key"))?;
+    let verified = openssl(&["verify", "-CAfile", "root.pem", "-untrusted", "rest.pem", "leaf.pem"], d)?;
+    assert!(verified.contains("leaf.pem: OK"), "{verified}");
+    let san = openssl(&["x509", "-in", "leaf.pem", "-noout", "-ext", "subjectAltName"], d)?;
+    assert!(names.iter().all(|n| san.contains(&format!("DNS:{n}"))), "{san}");
+    assert_eq!(
+        openssl(&["pkey", "-in", "key.pem", "-pubout"], d)?,
+        openssl(&["x509", "-in", "leaf.pem", "-noout", "-pubkey"], d)?,
+        "tls.key is the leaf's key"
+    );
+    assert!(data(&secret, "ca.crt").contains("BEGIN CERTIFICATE"), "ca.crt holds the issuing CA");
+
+    // The challenge went through an Ingress for the name, to a Service backed by the
+    // operator's endpoint; all of it is gone once issued.
+    let saw = seen.lock().unwrap().clone();
+    let rule_hosts: Vec<String> = saw
+        .iter()
+        .flat_map(|i| i.spec.iter().flat_map(|s| s.rules.iter().flatten()).filter_map(|r| r.host.clone()))
+        .collect();
+    assert!(
+        names.iter().all(|n| rule_hosts.iter().any(|h| h == n)),
+        "an Ingress rule per name: {rule_hosts:?}"
+    );
+    let path = saw[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_ref())
+        .and_then(|r| r[0].http.as_ref())
+        .map(|h| h.paths[0].clone());
+    let path = path.context("a path")?;
+    assert!(path.path.as_deref().is_some_and(|p| p.starts_with("/.well-known/acme-challenge/")), "{path:?}");
+    assert_eq!(path.path_type, "Exact");
+    let obj = nova::certs::ingress::object_name("shop");
+    assert!(ingresses.get_opt(&obj).await?.is_none(), "the challenge Ingress is deleted");
+    assert!(Api::<Service>::namespaced(client.clone(), &ns).get_opt(&obj).await?.is_none());
+    assert!(Api::<EndpointSlice>::namespaced(client.clone(), &ns).get_opt(&obj).await?.is_none());
+    watch.abort();
+
+    let metrics = op.metrics().await?;
+    assert!(
+        metrics.contains(&format!(
+            "nova_certificate_expiration_timestamp_seconds{{name=\"shop\",namespace=\"{ns}\"}} {}",
+            na.as_second()
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nova_acme_issuances_total{outcome=\"issued\"} 1"), "{metrics}");
+
+    // Renewal at 2/3 of the lifetime, with a new key (rotationPolicy Always, the default).
+    let serial = st.serial_number.clone().unwrap();
+    let key1 = data(&secret, "tls.key");
+    let renewed = wait_cert(&certs, "shop", 90, "renewal", move |c: &TlsCertificate| {
+        c.status.as_ref().and_then(|s| s.serial_number.as_ref()).is_some_and(|s| *s != serial) && ready(c)
+    })
+    .await?;
+    let secret2 = secrets.get("shop-tls").await?;
+    assert_ne!(data(&secret2, "tls.key"), key1, "Always: a new key at renewal");
+    let renewed_at = renewed.status.as_ref().and_then(|s| s.not_before.clone()).unwrap().0;
+    assert!(
+        renewed_at >= renew - k8s_openapi::jiff::SignedDuration::from_secs(2),
+        "not renewed before its time"
+    );
+
+    // rotationPolicy Never: the next renewal keeps the key.
+    let never =
+        json!({"spec": {"privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Never"}}});
+    certs.patch("shop", &PatchParams::default(), &Patch::Merge(never)).await?;
+    let serial2 = renewed.status.as_ref().and_then(|s| s.serial_number.clone()).unwrap();
+    wait_cert(&certs, "shop", 90, "second renewal", move |c: &TlsCertificate| {
+        c.status.as_ref().and_then(|s| s.serial_number.as_ref()).is_some_and(|s| *s != serial2) && ready(c)
+    })
+    .await?;
+    let secret3 = secrets.get("shop-tls").await?;
+    assert_eq!(data(&secret3, "tls.key"), data(&secret2, "tls.key"), "Never: the key is kept");
+
+    // A P-384 key asked for: reissued at once with that key.
+    let p384 =
+        json!({"spec": {"privateKey": {"algorithm": "ECDSA", "size": 384, "rotationPolicy": "Always"}}});
+    certs.patch("shop", &PatchParams::default(), &Patch::Merge(p384)).await?;
+    let secrets_c = secrets.clone();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let s = secrets_c.get("shop-tls").await?;
+            if nova::acme::keys::shape(&data(&s, "tls.key")).is_ok_and(|k| k.size == 384) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .context("a P-384 key")??;
+
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn a_failing_challenge_backs_off_and_says_why() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "certfail").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    // Pebble validates on a port where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let opts = PebbleOptions { http01_port: closed, ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-fail-{suffix}");
+    issuer(&client, &ns, &issuer_name, &pebble).await?;
+
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    certs
+        .create(
+            &PostParams::default(),
+            &certificate("down", &issuer_name, &["down.example.test"], json!({}))?,
+        )
+        .await?;
+    let attempts = |n: i32| {
+        move |c: &TlsCertificate| {
+            c.status.as_ref().and_then(|s| s.failed_issuance_attempts).is_some_and(|a| a >= n)
+        }
+    };
+    let one = wait_cert(&certs, "down", 60, "a failed attempt", attempts(1)).await?;
+    let ready = cond(&one, "Ready").context("Ready")?;
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "IssuanceFailed"));
+    assert!(
+        ready.message.contains("down.example.test") && ready.message.contains("refused"),
+        "the message names the challenge and what the server saw: {}",
+        ready.message
+    );
+    let t1 = one.status.as_ref().and_then(|s| s.last_failure_time.clone()).unwrap().0;
+    // The test operator's backoff starts at 2 s and doubles.
+    let two = wait_cert(&certs, "down", 60, "a second attempt", attempts(2)).await?;
+    let t2 = two.status.as_ref().and_then(|s| s.last_failure_time.clone()).unwrap().0;
+    assert!(t2.duration_since(t1).as_secs_f64() >= 2.0, "waited out the backoff: {t1} → {t2}");
+    let three = wait_cert(&certs, "down", 60, "a third attempt", attempts(3)).await?;
+    let t3 = three.status.as_ref().and_then(|s| s.last_failure_time.clone()).unwrap().0;
+    assert!(t3.duration_since(t2).as_secs_f64() >= 4.0, "the backoff doubled: {t2} → {t3}");
+    let issuing = cond(&three, "Issuing").context("Issuing")?;
+    assert_eq!(issuing.status, "False");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await?;
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("IssuanceFailed")), "a Warning event");
+    assert!(op.metrics().await?.contains("nova_acme_issuances_total{outcome=\"failed\"}"));
+
+    // Deleting the certificate deletes its challenge objects (owned by it) and ends nothing else.
+    certs.delete("down", &DeleteParams::default()).await?;
+    let obj = nova::certs::ingress::object_name("down");
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut w = watcher(ingresses.clone(), watcher::Config::default()).default_backoff().boxed();
+        loop {
+            if ingresses.get_opt(&obj).await?.is_none() {
+                return anyhow::Ok(());
+            }
+            let _ = w.next().await;
+        }
+    })
+    .await
+    .context("challenge Ingress gone")??;
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}
