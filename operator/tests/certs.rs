@@ -318,3 +318,69 @@ async fn a_failing_challenge_backs_off_and_says_why() -> Result<()> {
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
+
+#[tokio::test]
+async fn dns01_through_rfc2136_issues_a_wildcard() -> Result<()> {
+    let bind = tokio::task::spawn_blocking(|| test_cluster::bind::Bind::start("dns.test")).await??;
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "dns01").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    // Pebble asks BIND for the TXT records.
+    let opts = PebbleOptions { http01_port: op.port(), dns_server: Some(bind.addr), ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let tsig = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
+                      "stringData": {"secret": bind.key_secret}});
+    secrets.patch("tsig", &PatchParams::apply("test").force(), &Patch::Apply(tsig)).await?;
+    let ca = std::fs::read_to_string(&pebble.api_ca_path)?;
+    let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
+                        "stringData": {"ca.crt": ca}});
+    secrets.patch("pebble-ca", &PatchParams::apply("test").force(), &Patch::Apply(bundle)).await?;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-dns-{suffix}");
+    let issuers: Api<AcmeIssuer> = Api::all(client.clone());
+    let obj: AcmeIssuer = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AcmeIssuer", "metadata": {"name": issuer_name},
+        "spec": {"server": pebble.directory_url, "accountKeySecretRef": {"name": "acct"},
+                 "caBundleSecretRef": {"name": "pebble-ca", "key": "ca.crt"},
+                 "solvers": [{"dns01": {"rfc2136": {"nameserver": bind.addr.to_string(), "tsigKeyName": bind.key_name,
+                                                    "tsigSecretRef": {"name": "tsig", "key": "secret"}}}}]},
+    }))?;
+    issuers.create(&PostParams::default(), &obj).await?;
+
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    let names = ["*.dns.test", "dns.test"];
+    certs.create(&PostParams::default(), &certificate("wild", &issuer_name, &names, json!({}))?).await?;
+    let ready = |c: &TlsCertificate| cond(c, "Ready").is_some_and(|r| r.status == "True");
+    wait_cert(&certs, "wild", 90, "a wildcard certificate over DNS-01", ready).await?;
+    let secret = secrets.get("wild-tls").await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("leaf.pem"), data(&secret, "tls.crt"))?;
+    let san = openssl(&["x509", "-in", "leaf.pem", "-noout", "-ext", "subjectAltName"], dir.path())?;
+    assert!(san.contains("DNS:*.dns.test") && san.contains("DNS:dns.test"), "{san}");
+    // The challenge records are deleted once issued.
+    let left = bind.txt("_acme-challenge.dns.test")?;
+    assert!(left.is_empty(), "TXT records left behind: {left:?}");
+
+    // A wildcard with an issuer that has only HTTP-01 is refused naming the field.
+    let http_only = format!("pebble-http-{suffix}");
+    let mut o: AcmeIssuer = obj.clone();
+    o.metadata.name = Some(http_only.clone());
+    o.spec.solvers = serde_json::from_value(json!([{"http01": {"ingress": {}}}]))?;
+    issuers.create(&PostParams::default(), &o).await?;
+    certs
+        .create(&PostParams::default(), &certificate("wild2", &http_only, &["*.dns.test"], json!({}))?)
+        .await?;
+    let refused = wait_cert(&certs, "wild2", 60, "a refusal", |c: &TlsCertificate| {
+        cond(c, "Issuing").is_some_and(|i| i.reason == "InvalidSpec")
+    })
+    .await?;
+    let msg = &cond(&refused, "Issuing").unwrap().message;
+    assert!(msg.contains("spec.dnsNames[0]") && msg.contains("DNS-01"), "{msg}");
+    for n in [&issuer_name, &http_only] {
+        issuers.delete(n, &DeleteParams::default()).await?;
+    }
+    op.stop().await
+}

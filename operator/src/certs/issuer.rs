@@ -92,7 +92,7 @@ async fn write_status(
 }
 
 /// A value from a Secret of the operator's namespace, or why there is none (never the value).
-async fn secret_value(
+pub(crate) async fn secret_value(
     ctx: &Context,
     name: &str,
     key: &str,
@@ -133,7 +133,10 @@ pub async fn account(
         Ok(k) => Some(String::from_utf8_lossy(&k).into_owned()),
         Err(_) if register => None,
         Err(m) => {
-            return Ok(Err(("NotRegistered", format!("AcmeIssuer {} has no account yet: {m}", i.name_any()))));
+            return Ok(Err((
+                "NotRegistered",
+                format!("AcmeIssuer {} has no account yet: {m}", i.name_any()),
+            )));
         }
     };
     let fingerprint = {

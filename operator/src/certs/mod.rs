@@ -2,6 +2,7 @@
 //! it must be issued ([`plan`]), order it from the AcmeIssuer's account with the issuer's
 //! solvers, write the `kubernetes.io/tls` Secret, and say when it expires and renews.
 
+pub mod dns01;
 pub mod ingress;
 pub mod issuer;
 pub mod plan;
@@ -372,6 +373,28 @@ async fn order(
                 ing.class_name.clone(),
                 ctx.certs.settings.solver_endpoint,
             )));
+        }
+        if let Some(d) = &s.dns01 {
+            let r = &d.rfc2136;
+            let secret = issuer::secret_value(
+                ctx,
+                &r.tsig_secret_ref.name,
+                &r.tsig_secret_ref.key,
+                "spec.solvers[].dns01.rfc2136.tsigSecretRef",
+            )
+            .await
+            .map_err(|e| e.to_string())??;
+            use base64::Engine;
+            let text = String::from_utf8_lossy(&secret);
+            let key = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| {
+                "spec.solvers[].dns01.rfc2136.tsigSecretRef: the TSIG secret is not base64".to_owned()
+            })?;
+            solvers.push(Box::new(dns01::Rfc2136::new(
+                &r.nameserver,
+                &r.tsig_key_name,
+                r.tsig_algorithm,
+                key,
+            )?));
         }
     }
     let refs: Vec<&dyn Challenger> = solvers.iter().map(|b| b.as_ref()).collect();

@@ -11,6 +11,7 @@
 //! started it (see `process.rs`), also after a panic.
 
 mod binaries;
+pub mod bind;
 mod cluster;
 pub mod netns;
 pub mod pebble;
