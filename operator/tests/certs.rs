@@ -384,3 +384,102 @@ async fn dns01_through_rfc2136_issues_a_wildcard() -> Result<()> {
     }
     op.stop().await
 }
+
+/// A Host object for a test host, reached with the key in Secret `key` of `ns`.
+async fn test_host(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    th: &test_cluster::testhost::TestHost,
+) -> Result<()> {
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "key"}, "stringData": {"id_ed25519": th.client_key}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await?;
+    let h: nova::api::Host = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": name},
+        "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
+                 "sshKeySecretRef": {"name": "key", "key": "id_ed25519"}},
+    }))?;
+    Api::<nova::api::Host>::all(client.clone()).create(&PostParams::default(), &h).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn distributed_to_a_host_and_served_by_its_nginx() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| test_cluster::testhost::TestHost::start("tls")).await??;
+    th.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null && systemctl start nginx")?;
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "certhost").await?;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let host_name = format!("tls-{suffix}");
+    test_host(&client, &ns, &host_name, &th).await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let opts = PebbleOptions { http01_port: op.port(), ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let issuer_name = format!("pebble-host-{suffix}");
+    issuer(&client, &ns, &issuer_name, &pebble).await?;
+
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    let dist = json!({"distributeTo": {"hosts": {"names": [host_name]}}});
+    certs
+        .create(&PostParams::default(), &certificate("shop", &issuer_name, &["shop.example.test"], dist)?)
+        .await?;
+    let distributed = |c: &TlsCertificate| cond(c, "Distributed").is_some_and(|d| d.status == "True");
+    let done = wait_cert(&certs, "shop", 120, "distribution to the host", distributed).await?;
+    assert!(cond(&done, "Distributed").unwrap().message.contains(&host_name));
+    assert_eq!(
+        th.ssh("stat -c '%a %U' /etc/nova/tls/shop-tls/tls.key")?.trim(),
+        "600 root",
+        "the key is private"
+    );
+
+    // The host's nginx serves it; curl checks the chain against Pebble's root and the name.
+    th.ssh(
+        "printf 'server {\\n listen 443 ssl;\\n server_name shop.example.test;\\n \
+         ssl_certificate /etc/nova/tls/shop-tls/tls.crt;\\n ssl_certificate_key /etc/nova/tls/shop-tls/tls.key;\\n \
+         location / { return 200 \"tls ok\\\\n\"; }\\n}\\n' > /etc/nginx/conf.d/shop.conf && nginx -t 2>/dev/null && systemctl reload nginx",
+    )?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("root.pem"), pebble.issuing_root()?)?;
+    let ip = th.ssh_addr.ip().to_string();
+    let curl = |dir: &Path| -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--cacert", "root.pem", "--resolve"])
+            .arg(format!("shop.example.test:443:{ip}"))
+            .arg("https://shop.example.test/")
+            .current_dir(dir)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    // nginx's reload is graceful: new workers take over shortly after systemctl returns.
+    let mut served = String::new();
+    for _ in 0..50 {
+        served = curl(dir.path())?;
+        if served.contains("tls ok") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served.trim(), "tls ok", "TLS handshake verified against Pebble's root");
+
+    // nginx refusing its configuration: the new certificate is not installed, the old stays.
+    let before = th.ssh("cat /etc/nova/tls/shop-tls/tls.crt")?;
+    th.ssh("echo 'this is not nginx;' > /etc/nginx/conf.d/broken.conf")?;
+    let names = json!({"spec": {"dnsNames": ["shop.example.test", "www.shop.example.test"]}});
+    certs.patch("shop", &PatchParams::default(), &Patch::Merge(names)).await?;
+    let refused = wait_cert(&certs, "shop", 120, "a refused distribution", |c: &TlsCertificate| {
+        cond(c, "Distributed").is_some_and(|d| d.status == "False")
+    })
+    .await?;
+    let msg = &cond(&refused, "Distributed").unwrap().message;
+    assert!(msg.contains("nginx -t") && msg.contains("old files kept"), "{msg}");
+    assert_eq!(th.ssh("cat /etc/nova/tls/shop-tls/tls.crt")?, before, "the old chain is still in place");
+    assert!(curl(dir.path())?.contains("tls ok"), "and still served");
+
+    Api::<nova::api::Host>::all(client.clone()).delete(&host_name, &DeleteParams::default()).await?;
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}

@@ -269,11 +269,12 @@ pub enum RotationPolicy {
 pub struct Distribution {
     /// Which hosts.
     pub hosts: HostSelector,
-    /// Path of the full chain. Default `/etc/nova/tls/<name>/fullchain.pem`.
+    /// Path of the full chain. Default `/etc/nova/tls/<secretName>/tls.crt` (where a Platform on
+    /// hosts with `tls.mode: Secret` reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub certificate_path: Option<String>,
-    /// Path of the key (mode 0600). Default `/etc/nova/tls/<name>/privkey.pem`.
+    /// Path of the key (mode 0600). Default `/etc/nova/tls/<secretName>/tls.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub key_path: Option<String>,

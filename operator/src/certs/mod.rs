@@ -2,6 +2,7 @@
 //! it must be issued ([`plan`]), order it from the AcmeIssuer's account with the issuer's
 //! solvers, write the `kubernetes.io/tls` Secret, and say when it expires and renews.
 
+pub mod distribute;
 pub mod dns01;
 pub mod ingress;
 pub mod issuer;
@@ -146,6 +147,7 @@ pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, _ctx: Arc<Context>) -> 
 
 /// The certificate and key found in the Secret, parsed.
 struct Found {
+    chain: String,
     current: Result<Current, String>,
     key_pem: Option<String>,
 }
@@ -164,7 +166,7 @@ async fn read_secret(c: &TlsCertificate, ctx: &Context, ns: &str) -> Result<Opti
         issuer: s.annotations().get(ISSUER_ANNOTATION).cloned(),
         leaf,
     });
-    Ok(Some(Found { current, key_pem }))
+    Ok(Some(Found { chain, current, key_pem }))
 }
 
 async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
@@ -198,10 +200,14 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
     };
     let Some(reason) = reason else {
         let cur = serving.expect("no reason to issue means a serving certificate");
-        let conds = [ready(Some(cur)), Cond::new("Issuing", false, "UpToDate", "the certificate is current")];
+        let mut conds =
+            vec![ready(Some(cur)), Cond::new("Issuing", false, "UpToDate", "the certificate is current")];
+        if let Some(f) = found.as_ref() {
+            conds.extend(distributed(c, ctx, &f.chain, f.key_pem.as_deref().unwrap_or_default()).await?);
+        }
         write_status(c, ctx, status.clone(), &conds).await?;
         let at = status.renewal_time.as_ref().map(|t| t.0).unwrap_or(now);
-        return Ok(Action::requeue(until(now, at).min(RECHECK)));
+        return Ok(Action::requeue(until(now, at).min(recheck(&conds))));
     };
 
     // Never hammer the server: after failures, wait out the backoff first.
@@ -269,9 +275,10 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
                 cur.leaf.not_after
             );
             publish(ctx, c, EventType::Normal, "Issued", &msg).await;
-            let conds = [ready(Some(&cur)), Cond::new("Issuing", false, "Issued", msg)];
+            let mut conds = vec![ready(Some(&cur)), Cond::new("Issuing", false, "Issued", msg)];
+            conds.extend(distributed(c, ctx, &chain, &key).await?);
             write_status(c, ctx, status, &conds).await?;
-            Ok(Action::requeue(until(conds_now, at).min(RECHECK)))
+            Ok(Action::requeue(until(conds_now, at).min(recheck(&conds))))
         }
         Err(msg) => {
             let attempts = attempts + 1;
@@ -288,6 +295,41 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
             write_status(c, ctx, status, &[ready, Cond::new("Issuing", false, "Failed", text)]).await?;
             Ok(Action::requeue(wait))
         }
+    }
+}
+
+/// The Distributed condition after installing on the hosts of `spec.distributeTo` (none
+/// without it). Installing is idempotent: unchanged files are left alone and nginx is not
+/// reloaded, so running it on every reconcile also repairs hosts that drifted.
+async fn distributed(
+    c: &TlsCertificate,
+    ctx: &Context,
+    chain: &str,
+    key: &str,
+) -> Result<Option<Cond>, Error> {
+    let Some(d) = &c.spec.distribute_to else { return Ok(None) };
+    let (done, failed) = distribute::run(c, ctx, d, chain, key).await?;
+    if failed.is_empty() {
+        return Ok(Some(Cond::new(
+            "Distributed",
+            true,
+            "Installed",
+            format!("installed on {}", done.join(", ")),
+        )));
+    }
+    let msg = failed.join("; ");
+    if conditions::is_true(&c.status.clone().unwrap_or_default().conditions, "Distributed") != Some(false) {
+        publish(ctx, c, EventType::Warning, "DistributionFailed", &msg).await;
+    }
+    Ok(Some(Cond::new("Distributed", false, "Failed", msg)))
+}
+
+/// Hosts that did not take the certificate are tried again within a minute.
+fn recheck(conds: &[Cond]) -> Duration {
+    if conds.iter().any(|c| c.type_ == "Distributed" && !c.status) {
+        Duration::from_secs(60)
+    } else {
+        RECHECK
     }
 }
 
