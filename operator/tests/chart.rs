@@ -192,3 +192,83 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     Ok(())
 }
+
+#[tokio::test]
+async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
+    use nova::api::{AcmeIssuer, TlsCertificate};
+    let cp = shared(Mode::Simulated).await?;
+    let admin = cp.client().await?;
+    let release_ns = cp.namespace(&admin, "nova-certs").await?;
+    let apps_ns = cp.namespace(&admin, "certapps").await?;
+    let out = render(&release_ns, &[])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifests = String::from_utf8(out.stdout)?;
+    let without_deployment: Vec<&str> =
+        manifests.split("\n---").filter(|doc| !doc.contains("\nkind: Deployment")).collect();
+    let applied = kubectl_stdin(
+        cp,
+        &["apply", "--server-side", "-f", "-"],
+        without_deployment.join("\n---").as_bytes(),
+    )?;
+    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+
+    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let pebble = tokio::task::spawn_blocking(move || test_cluster::pebble::Pebble::start(port)).await??;
+    let cfg = nova::operator::Config {
+        state_url: state.path().join("state.db").display().to_string(),
+        http_addr: ([127, 0, 0, 1], port).into(),
+        lease: nova::operator::default_lease(release_ns.clone(), "rbac-certs".into()),
+        concurrency: 2,
+        watch_namespace: None,
+        // A pod IP stands in: the apiserver refuses loopback endpoints.
+        acme: nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() },
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
+        let _ = stopped.await;
+    }));
+
+    // The issuer's CA bundle and account key live in the release namespace.
+    let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
+                        "stringData": {"ca.crt": std::fs::read_to_string(&pebble.api_ca_path)?}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &release_ns)
+        .patch("pebble-ca", &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(bundle))
+        .await?;
+    let issuer_name = format!("rbac-{}", release_ns.rsplit('-').next().unwrap_or("x"));
+    let issuer: AcmeIssuer = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AcmeIssuer", "metadata": {"name": issuer_name},
+        "spec": {"server": pebble.directory_url, "accountKeySecretRef": {"name": "acme-account"},
+                 "caBundleSecretRef": {"name": "pebble-ca", "key": "ca.crt"},
+                 "solvers": [{"http01": {"ingress": {}}}]},
+    }))?;
+    Api::<AcmeIssuer>::all(admin.clone()).create(&PostParams::default(), &issuer).await?;
+    let cert: TlsCertificate = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TlsCertificate", "metadata": {"name": "web"},
+        "spec": {"dnsNames": ["web.example.test"], "issuerRef": {"name": issuer_name}, "secretName": "web-tls"},
+    }))?;
+    let certs: Api<TlsCertificate> = Api::namespaced(admin.clone(), &apps_ns);
+    certs.create(&PostParams::default(), &cert).await?;
+    let ready = |c: Option<&TlsCertificate>| {
+        c.and_then(|c| c.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let waited =
+        tokio::time::timeout(Duration::from_secs(90), await_condition(certs.clone(), "web", ready)).await;
+    if waited.is_err() {
+        let status = certs.get("web").await?.status;
+        let _ = stop.send(());
+        let result = operator.await?;
+        anyhow::bail!(
+            "certificate not Ready under the chart's RBAC: {status:?}; operator ended with {result:?}"
+        );
+    }
+    let secret =
+        Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &apps_ns).get("web-tls").await?;
+    ensure!(secret.type_.as_deref() == Some("kubernetes.io/tls"));
+    Api::<AcmeIssuer>::all(admin.clone()).delete(&issuer_name, &Default::default()).await?;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    Ok(())
+}
