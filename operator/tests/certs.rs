@@ -38,8 +38,19 @@ fn data(s: &Secret, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// An AcmeIssuer for `pebble` with its CA bundle in a Secret of `ns`, Ready.
+/// An AcmeIssuer for `pebble` (HTTP-01 through an Ingress) with its CA bundle in a Secret of
+/// `ns`, Ready.
 async fn issuer(client: &Client, ns: &str, name: &str, pebble: &Pebble) -> Result<AcmeIssuer> {
+    issuer_with(client, ns, name, pebble, json!([{"http01": {"ingress": {"className": "nginx"}}}])).await
+}
+
+async fn issuer_with(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    pebble: &Pebble,
+    solvers: serde_json::Value,
+) -> Result<AcmeIssuer> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let ca = std::fs::read_to_string(&pebble.api_ca_path)?;
     let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
@@ -51,7 +62,7 @@ async fn issuer(client: &Client, ns: &str, name: &str, pebble: &Pebble) -> Resul
         "spec": {"server": pebble.directory_url, "email": "ops@example.test",
                  "accountKeySecretRef": {"name": format!("{name}-account")},
                  "caBundleSecretRef": {"name": "pebble-ca", "key": "ca.crt"},
-                 "solvers": [{"http01": {"ingress": {"className": "nginx"}}}]},
+                 "solvers": solvers},
     }))?;
     issuers.create(&PostParams::default(), &obj).await?;
     let ready = |i: Option<&AcmeIssuer>| {
@@ -406,9 +417,16 @@ async fn test_host(
 }
 
 #[tokio::test]
-async fn distributed_to_a_host_and_served_by_its_nginx() -> Result<()> {
+async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> Result<()> {
     let th = tokio::task::spawn_blocking(|| test_cluster::testhost::TestHost::start("tls")).await??;
     th.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null && systemctl start nginx")?;
+    // Port 80 serves the ACME path from the webroot, as the site Nova renders does
+    // (templates/nginx/site.conf.tera).
+    th.ssh(
+        "rm -f /etc/nginx/sites-enabled/default && printf 'server {\\n listen 80 default_server;\\n \
+         location ^~ /.well-known/acme-challenge/ { root /var/www/acme; }\\n}\\n' > /etc/nginx/conf.d/acme.conf \
+         && nginx -t 2>/dev/null && systemctl reload nginx",
+    )?;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
     install_crds(&client).await?;
@@ -417,10 +435,13 @@ async fn distributed_to_a_host_and_served_by_its_nginx() -> Result<()> {
     let host_name = format!("tls-{suffix}");
     test_host(&client, &ns, &host_name, &th).await?;
     let op = Operator::start(client.clone(), &ns).await?;
-    let opts = PebbleOptions { http01_port: op.port(), ..Default::default() };
+    // Pebble resolves every name to the host and validates on its port 80: the webroot path.
+    let std::net::IpAddr::V4(host_ip) = th.ssh_addr.ip() else { anyhow::bail!("an IPv4 test host") };
+    let opts = PebbleOptions { http01_port: 80, default_ipv4: Some(host_ip), ..Default::default() };
     let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
     let issuer_name = format!("pebble-host-{suffix}");
-    issuer(&client, &ns, &issuer_name, &pebble).await?;
+    let webroot = json!([{"http01": {"webroot": {"path": "/var/www/acme"}}}]);
+    issuer_with(&client, &ns, &issuer_name, &pebble, webroot).await?;
 
     let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
     let dist = json!({"distributeTo": {"hosts": {"names": [host_name]}}});

@@ -7,6 +7,7 @@ pub mod dns01;
 pub mod ingress;
 pub mod issuer;
 pub mod plan;
+pub mod webroot;
 pub mod x509;
 
 use std::collections::HashMap;
@@ -415,6 +416,33 @@ async fn order(
                 ing.class_name.clone(),
                 ctx.certs.settings.solver_endpoint,
             )));
+        }
+        if let Some(h) = &s.http01
+            && let Some(w) = &h.webroot
+        {
+            let Some(d) = &c.spec.distribute_to else {
+                return Err(
+                    "the issuer's http01.webroot solver writes tokens on the hosts of spec.distributeTo, \
+                            which this certificate does not have"
+                        .into(),
+                );
+            };
+            let hosts = Api::<crate::api::Host>::all(ctx.client.clone())
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let mut conns = Vec::new();
+            for h in crate::hostapp::select(&hosts, &d.hosts) {
+                match crate::host::connect(h, ctx).await.map_err(|e| e.to_string())? {
+                    Ok(conn) => conns.push((h.name_any(), conn)),
+                    Err(msg) => return Err(format!("webroot solver: {msg}")),
+                }
+            }
+            if conns.is_empty() {
+                return Err("the webroot solver found no Host selected by spec.distributeTo.hosts".into());
+            }
+            solvers.push(Box::new(webroot::Webroot::new(&w.path, conns)));
         }
         if let Some(d) = &s.dns01 {
             let r = &d.rfc2136;

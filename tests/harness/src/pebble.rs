@@ -43,6 +43,8 @@ pub struct Options {
     /// A DNS server to validate DNS-01 against instead of pebble-challtestsrv (which still
     /// runs, answering every other name with 127.0.0.1, unless this is set).
     pub dns_server: Option<SocketAddr>,
+    /// The address pebble-challtestsrv gives every name (default 127.0.0.1).
+    pub default_ipv4: Option<std::net::Ipv4Addr>,
 }
 
 impl Pebble {
@@ -86,9 +88,10 @@ impl Pebble {
                 .find(|p| p.exists())
                 .ok_or_else(|| Error::Other(format!("{name} not found (apt-get install pebble)")))
         };
+        let default_ipv4 = options.default_ipv4.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1".into());
         let dns_args: Vec<OsString> = [
             "-defaultIPv4",
-            "127.0.0.1",
+            &default_ipv4,
             "-defaultIPv6",
             "",
             "-dns01",
