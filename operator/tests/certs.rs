@@ -504,3 +504,65 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
+
+#[tokio::test]
+async fn platform_tls_auto_gets_a_certificate_for_its_domains() -> Result<()> {
+    use nova::api::Platform;
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "tlsauto").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let opts = PebbleOptions { http01_port: op.port(), ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+
+    // Auto with no issuer named and none marked default: refused naming the field, nothing made.
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let p: Platform = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "shop"},
+        "spec": {"image": "shop:1", "domains": ["shop.auto.test", "www.shop.auto.test"], "tls": {"mode": "Auto"}},
+    }))?;
+    platforms.create(&PostParams::default(), &p).await?;
+    let refused = |p: Option<&Platform>| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.reason == "MissingDependency" && c.message.contains("spec.tls.issuer")
+            })
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "shop", refused))
+        .await
+        .context("MissingDependency naming spec.tls.issuer")??;
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    assert!(certs.get_opt("shop").await?.is_none());
+
+    // An issuer marked default: the certificate is made for the domains and issued into the
+    // Secret the Ingress serves.
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-auto-{suffix}");
+    issuer(&client, &ns, &issuer_name, &pebble).await?;
+    let mark = json!({"metadata": {"annotations": {"nova.infra.dev/default-issuer": "true"}}});
+    Api::<AcmeIssuer>::all(client.clone())
+        .patch(&issuer_name, &PatchParams::default(), &Patch::Merge(mark))
+        .await?;
+    let ready = |c: &TlsCertificate| cond(c, "Ready").is_some_and(|r| r.status == "True");
+    let cert = wait_cert(&certs, "shop", 90, "the Platform's certificate", ready).await?;
+    assert_eq!(cert.spec.dns_names, ["shop.auto.test", "www.shop.auto.test"]);
+    assert_eq!(cert.spec.issuer_ref.name, issuer_name);
+    let ingress = Api::<Ingress>::namespaced(client.clone(), &ns).get("shop").await?;
+    let served = ingress.spec.and_then(|s| s.tls).and_then(|t| t[0].secret_name.clone());
+    assert_eq!(served.as_deref(), Some(cert.spec.secret_name.as_str()));
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns).get(&cert.spec.secret_name).await?;
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+
+    // TLS turned off: the certificate goes (the Secret stays, as with cert-manager).
+    let uid = cert.metadata.uid.clone().context("uid")?;
+    platforms.patch("shop", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tls": null}}))).await?;
+    let gone = kube::runtime::conditions::is_deleted(&uid);
+    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "shop", gone))
+        .await
+        .context("the certificate deleted")??;
+    assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&cert.spec.secret_name).await?.is_some());
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}

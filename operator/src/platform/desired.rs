@@ -161,6 +161,30 @@ fn service(p: &Platform) -> Service {
     }
 }
 
+/// The TlsCertificate for `tls.mode: Auto`: the Platform's domains, into the Secret the Ingress
+/// serves (`<name>-tls`), from `issuer`. None without Auto or without domains.
+pub fn certificate(p: &Platform, issuer: &str) -> Option<crate::api::TlsCertificate> {
+    let tls = p.spec.tls.as_ref()?;
+    if tls.mode != TlsMode::Auto || p.spec.domains.is_empty() {
+        return None;
+    }
+    let mut cert = crate::api::TlsCertificate::new(
+        &p.name_any(),
+        serde_json::from_value(serde_json::json!({
+            "dnsNames": p.spec.domains, "issuerRef": {"name": issuer}, "secretName": tls_secret(p)?,
+        }))
+        .ok()?,
+    );
+    cert.metadata = ObjectMeta {
+        name: Some(p.name_any()),
+        namespace: p.namespace(),
+        labels: Some(labels(p)),
+        owner_references: p.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    };
+    Some(cert)
+}
+
 /// Secret an Ingress serves TLS from, if any.
 pub fn tls_secret(p: &Platform) -> Option<String> {
     let tls = p.spec.tls.as_ref()?;
@@ -378,6 +402,28 @@ mod tests {
         assert_eq!(a.revision, b.revision, "scaling is not a new revision");
         assert_ne!(a.revision, c.revision);
         assert_eq!(a.revision.len(), 10);
+    }
+
+    #[test]
+    fn auto_tls_asks_for_a_certificate_of_the_domains_into_the_ingress_secret() {
+        let p: Platform = serde_json::from_value(json!({
+            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform",
+            "metadata": {"name": "shop", "namespace": "apps", "uid": "u1"},
+            "spec": {"image": "shop:1", "domains": ["shop.example.com", "www.shop.example.com"],
+                     "tls": {"mode": "Auto"}},
+        }))
+        .unwrap();
+        let c = certificate(&p, "letsencrypt").unwrap();
+        assert_eq!(c.spec.dns_names, ["shop.example.com", "www.shop.example.com"]);
+        assert_eq!(c.spec.issuer_ref.name, "letsencrypt");
+        assert_eq!(Some(c.spec.secret_name.clone()), tls_secret(&p));
+        let ing = children(&p).ingress.unwrap();
+        let served = ing.spec.unwrap().tls.unwrap()[0].secret_name.clone();
+        assert_eq!(served, Some(c.spec.secret_name), "the Ingress serves what the certificate writes");
+        assert_eq!(c.metadata.owner_references.unwrap()[0].name, "shop");
+        let mut plain = p.clone();
+        plain.spec.tls = None;
+        assert!(certificate(&plain, "letsencrypt").is_none());
     }
 
     #[test]

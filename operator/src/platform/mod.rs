@@ -54,7 +54,10 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         return on_hosts(p, ctx, &ns, settled).await;
     }
 
-    let missing = missing_dependencies(p, ctx, &ns).await?;
+    let mut missing = missing_dependencies(p, ctx, &ns).await?;
+    if !settled && let Some(problem) = auto_certificate(p, ctx, &ns).await? {
+        missing.push(problem);
+    }
     if !missing.is_empty() {
         // Nothing is applied until every reference resolves: pods that cannot start would only
         // replace healthy ones.
@@ -103,6 +106,55 @@ async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     let (conds, ready_replicas) = rollout_conditions(p, &deployment);
     update_status(p, ctx, &conds, ready_replicas, Some(children.revision)).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// AcmeIssuers marked as the one `tls.mode: Auto` uses when `tls.issuer` is empty.
+pub const DEFAULT_ISSUER_ANNOTATION: &str = "nova.infra.dev/default-issuer";
+
+/// `tls.mode: Auto`: applies the TlsCertificate for the domains (its Secret is the one the
+/// Ingress serves); deletes it when Auto is no longer asked for. Returns why it cannot be
+/// made (no issuer), naming the field.
+async fn auto_certificate(p: &Platform, ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
+    let certs: Api<crate::api::TlsCertificate> = Api::namespaced(ctx.client.clone(), ns);
+    let auto = p.spec.tls.as_ref().filter(|t| t.mode == crate::api::platform::TlsMode::Auto);
+    let Some(tls) = auto.filter(|_| !p.spec.domains.is_empty()) else {
+        crate::apply::delete_if_owned(&certs, &p.name_any(), p).await?;
+        return Ok(None);
+    };
+    let issuers: Api<crate::api::AcmeIssuer> = Api::all(ctx.client.clone());
+    let issuer = match &tls.issuer {
+        Some(name) => match issuers.get_metadata_opt(name).await? {
+            Some(_) => name.clone(),
+            None => return Ok(Some(format!("AcmeIssuer {name:?} named in spec.tls.issuer does not exist"))),
+        },
+        None => {
+            let all = issuers.list_metadata(&Default::default()).await?.items;
+            let marked: Vec<String> = all
+                .iter()
+                .filter(|i| i.annotations().get(DEFAULT_ISSUER_ANNOTATION).is_some_and(|v| v == "true"))
+                .map(|i| i.name_any())
+                .collect();
+            match marked.as_slice() {
+                [one] => one.clone(),
+                [] => {
+                    return Ok(Some(format!(
+                        "spec.tls.mode is Auto but spec.tls.issuer is empty and no AcmeIssuer is annotated \
+                         {DEFAULT_ISSUER_ANNOTATION}=\"true\": name one"
+                    )));
+                }
+                many => {
+                    return Ok(Some(format!(
+                        "spec.tls.issuer is empty and several AcmeIssuers are annotated as default ({}): name one",
+                        many.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(cert) = desired::certificate(p, &issuer) {
+        certs.patch(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cert)).await?;
+    }
+    Ok(None)
 }
 
 async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
