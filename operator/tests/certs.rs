@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -311,21 +311,6 @@ async fn a_failing_challenge_backs_off_and_says_why() -> Result<()> {
     assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("IssuanceFailed")), "a Warning event");
     assert!(op.metrics().await?.contains("nova_acme_issuances_total{outcome=\"failed\"}"));
 
-    // Deleting the certificate deletes its challenge objects (owned by it) and ends nothing else.
-    certs.delete("down", &DeleteParams::default()).await?;
-    let obj = nova::certs::ingress::object_name("down");
-    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        let mut w = watcher(ingresses.clone(), watcher::Config::default()).default_backoff().boxed();
-        loop {
-            if ingresses.get_opt(&obj).await?.is_none() {
-                return anyhow::Ok(());
-            }
-            let _ = w.next().await;
-        }
-    })
-    .await
-    .context("challenge Ingress gone")??;
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
@@ -563,6 +548,62 @@ async fn platform_tls_auto_gets_a_certificate_for_its_domains() -> Result<()> {
         .await
         .context("the certificate deleted")??;
     assert!(Api::<Secret>::namespaced(client.clone(), &ns).get_opt(&cert.spec.secret_name).await?.is_some());
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn deleting_a_certificate_mid_challenge_removes_its_challenge_objects() -> Result<()> {
+    // Simulated mode: kube-controller-manager's garbage collector runs.
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "certdel").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    // Pebble validates against a listener that accepts and never answers: the challenge stays
+    // pending.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let silent_port = silent.local_addr()?.port();
+    let opts = PebbleOptions { http01_port: silent_port, ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-del-{suffix}");
+    issuer(&client, &ns, &issuer_name, &pebble).await?;
+
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    certs
+        .create(
+            &PostParams::default(),
+            &certificate("pending", &issuer_name, &["pending.example.test"], json!({}))?,
+        )
+        .await?;
+    let obj = nova::certs::ingress::object_name("pending");
+    let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(ingresses.clone(), &obj, |i: Option<&Ingress>| i.is_some()),
+    )
+    .await
+    .context("the challenge Ingress")??;
+    assert!(Api::<Service>::namespaced(client.clone(), &ns).get_opt(&obj).await?.is_some());
+
+    certs.delete("pending", &DeleteParams::default()).await?;
+    let gone = |i: Option<&Ingress>| i.is_none();
+    tokio::time::timeout(Duration::from_secs(60), await_condition(ingresses.clone(), &obj, gone))
+        .await
+        .context("challenge Ingress deleted with its certificate")??;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while services.get_opt(&obj).await?.is_some() || slices.get_opt(&obj).await?.is_some() {
+            let w = await_condition(services.clone(), &obj, |s: Option<&Service>| s.is_none());
+            let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .context("challenge Service and EndpointSlice deleted")??;
+    drop(silent);
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
