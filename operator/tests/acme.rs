@@ -85,3 +85,29 @@ async fn a_failing_challenge_says_which_and_what_the_server_saw() -> Result<()> 
     assert_eq!(solver.pending(), 0, "tokens are removed after a failure too");
     Ok(())
 }
+
+#[tokio::test]
+async fn external_account_binding_when_the_server_requires_it() -> Result<()> {
+    use base64::Engine;
+    let hmac = [7u8; 32];
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hmac);
+    let opts = test_cluster::pebble::Options {
+        http01_port: 1,
+        eab: Some(("kid-1".into(), b64)),
+        ..Default::default()
+    };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let dir = Directory { url: pebble.directory_url.clone(), root_pem: Some(pebble.api_ca_path.clone()) };
+    let refused = match acme::account_for_key(&dir, None, &[], None).await {
+        Ok(_) => anyhow::bail!("registered without the binding the server requires"),
+        Err(e) => e.to_string(),
+    };
+    assert!(refused.contains("externalAccountRequired"), "{refused}");
+    let eab = instant_acme::ExternalAccountKey::new("kid-1".into(), &hmac);
+    let (account, key_pem) = acme::account_for_key(&dir, None, &[], Some(&eab)).await?;
+    assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // The stored key finds the same account again, without the binding.
+    let (again, _) = acme::account_for_key(&dir, Some(&key_pem), &[], None).await?;
+    assert_eq!(again.id(), account.id());
+    Ok(())
+}

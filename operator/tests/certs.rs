@@ -607,3 +607,65 @@ async fn deleting_a_certificate_mid_challenge_removes_its_challenge_objects() ->
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
+
+#[tokio::test]
+async fn profiles_and_renewal_information_with_a_newer_pebble() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "ari").await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    let profiles = vec![
+        ("default".to_owned(), Duration::from_secs(90 * 24 * 3600)),
+        ("shortlived".to_owned(), Duration::from_secs(3600)),
+    ];
+    let opts =
+        PebbleOptions { http01_port: op.port(), modern_profiles: Some(profiles), ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let issuer_name = format!("pebble-ari-{suffix}");
+    issuer(&client, &ns, &issuer_name, &pebble).await?;
+
+    // The profile asked for decides the lifetime.
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    let short =
+        certificate("short", &issuer_name, &["short.example.test"], json!({"profile": "shortlived"}))?;
+    certs.create(&PostParams::default(), &short).await?;
+    certs
+        .create(
+            &PostParams::default(),
+            &certificate("long", &issuer_name, &["long.example.test"], json!({}))?,
+        )
+        .await?;
+    let ready = |c: &TlsCertificate| cond(c, "Ready").is_some_and(|r| r.status == "True");
+    let s = wait_cert(&certs, "short", 60, "the short-lived certificate", ready).await?;
+    let l = wait_cert(&certs, "long", 60, "the default-profile certificate", ready).await?;
+    let lifetime = |c: &TlsCertificate| {
+        let st = c.status.as_ref().unwrap();
+        st.not_after.as_ref().unwrap().0.duration_since(st.not_before.as_ref().unwrap().0).as_secs()
+    };
+    assert!((3500..=3700).contains(&lifetime(&s)), "shortlived: {} s", lifetime(&s));
+    assert!(lifetime(&l) > 80 * 24 * 3600, "default: {} s", lifetime(&l));
+
+    // The server's renewal window moves renewal forward: Pebble is told the short-lived
+    // certificate should be renewed now; a reconcile asks, and renews well before 2/3.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let chain = data(&secrets.get("short-tls").await?, "tls.crt");
+    let leaf = chain.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap_or_default().to_owned();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let window = json!({"suggestedWindow": {
+        "start": (now - k8s_openapi::jiff::SignedDuration::from_secs(60)).to_string(),
+        "end": (now + k8s_openapi::jiff::SignedDuration::from_secs(5)).to_string()}});
+    pebble.set_renewal_info(&leaf, &window)?;
+    let serial = s.status.as_ref().and_then(|st| st.serial_number.clone()).unwrap();
+    let nudge = json!({"metadata": {"annotations": {"test/nudge": "1"}}});
+    certs.patch("short", &PatchParams::default(), &Patch::Merge(nudge)).await?;
+    let renewed = wait_cert(&certs, "short", 60, "renewal from the ARI window", move |c: &TlsCertificate| {
+        c.status.as_ref().and_then(|s| s.serial_number.as_ref()).is_some_and(|s| *s != serial) && ready(c)
+    })
+    .await?;
+    let issuing = cond(&renewed, "Issuing").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(issuing.contains("renewal time"), "renewed because it was due: {issuing}");
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}

@@ -88,8 +88,13 @@ async fn rendered_chart_passes_server_side_dry_run() -> Result<()> {
     Ok(())
 }
 
+/// The RBAC tests install the chart's cluster-scoped ClusterRole and binding (one name for
+/// every release) and run an operator watching all namespaces: one at a time.
+static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Result<()> {
+    let _turn = CLUSTER_WIDE.lock().await;
     let cp = shared(Mode::Simulated).await?;
     let admin = cp.client().await?;
     let release_ns = cp.namespace(&admin, "nova-system").await?;
@@ -195,6 +200,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
 
 #[tokio::test]
 async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
+    let _turn = CLUSTER_WIDE.lock().await;
     use nova::api::{AcmeIssuer, TlsCertificate};
     let cp = shared(Mode::Simulated).await?;
     let admin = cp.client().await?;

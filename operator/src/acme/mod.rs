@@ -110,12 +110,21 @@ pub async fn account_for_key(
     let der =
         PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| Error::AccountKey(e.to_string()))?;
     let key = Key::from_pkcs8_der(der.clone_key()).map_err(|e| Error::AccountKey(e.to_string()))?;
-    // RFC 8555 7.3.1: registering a known key returns the existing account.
-    let (account, _) = dir
-        .builder()?
-        .create_from_key((key, PrivateKeyDer::Pkcs8(der)), dir.url.clone())
-        .await
-        .map_err(|e| dir.server(e))?;
+    // The account of a known key is looked up (onlyReturnExisting: servers that require
+    // External Account Binding want none for that); a key brought by the user but never
+    // registered is registered.
+    let found = dir.builder()?.from_key((key, PrivateKeyDer::Pkcs8(der.clone_key())), dir.url.clone()).await;
+    let account = match found {
+        Ok((account, _)) => account,
+        Err(_) => {
+            let key = Key::from_pkcs8_der(der.clone_key()).map_err(|e| Error::AccountKey(e.to_string()))?;
+            dir.builder()?
+                .create_from_key((key, PrivateKeyDer::Pkcs8(der)), dir.url.clone())
+                .await
+                .map_err(|e| dir.server(e))?
+                .0
+        }
+    };
     if !contact.is_empty() {
         account.update_contacts(&contact).await.map_err(|e| dir.server(e))?;
     }
@@ -228,14 +237,19 @@ async fn issue_inner(
     challengers: &[&dyn Challenger],
 ) -> Result<Issued, Error> {
     let ids: Vec<Identifier> = req.names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-    let mut new = NewOrder::new(&ids);
-    if let Some(p) = req.profile {
-        new = new.profile(p);
-    }
-    if let Some(r) = &req.replaces {
-        new = new.replaces(r.clone());
-    }
-    let mut order = account.new_order(&new).await.map_err(|e| dir.server(e))?;
+    let plain = || match req.profile {
+        Some(p) => NewOrder::new(&ids).profile(p),
+        None => NewOrder::new(&ids),
+    };
+    let mut order = match &req.replaces {
+        None => account.new_order(&plain()).await.map_err(|e| dir.server(e))?,
+        Some(r) => match account.new_order(&plain().replaces(r.clone())).await {
+            Ok(o) => o,
+            // A server without ARI, or one that will not take this replacement (another
+            // account's certificate, already replaced): a plain order still renews.
+            Err(_) => account.new_order(&plain()).await.map_err(|e| dir.server(e))?,
+        },
+    };
     let mut authzs = order.authorizations();
     while let Some(authz) = authzs.next().await {
         let mut authz = authz.map_err(|e| dir.server(e))?;

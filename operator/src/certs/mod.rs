@@ -201,6 +201,12 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
     };
     let Some(reason) = reason else {
         let cur = serving.expect("no reason to issue means a serving certificate");
+        // The server's renewal information can move renewal forward at any time (a revoked
+        // or mis-issued certificate): asked on each reconcile when the server offers it.
+        if let Some(at) = ari_point(c, ctx, cur).await? {
+            describe(&mut status, cur, at);
+            ctx.metrics.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
+        }
         let mut conds =
             vec![ready(Some(cur)), Cond::new("Issuing", false, "UpToDate", "the certificate is current")];
         if let Some(f) = found.as_ref() {
@@ -254,7 +260,12 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
     let conds = [ready(serving), Cond::new("Issuing", true, "Ordering", format!("ordering: {why}"))];
     write_status(c, ctx, status.clone(), &conds).await?;
     let started = Instant::now();
-    let outcome = order(c, ctx, &iss, &account, found.as_ref()).await;
+    // A renewal names the certificate it replaces (RFC 9773), when the server takes ARI.
+    let replaces = match (&reason, found.as_ref().map(|f| &f.current)) {
+        (plan::Reason::Due(_), Some(Ok(cur))) => cur.leaf.ari_id.clone(),
+        _ => None,
+    };
+    let outcome = order(c, ctx, &iss, &account, found.as_ref(), replaces.as_deref()).await;
     ctx.metrics.issued(outcome.is_ok(), started.elapsed());
     let conds_now = Timestamp::now();
     match outcome {
@@ -391,6 +402,19 @@ async fn ari_renewal(
     }
 }
 
+/// The renewal time with the server's ARI window applied, for a certificate whose issuer
+/// account is at hand; None when there is no issuer, account or identifier to ask with.
+async fn ari_point(c: &TlsCertificate, ctx: &Context, cur: &Current) -> Result<Option<Timestamp>, Error> {
+    if cur.leaf.ari_id.is_none() {
+        return Ok(None);
+    }
+    let Some(iss) = Api::<AcmeIssuer>::all(ctx.client.clone()).get_opt(&c.spec.issuer_ref.name).await? else {
+        return Ok(None);
+    };
+    let Ok(account) = issuer::account(&iss, ctx, false).await? else { return Ok(None) };
+    Ok(Some(ari_renewal(&account, cur, &c.spec).await))
+}
+
 /// Runs one order; returns the chain and key, or what failed (for status; no key material).
 async fn order(
     c: &TlsCertificate,
@@ -398,6 +422,7 @@ async fn order(
     iss: &AcmeIssuer,
     account: &issuer::Ready,
     found: Option<&Found>,
+    replaces: Option<&str>,
 ) -> Result<(String, String), String> {
     let reuse = c.spec.private_key.rotation_policy == RotationPolicy::Never;
     let key_pem = match found.and_then(|f| f.key_pem.clone()) {
@@ -468,11 +493,13 @@ async fn order(
         }
     }
     let refs: Vec<&dyn Challenger> = solvers.iter().map(|b| b.as_ref()).collect();
+    let quoted_replaces = json!(replaces.unwrap_or_default()).to_string();
     let req = acme::Request {
         names: &c.spec.dns_names,
         key_pem: &key_pem,
         profile: c.spec.profile.as_deref(),
-        replaces: None,
+        replaces: replaces
+            .and_then(|id| serde_json::from_str(&quoted_replaces).ok().filter(|_| !id.is_empty())),
         timeout: ctx.certs.settings.order_timeout,
     };
     let issued = acme::issue_with(&account.directory, &account.account, &req, &refs)

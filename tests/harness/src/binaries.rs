@@ -47,6 +47,35 @@ pub fn bin_dir() -> Result<PathBuf, Error> {
     .map_err(Error::Build)
 }
 
+const PEBBLE_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/pebble/build");
+
+/// The directory holding a Pebble newer than Debian's (ARI, profiles), built from the Go
+/// module pinned in `tests/control-plane/pebble/go.mod` on first use; `NOVA_PEBBLE_BIN` names
+/// a prepared directory instead.
+pub fn pebble_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NOVA_PEBBLE_BIN") {
+            return Ok(dir.into());
+        }
+        let out = Command::new(PEBBLE_BUILD)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {PEBBLE_BUILD}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("{PEBBLE_BUILD} failed with {}", out.status));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| PathBuf::from(l.trim()))
+            .ok_or_else(|| format!("{PEBBLE_BUILD} printed no directory"))
+    })
+    .clone()
+    .map_err(Error::Build)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -45,6 +45,11 @@ pub struct Options {
     pub dns_server: Option<SocketAddr>,
     /// The address pebble-challtestsrv gives every name (default 127.0.0.1).
     pub default_ipv4: Option<std::net::Ipv4Addr>,
+    /// Run the Pebble built from the pinned Go module (ACME Renewal Information, profiles)
+    /// instead of Debian's 2.4, with these profiles (name → validity).
+    pub modern_profiles: Option<Vec<(String, Duration)>>,
+    /// Require External Account Binding with this key ID and base64url HMAC key.
+    pub eab: Option<(String, String)>,
 }
 
 impl Pebble {
@@ -78,10 +83,33 @@ impl Pebble {
         if let Some(v) = options.validity {
             config["pebble"]["certificateValidityPeriod"] = serde_json::json!(v.as_secs());
         }
+        if let Some((kid, key)) = &options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = serde_json::json!(true);
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({kid: key});
+        }
+        if let Some(profiles) = &options.modern_profiles {
+            let map: serde_json::Map<String, serde_json::Value> = profiles
+                .iter()
+                .map(|(name, validity)| {
+                    (
+                        name.clone(),
+                        serde_json::json!({"description": name, "validityPeriod": validity.as_secs()}),
+                    )
+                })
+                .collect();
+            config["pebble"]["profiles"] = serde_json::Value::Object(map);
+        }
         let config_path = dir.path().join("pebble.json");
         write(&config_path, &config.to_string())?;
 
+        let modern = match options.modern_profiles {
+            Some(_) => Some(crate::binaries::pebble_dir()?),
+            None => None,
+        };
         let find = |name: &str| -> Result<PathBuf> {
+            if let Some(dir) = &modern {
+                return Ok(dir.join(name));
+            }
             ["/usr/bin", "/usr/local/bin"]
                 .iter()
                 .map(|d| Path::new(d).join(name))
@@ -94,7 +122,8 @@ impl Pebble {
             &default_ipv4,
             "-defaultIPv6",
             "",
-            "-dns01",
+            // The DNS listener's flag was renamed after Debian's 2.4.
+            if modern.is_some() { "-dnsserver" } else { "-dns01" },
             &format!("127.0.0.1:{dns}"),
             "-http01",
             "",
@@ -108,6 +137,11 @@ impl Pebble {
         .iter()
         .map(OsString::from)
         .collect();
+        let mut dns_args = dns_args;
+        if modern.is_some() {
+            // Newer versions also serve DNS over HTTPS by default; not wanted here.
+            dns_args.extend(["-doh".into(), "".into()]);
+        }
         let mut dns_process =
             Process::start("pebble-challtestsrv", &find("pebble-challtestsrv")?, dns_args, dir.path())?;
         wait_port(dns_mgmt, &mut dns_process, "pebble-challtestsrv")?;
@@ -150,6 +184,22 @@ impl Pebble {
             )));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Overrides the renewal information Pebble gives for `cert_pem` (newer Pebble only): a
+    /// test hook of its management interface.
+    pub fn set_renewal_info(&self, cert_pem: &str, ari_response: &serde_json::Value) -> Result<()> {
+        let body = serde_json::json!({"Certificate": cert_pem, "ARIResponse": ari_response.to_string()});
+        let out = Command::new("curl")
+            .args(["-sfS", "-X", "POST", "--data-binary", &body.to_string(), "--cacert"])
+            .arg(&self.api_ca_path)
+            .arg(format!("https://127.0.0.1:{}/set-renewal-info/", self.management))
+            .output()
+            .map_err(|e| Error::io("curl (apt-get install curl)", e))?;
+        if !out.status.success() {
+            return Err(Error::Other(format!("set-renewal-info: {}", String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(())
     }
 
     /// Where the fixture keeps its files.
