@@ -194,6 +194,11 @@ async fn apply_platform(
 ) -> Result<(), String> {
     let name = p.name_any();
     let app = desired::app(p)?;
+    if app.tls_when_installed {
+        return Err("spec.tls.mode: Auto needs the operator's TlsCertificate controller; without a cluster \
+                    use mode Secret with the files in /etc/nova/tls/<secretName>/tls.{crt,key}"
+            .into());
+    }
     let sel = &p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).expect("checked at load").hosts;
     let chosen = hostapp::select(hosts, sel);
     if chosen.is_empty() {

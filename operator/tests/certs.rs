@@ -23,6 +23,10 @@ use test_cluster::{Mode, shared};
 mod common;
 use common::{Operator, install_crds};
 
+/// AcmeIssuers and Hosts are cluster-scoped: every operator reconciles every one of them, with
+/// its own namespace's Secrets. One Nova manages them per cluster; here, one test at a time.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn openssl(args: &[&str], dir: &Path) -> Result<String> {
     let out = Command::new("openssl").args(args).current_dir(dir).output().context("openssl")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
@@ -112,6 +116,7 @@ async fn wait_cert(
 
 #[tokio::test]
 async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
     install_crds(&client).await?;
@@ -262,6 +267,7 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
 
 #[tokio::test]
 async fn a_failing_challenge_backs_off_and_says_why() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
     install_crds(&client).await?;
@@ -317,6 +323,7 @@ async fn a_failing_challenge_backs_off_and_says_why() -> Result<()> {
 
 #[tokio::test]
 async fn dns01_through_rfc2136_issues_a_wildcard() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let bind = tokio::task::spawn_blocking(|| test_cluster::bind::Bind::start("dns.test")).await??;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
@@ -403,6 +410,7 @@ async fn test_host(
 
 #[tokio::test]
 async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let th = tokio::task::spawn_blocking(|| test_cluster::testhost::TestHost::start("tls")).await??;
     th.ssh("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null && systemctl start nginx")?;
     // Port 80 serves the ACME path from the webroot, as the site Nova renders does
@@ -492,6 +500,7 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
 
 #[tokio::test]
 async fn platform_tls_auto_gets_a_certificate_for_its_domains() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     use nova::api::Platform;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
@@ -554,6 +563,7 @@ async fn platform_tls_auto_gets_a_certificate_for_its_domains() -> Result<()> {
 
 #[tokio::test]
 async fn deleting_a_certificate_mid_challenge_removes_its_challenge_objects() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     // Simulated mode: kube-controller-manager's garbage collector runs.
     let cp = shared(Mode::Simulated).await?;
     let client = cp.client().await?;
@@ -610,6 +620,7 @@ async fn deleting_a_certificate_mid_challenge_removes_its_challenge_objects() ->
 
 #[tokio::test]
 async fn profiles_and_renewal_information_with_a_newer_pebble() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let cp = shared(Mode::ApiServer).await?;
     let client = cp.client().await?;
     install_crds(&client).await?;
@@ -666,6 +677,71 @@ async fn profiles_and_renewal_information_with_a_newer_pebble() -> Result<()> {
     .await?;
     let issuing = cond(&renewed, "Issuing").map(|c| c.message.clone()).unwrap_or_default();
     assert!(issuing.contains("renewal time"), "renewed because it was due: {issuing}");
+    Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
+    op.stop().await
+}
+
+#[tokio::test]
+async fn platform_tls_auto_on_a_host() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
+    let th = tokio::task::spawn_blocking(|| test_cluster::testhost::TestHost::start("auto")).await??;
+    std::fs::create_dir_all(th.root().join("opt"))?;
+    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = cp.namespace(&client, "autohost").await?;
+    let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
+    let host_name = format!("auto-{suffix}");
+    test_host(&client, &ns, &host_name, &th).await?;
+    let op = Operator::start(client.clone(), &ns).await?;
+    // Every name resolves to the host; Pebble validates through the site Nova renders there.
+    let std::net::IpAddr::V4(host_ip) = th.ssh_addr.ip() else { anyhow::bail!("an IPv4 test host") };
+    let opts = PebbleOptions { http01_port: 80, default_ipv4: Some(host_ip), ..Default::default() };
+    let pebble = tokio::task::spawn_blocking(move || Pebble::start_with(opts)).await??;
+    let issuer_name = format!("pebble-autohost-{suffix}");
+    issuer_with(&client, &ns, &issuer_name, &pebble, json!([{"http01": {"webroot": {}}}])).await?;
+
+    let platforms: Api<nova::api::Platform> = Api::namespaced(client.clone(), &ns);
+    let p: nova::api::Platform = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform", "metadata": {"name": "shop"},
+        "spec": {"image": "shop:v1", "command": ["/usr/bin/python3", "/opt/app.py"],
+                 "env": [{"name": "VERSION", "value": "v1"}], "domains": ["shop.example.test"],
+                 "health": {"path": "/healthz"}, "tls": {"mode": "Auto", "issuer": issuer_name},
+                 "target": {"hosts": {"names": [host_name]}}},
+    }))?;
+    platforms.create(&PostParams::default(), &p).await?;
+    let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
+    let done = |c: &TlsCertificate| {
+        cond(c, "Ready").is_some_and(|r| r.status == "True")
+            && cond(c, "Distributed").is_some_and(|d| d.status == "True")
+    };
+    let cert = wait_cert(&certs, "shop", 180, "the Platform's certificate on its host", done).await?;
+    assert_eq!(cert.spec.dns_names, ["shop.example.test"]);
+
+    // The site turns to TLS once the files are there: the app over HTTPS, verified by curl
+    // against Pebble's root.
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("root.pem"), pebble.issuing_root()?)?;
+    let ip = th.ssh_addr.ip().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut served;
+    loop {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--noproxy", "*", "--cacert", "root.pem", "--resolve"])
+            .arg(format!("shop.example.test:443:{ip}"))
+            .arg("https://shop.example.test/")
+            .current_dir(dir.path())
+            .output()?;
+        served = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        if served.contains("v1 blue") || std::time::Instant::now() > deadline {
+            break;
+        }
+        // Polled: the rollout looks again every few seconds while the site waits for TLS.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(served.trim(), "v1 blue", "the application over verified HTTPS");
+    Api::<nova::api::Host>::all(client.clone()).delete(&host_name, &DeleteParams::default()).await?;
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }

@@ -106,14 +106,15 @@ pub struct Http01Ingress {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Http01Webroot {
-    /// Webroot directory. Default `/var/www/acme`.
+    /// Webroot directory. Default `/var/lib/nova/acme`, where the site Nova renders for a
+    /// Platform on hosts serves `/.well-known/acme-challenge/` from.
     #[serde(default = "default_webroot")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
     pub path: String,
 }
 
 fn default_webroot() -> String {
-    "/var/www/acme".into()
+    crate::hostapp::desired::ACME_WEBROOT.into()
 }
 
 /// DNS-01 through RFC 2136 dynamic updates.

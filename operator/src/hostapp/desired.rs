@@ -32,6 +32,9 @@ pub struct App {
     pub health_path: Option<String>,
     pub domains: Vec<String>,
     pub tls: Option<SiteTls>,
+    /// `tls.mode: Auto`: the site serves plain HTTP (and the ACME path) until the
+    /// TlsCertificate's files are on the host, then TLS.
+    pub tls_when_installed: bool,
     /// System user the application runs as (made by Nova, no login, no home).
     pub user: String,
     pub memory_max: Option<String>,
@@ -137,8 +140,10 @@ pub fn app(p: &Platform) -> Result<App, String> {
             let dir = format!("/etc/nova/tls/{secret}");
             Some(SiteTls { certificate: format!("{dir}/tls.crt"), key: format!("{dir}/tls.key") })
         }
+        // The Platform's TlsCertificate (`<name>-tls`, distributed to these hosts) lands here.
         Some(t) if t.mode == TlsMode::Auto => {
-            return Err(refuse("spec.tls.mode", "Auto is not supported on hosts yet; use Secret or None"));
+            let dir = format!("/etc/nova/tls/{name}-tls");
+            Some(SiteTls { certificate: format!("{dir}/tls.crt"), key: format!("{dir}/tls.key") })
         }
         _ => None,
     };
@@ -158,6 +163,7 @@ pub fn app(p: &Platform) -> Result<App, String> {
         env,
         health_path,
         domains: s.domains.clone(),
+        tls_when_installed: s.tls.as_ref().is_some_and(|t| t.mode == TlsMode::Auto),
         tls,
         user,
         memory_max,
@@ -229,11 +235,18 @@ pub fn env_file(app: &App, c: Color) -> Result<String, String> {
 
 /// The nginx site sending traffic to colour `active`.
 pub fn site(app: &App, active: Color) -> Result<RenderedSite, String> {
+    site_with(app, active, true)
+}
+
+/// The site; with `tls_installed` false, an Auto site is rendered without TLS (its
+/// certificate is not on the host yet).
+pub fn site_with(app: &App, active: Color, tls_installed: bool) -> Result<RenderedSite, String> {
+    let tls = if app.tls_when_installed && !tls_installed { None } else { app.tls.clone() };
     render::nginx_site(&Site {
         name: app.id.clone(),
         domains: app.domains.clone(),
         active_port: i64::from(app.port(active)),
-        tls: app.tls.clone(),
+        tls,
         body_size: "10m".into(),
         acme_webroot: ACME_WEBROOT.into(),
         api_rate_per_second: 100,
@@ -320,7 +333,6 @@ mod tests {
             ("env", json!([{"name": "PORT", "value": "1"}]), "spec.env[0].name"),
             ("env", json!([{"name": "A", "value": "x\ny"}]), "spec.env[0]"),
             ("domains", json!([]), "spec.domains"),
-            ("tls", json!({"mode": "Auto"}), "spec.tls.mode"),
             ("resources", json!({"limits": {"memory": "1.5G"}}), "spec.resources.limits.memory"),
             ("target", json!({"hosts": {"names": ["a"], "runtime": "compose"}}), "spec.target.hosts.runtime"),
         ];

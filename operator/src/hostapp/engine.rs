@@ -173,7 +173,11 @@ pub async fn round(
         p = plan::plan(&input);
     }
     let results = join_all(hosts.iter().zip(&obs).map(|(h, o)| act(h, app, &p, o))).await;
-    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    let waiting = results.into_iter().collect::<Result<Vec<bool>, Error>>()?;
+    if waiting.contains(&true) {
+        // Look again soon: the certificate's distribution does not trigger this rollout.
+        p.requeue = Some(p.requeue.map_or(CERTIFICATE_WAIT, |r| r.min(CERTIFICATE_WAIT)));
+    }
     Ok(p)
 }
 
@@ -210,7 +214,8 @@ fn want(p: &Plan, c: Color) -> Option<plan::Want> {
 /// Brings one host to what the plan asks: colours that should run are started first, then
 /// traffic moves, then colours that should stop are stopped, so no request meets a stopped
 /// process.
-async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<(), Error> {
+/// Returns whether the site waits for its certificate (TLS Auto, files not on the host yet).
+async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<bool, Error> {
     for c in [Color::Blue, Color::Green] {
         let i = &obs[usize::from(c == Color::Green)];
         match want(p, c) {
@@ -225,8 +230,9 @@ async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<(
         }
     }
     // Every round, not only on a switch: domains or TLS may change without a new revision.
+    let mut waiting = false;
     if let Some(active) = p.status.active_color {
-        ensure_site(h, app, active).await?;
+        waiting = ensure_site(h, app, active).await?;
     }
     for c in [Color::Blue, Color::Green] {
         let i = &obs[usize::from(c == Color::Green)];
@@ -234,8 +240,11 @@ async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<(
             stop(h, app, c).await?;
         }
     }
-    Ok(())
+    Ok(waiting)
 }
+
+/// How soon a round looks again while a site waits for its certificate.
+const CERTIFICATE_WAIT: Duration = Duration::from_secs(10);
 
 fn step_err(h: &HostConn, what: &str, e: ssh::Error) -> Error {
     match e {
@@ -320,13 +329,20 @@ async fn stop(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
 /// Installs nginx when missing (the runtime the site needs), writes the site for colour `to`,
 /// and reloads nginx only when the site changed and `nginx -t` accepts it; otherwise the old
 /// files go back and nginx keeps serving the old configuration.
-async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<(), Error> {
-    let site = desired::site(app, to).map_err(|output| Error::Step {
+async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> {
+    let c = &h.conn;
+    let installed = match (&app.tls, app.tls_when_installed) {
+        (Some(t), true) => {
+            let check = format!("test -s {} && test -s {}", quote(&t.certificate), quote(&t.key));
+            c.exec(&check, None, TIMEOUT).await?.code == 0
+        }
+        _ => true,
+    };
+    let site = desired::site_with(app, to, installed).map_err(|output| Error::Step {
         host: h.name.clone(),
         what: "nginx site".into(),
         output,
     })?;
-    let c = &h.conn;
     let site_path = app.site_path();
     let include_path = format!("{NGINX_INCLUDE_DIR}/{}", site.proxy_include_file);
     // Every round passes here: when nginx runs and both files are as wanted, one command
@@ -338,7 +354,7 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<(), Error> {
     );
     let same = format!("systemctl is-active -q nginx && printf {} | sha256sum -c --status", quote(&sums));
     if c.exec(&same, None, TIMEOUT).await?.code == 0 {
-        return Ok(());
+        return Ok(!installed);
     }
     // Outside nginx's directories: nginx includes every file in sites-enabled.
     let keep_dir = format!("/var/lib/nova/state/{}/nginx-previous", app.id);
@@ -361,7 +377,7 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<(), Error> {
     let a = c.upload(&include_path, site.proxy_include.as_bytes(), 0o644, None, TIMEOUT).await?;
     let b = c.upload(&site_path, site.site.as_bytes(), 0o644, None, TIMEOUT).await?;
     if !(a || b) {
-        return Ok(());
+        return Ok(!installed);
     }
     let test = c.exec("nginx -t -q", None, TIMEOUT).await?;
     if test.code != 0 {
@@ -375,7 +391,7 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<(), Error> {
         return Err(Error::NginxRejected { host: h.name.clone(), output: test.stderr });
     }
     c.run(RELOAD, TIMEOUT).await.map_err(|e| step_err(h, "reloading nginx", e))?;
-    Ok(())
+    Ok(!installed)
 }
 
 #[cfg(test)]

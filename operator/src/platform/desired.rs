@@ -168,13 +168,14 @@ pub fn certificate(p: &Platform, issuer: &str) -> Option<crate::api::TlsCertific
     if tls.mode != TlsMode::Auto || p.spec.domains.is_empty() {
         return None;
     }
-    let mut cert = crate::api::TlsCertificate::new(
-        &p.name_any(),
-        serde_json::from_value(serde_json::json!({
-            "dnsNames": p.spec.domains, "issuerRef": {"name": issuer}, "secretName": tls_secret(p)?,
-        }))
-        .ok()?,
-    );
+    let mut spec = serde_json::json!({
+        "dnsNames": p.spec.domains, "issuerRef": {"name": issuer}, "secretName": tls_secret(p)?,
+    });
+    // On hosts the certificate goes to the Platform's hosts, where its site serves it.
+    if let Some(h) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()) {
+        spec["distributeTo"] = serde_json::json!({"hosts": h.hosts});
+    }
+    let mut cert = crate::api::TlsCertificate::new(&p.name_any(), serde_json::from_value(spec).ok()?);
     cert.metadata = ObjectMeta {
         name: Some(p.name_any()),
         namespace: p.namespace(),

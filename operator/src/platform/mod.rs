@@ -214,6 +214,15 @@ async fn on_hosts(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Resul
         update_status(p, ctx, &conds, None, None).await?;
         return Ok(Action::await_change());
     }
+    if !settled && let Some(problem) = auto_certificate(p, ctx, ns).await? {
+        let conds = [
+            Cond::new("Ready", false, "MissingDependency", &problem),
+            Cond::new("Degraded", true, "MissingDependency", &problem),
+        ];
+        update_status(p, ctx, &conds, None, None).await?;
+        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
     let bgd = desired::bluegreen_on_hosts(p);
     let live = ensure(&ctx.client, &ctx.children.bluegreens, ns, &p.name_any(), &bgd, settled).await?;
     ctx.applied
