@@ -34,6 +34,31 @@ fn openssl(args: &[&str], dir: &Path) -> Result<String> {
     Ok(text)
 }
 
+/// GET https://shop.example.test/ from `ip`, the chain checked against `root.pem` in `dir`;
+/// curl's output and errors.
+fn https_get(dir: &Path, ip: &str) -> Result<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--noproxy", "*", "--cacert", "root.pem", "--resolve"])
+        .arg(format!("shop.example.test:443:{ip}"))
+        .arg("https://shop.example.test/")
+        .current_dir(dir)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+/// [`https_get`] until the answer contains `want` or `secs` pass; the last answer.
+async fn https_until(dir: &Path, ip: &str, want: &str, secs: u64) -> Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = https_get(dir, ip)?;
+        if got.contains(want) || std::time::Instant::now() > deadline {
+            return Ok(got);
+        }
+        // Polled: nginx takes the new configuration, or the rollout looks again, shortly.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 fn data(s: &Secret, key: &str) -> String {
     s.data
         .as_ref()
@@ -337,21 +362,12 @@ async fn dns01_through_rfc2136_issues_a_wildcard() -> Result<()> {
     let tsig = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tsig"},
                       "stringData": {"secret": bind.key_secret}});
     secrets.patch("tsig", &PatchParams::apply("test").force(), &Patch::Apply(tsig)).await?;
-    let ca = std::fs::read_to_string(&pebble.api_ca_path)?;
-    let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
-                        "stringData": {"ca.crt": ca}});
-    secrets.patch("pebble-ca", &PatchParams::apply("test").force(), &Patch::Apply(bundle)).await?;
     let suffix = ns.rsplit('-').next().unwrap_or("x").to_owned();
     let issuer_name = format!("pebble-dns-{suffix}");
+    let dns = json!([{"dns01": {"rfc2136": {"nameserver": bind.addr.to_string(), "tsigKeyName": bind.key_name,
+                                            "tsigSecretRef": {"name": "tsig", "key": "secret"}}}}]);
+    issuer_with(&client, &ns, &issuer_name, &pebble, dns).await?;
     let issuers: Api<AcmeIssuer> = Api::all(client.clone());
-    let obj: AcmeIssuer = serde_json::from_value(json!({
-        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AcmeIssuer", "metadata": {"name": issuer_name},
-        "spec": {"server": pebble.directory_url, "accountKeySecretRef": {"name": "acct"},
-                 "caBundleSecretRef": {"name": "pebble-ca", "key": "ca.crt"},
-                 "solvers": [{"dns01": {"rfc2136": {"nameserver": bind.addr.to_string(), "tsigKeyName": bind.key_name,
-                                                    "tsigSecretRef": {"name": "tsig", "key": "secret"}}}}]},
-    }))?;
-    issuers.create(&PostParams::default(), &obj).await?;
 
     let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
     let names = ["*.dns.test", "dns.test"];
@@ -369,10 +385,7 @@ async fn dns01_through_rfc2136_issues_a_wildcard() -> Result<()> {
 
     // A wildcard with an issuer that has only HTTP-01 is refused naming the field.
     let http_only = format!("pebble-http-{suffix}");
-    let mut o: AcmeIssuer = obj.clone();
-    o.metadata.name = Some(http_only.clone());
-    o.spec.solvers = serde_json::from_value(json!([{"http01": {"ingress": {}}}]))?;
-    issuers.create(&PostParams::default(), &o).await?;
+    issuer_with(&client, &ns, &http_only, &pebble, json!([{"http01": {"ingress": {}}}])).await?;
     certs
         .create(&PostParams::default(), &certificate("wild2", &http_only, &["*.dns.test"], json!({}))?)
         .await?;
@@ -459,24 +472,8 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("root.pem"), pebble.issuing_root()?)?;
     let ip = th.ssh_addr.ip().to_string();
-    let curl = |dir: &Path| -> Result<String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--noproxy", "*", "--cacert", "root.pem", "--resolve"])
-            .arg(format!("shop.example.test:443:{ip}"))
-            .arg("https://shop.example.test/")
-            .current_dir(dir)
-            .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
-    };
     // nginx's reload is graceful: new workers take over shortly after systemctl returns.
-    let mut served = String::new();
-    for _ in 0..50 {
-        served = curl(dir.path())?;
-        if served.contains("tls ok") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = https_until(dir.path(), &ip, "tls ok", 10).await?;
     assert_eq!(served.trim(), "tls ok", "TLS handshake verified against Pebble's root");
 
     // nginx refusing its configuration: the new certificate is not installed, the old stays.
@@ -491,7 +488,7 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     let msg = &cond(&refused, "Distributed").unwrap().message;
     assert!(msg.contains("nginx -t") && msg.contains("old files kept"), "{msg}");
     assert_eq!(th.ssh("cat /etc/nova/tls/shop-tls/tls.crt")?, before, "the old chain is still in place");
-    assert!(curl(dir.path())?.contains("tls ok"), "and still served");
+    assert!(https_get(dir.path(), &ip)?.contains("tls ok"), "and still served");
 
     Api::<nova::api::Host>::all(client.clone()).delete(&host_name, &DeleteParams::default()).await?;
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
@@ -637,7 +634,7 @@ async fn profiles_and_renewal_information_with_a_newer_pebble() -> Result<()> {
     let issuer_name = format!("pebble-ari-{suffix}");
     issuer(&client, &ns, &issuer_name, &pebble).await?;
 
-    // The profile asked for decides the lifetime.
+    // The profile asked for decides the lifetime (Pebble picks one at random when none is).
     let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
     let short =
         certificate("short", &issuer_name, &["short.example.test"], json!({"profile": "shortlived"}))?;
@@ -645,7 +642,7 @@ async fn profiles_and_renewal_information_with_a_newer_pebble() -> Result<()> {
     certs
         .create(
             &PostParams::default(),
-            &certificate("long", &issuer_name, &["long.example.test"], json!({}))?,
+            &certificate("long", &issuer_name, &["long.example.test"], json!({"profile": "default"}))?,
         )
         .await?;
     let ready = |c: &TlsCertificate| cond(c, "Ready").is_some_and(|r| r.status == "True");
@@ -724,22 +721,7 @@ async fn platform_tls_auto_on_a_host() -> Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("root.pem"), pebble.issuing_root()?)?;
     let ip = th.ssh_addr.ip().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut served;
-    loop {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--noproxy", "*", "--cacert", "root.pem", "--resolve"])
-            .arg(format!("shop.example.test:443:{ip}"))
-            .arg("https://shop.example.test/")
-            .current_dir(dir.path())
-            .output()?;
-        served = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        if served.contains("v1 blue") || std::time::Instant::now() > deadline {
-            break;
-        }
-        // Polled: the rollout looks again every few seconds while the site waits for TLS.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let served = https_until(dir.path(), &ip, "v1 blue", 60).await?;
     assert_eq!(served.trim(), "v1 blue", "the application over verified HTTPS");
     Api::<nova::api::Host>::all(client.clone()).delete(&host_name, &DeleteParams::default()).await?;
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;

@@ -88,6 +88,23 @@ async fn rendered_chart_passes_server_side_dry_run() -> Result<()> {
     Ok(())
 }
 
+/// Installs what the chart installs, except the operator Deployment: the operator runs in the
+/// test, with the chart's ServiceAccount token.
+fn install_without_operator(cp: &ControlPlane, release_ns: &str) -> Result<()> {
+    let out = render(release_ns, &[])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifests = String::from_utf8(out.stdout)?;
+    let without_deployment: Vec<&str> =
+        manifests.split("\n---").filter(|doc| !doc.contains("\nkind: Deployment")).collect();
+    let applied = kubectl_stdin(
+        cp,
+        &["apply", "--server-side", "-f", "-"],
+        without_deployment.join("\n---").as_bytes(),
+    )?;
+    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    Ok(())
+}
+
 /// The RBAC tests install the chart's cluster-scoped ClusterRole and binding (one name for
 /// every release) and run an operator watching all namespaces: one at a time.
 static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -100,19 +117,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     let release_ns = cp.namespace(&admin, "nova-system").await?;
     let apps_ns = cp.namespace(&admin, "apps").await?;
 
-    // Install what the chart installs, except the operator Deployment: the operator runs here,
-    // in the test, with the chart's ServiceAccount token.
-    let out = render(&release_ns, &[])?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let manifests = String::from_utf8(out.stdout)?;
-    let without_deployment: Vec<&str> =
-        manifests.split("\n---").filter(|doc| !doc.contains("\nkind: Deployment")).collect();
-    let applied = kubectl_stdin(
-        cp,
-        &["apply", "--server-side", "-f", "-"],
-        without_deployment.join("\n---").as_bytes(),
-    )?;
-    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    install_without_operator(cp, &release_ns)?;
 
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
     let state = tempfile::tempdir()?;
@@ -206,17 +211,7 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
     let admin = cp.client().await?;
     let release_ns = cp.namespace(&admin, "nova-certs").await?;
     let apps_ns = cp.namespace(&admin, "certapps").await?;
-    let out = render(&release_ns, &[])?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let manifests = String::from_utf8(out.stdout)?;
-    let without_deployment: Vec<&str> =
-        manifests.split("\n---").filter(|doc| !doc.contains("\nkind: Deployment")).collect();
-    let applied = kubectl_stdin(
-        cp,
-        &["apply", "--server-side", "-f", "-"],
-        without_deployment.join("\n---").as_bytes(),
-    )?;
-    ensure!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    install_without_operator(cp, &release_ns)?;
 
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
     let state = tempfile::tempdir()?;

@@ -118,12 +118,17 @@ pub async fn account(
 ) -> Result<Result<Ready, (&'static str, String)>, Error> {
     let spec = &i.spec;
     let url = acme::directory_url(&spec.server).to_owned();
+    let mut bundle = Vec::new();
     let root_pem = match &spec.ca_bundle_secret_ref {
         None => None,
         Some(r) => match secret_value(ctx, &r.name, &r.key, "spec.caBundleSecretRef").await? {
-            Ok(pem) => Some(ctx.certs.root_file(&i.name_any(), &pem).map_err(|e| {
-                Error::InvalidSpec(format!("writing the CA bundle of AcmeIssuer {}: {e}", i.name_any()))
-            })?),
+            Ok(pem) => {
+                let path = ctx.certs.root_file(&i.name_any(), &pem).map_err(|e| {
+                    Error::InvalidSpec(format!("writing the CA bundle of AcmeIssuer {}: {e}", i.name_any()))
+                })?;
+                bundle = pem;
+                Some(path)
+            }
             Err(m) => return Ok(Err(("MissingSecret", m))),
         },
     };
@@ -139,13 +144,9 @@ pub async fn account(
             )));
         }
     };
-    let fingerprint = {
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(spec).unwrap_or_default());
-        h.update(key.as_deref().unwrap_or_default());
-        hex::encode(h.finalize())
-    };
-    if let Some(r) = ctx.certs.cached(&i.name_any(), &fingerprint) {
+    if let Some(r) =
+        ctx.certs.cached(&i.name_any(), &fingerprint(spec, key.as_deref().unwrap_or_default(), &bundle))
+    {
         return Ok(Ok(r));
     }
     let eab = match &spec.eab {
@@ -183,15 +184,19 @@ pub async fn account(
     if key.is_none() {
         store_key(i, ctx, &key_pem).await?;
     }
-    let fingerprint = {
-        let mut h = Sha256::new();
-        h.update(serde_json::to_vec(spec).unwrap_or_default());
-        h.update(&key_pem);
-        hex::encode(h.finalize())
-    };
     let ready = Ready { account, directory };
-    ctx.certs.remember(&i.name_any(), &fingerprint, ready.clone());
+    ctx.certs.remember(&i.name_any(), &fingerprint(spec, &key_pem, &bundle), ready.clone());
     Ok(Ok(ready))
+}
+
+/// What the cached account depends on: the issuer's spec, its key and the CA bundle its HTTP
+/// client trusts.
+fn fingerprint(spec: &crate::api::tls::AcmeIssuerSpec, key_pem: &str, bundle: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    h.update(key_pem);
+    h.update(bundle);
+    hex::encode(h.finalize())
 }
 
 async fn store_key(i: &AcmeIssuer, ctx: &Context, key_pem: &str) -> Result<(), Error> {

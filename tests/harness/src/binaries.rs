@@ -25,26 +25,27 @@ pub fn pinned_version() -> &'static str {
 /// runs (a no-op when the binaries are already built) and its last output line is the answer.
 pub fn bin_dir() -> Result<PathBuf, Error> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("NOVA_CONTROL_PLANE_BIN") {
-            return Ok(dir.into());
-        }
-        let out = Command::new(BUILD_SCRIPT)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {BUILD_SCRIPT}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("{BUILD_SCRIPT} failed with {}", out.status));
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .ok_or_else(|| format!("{BUILD_SCRIPT} printed no directory"))
-    })
-    .clone()
-    .map_err(Error::Build)
+    DIR.get_or_init(|| built("NOVA_CONTROL_PLANE_BIN", BUILD_SCRIPT)).clone().map_err(Error::Build)
+}
+
+/// The directory `env` names, or the last line `script` prints (it builds what is missing).
+fn built(env: &str, script: &str) -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(env) {
+        return Ok(dir.into());
+    }
+    let out = Command::new(script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{script} failed with {}", out.status));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| format!("{script} printed no directory"))
 }
 
 const PEBBLE_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/pebble/build");
@@ -54,26 +55,7 @@ const PEBBLE_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plan
 /// a prepared directory instead.
 pub fn pebble_dir() -> Result<PathBuf, Error> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("NOVA_PEBBLE_BIN") {
-            return Ok(dir.into());
-        }
-        let out = Command::new(PEBBLE_BUILD)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .map_err(|e| format!("running {PEBBLE_BUILD}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("{PEBBLE_BUILD} failed with {}", out.status));
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .map(|l| PathBuf::from(l.trim()))
-            .ok_or_else(|| format!("{PEBBLE_BUILD} printed no directory"))
-    })
-    .clone()
-    .map_err(Error::Build)
+    DIR.get_or_init(|| built("NOVA_PEBBLE_BIN", PEBBLE_BUILD)).clone().map_err(Error::Build)
 }
 
 #[cfg(test)]
