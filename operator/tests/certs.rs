@@ -273,18 +273,12 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
     let p384 =
         json!({"spec": {"privateKey": {"algorithm": "ECDSA", "size": 384, "rotationPolicy": "Always"}}});
     certs.patch("shop", &PatchParams::default(), &Patch::Merge(p384)).await?;
-    let secrets_c = secrets.clone();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let s = secrets_c.get("shop-tls").await?;
-            if nova::acme::keys::shape(&data(&s, "tls.key")).is_ok_and(|k| k.size == 384) {
-                return anyhow::Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    })
-    .await
-    .context("a P-384 key")??;
+    let p384_key = |s: Option<&Secret>| {
+        s.is_some_and(|s| nova::acme::keys::shape(&data(s, "tls.key")).is_ok_and(|k| k.size == 384))
+    };
+    tokio::time::timeout(Duration::from_secs(60), await_condition(secrets.clone(), "shop-tls", p384_key))
+        .await
+        .context("a P-384 key")??;
 
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
