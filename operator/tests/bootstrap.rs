@@ -181,3 +181,30 @@ async fn firewall_fail2ban_upgrades_and_node_exporter() -> Result<()> {
     assert!(!reachable(&th, 8080), "dropped again");
     Ok(())
 }
+
+#[tokio::test]
+async fn docker_engine_and_compose() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("dock")).await??;
+    let f = files(&th, json!({"docker": true}))?;
+    let h = one(&f.host)?;
+    let report = cli::bootstrap(&h, &f.key, false).await?;
+    let names: Vec<&str> = report.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["packages", "docker"]);
+    assert!(matches!(report[0].outcome, Outcome::Changed(_)), "{report:?}");
+    // The engine answers (vfs storage on the test host's overlay root) and compose is there.
+    let version = th.ssh("docker info --format '{{.ServerVersion}}'")?;
+    assert!(version.trim().chars().next().is_some_and(|c| c.is_ascii_digit()), "engine version: {version}");
+    assert!(th.ssh("docker-compose version --short || docker compose version --short")?.trim().len() > 2);
+
+    let again = cli::bootstrap(&h, &f.key, false).await?;
+    assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
+
+    // Drift: the engine stopped and disabled; the next run brings it back.
+    th.ssh("systemctl disable -q --now docker.socket docker")?;
+    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let changed: Vec<&str> =
+        drift.iter().filter(|r| r.outcome != Outcome::Unchanged).map(|r| r.name.as_str()).collect();
+    assert_eq!(changed, ["docker"], "{drift:?}");
+    assert!(!th.ssh("docker info --format '{{.ServerVersion}}'")?.trim().is_empty());
+    Ok(())
+}

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::host::{Bootstrap, HostSpec};
+use crate::api::host::HostSpec;
 use crate::host::services;
 use crate::ssh::{self, quote};
 
@@ -45,11 +45,6 @@ pub enum Error {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(600);
-
-/// What this version can do, and the requested parts it cannot (said in status, not ignored).
-pub fn unsupported(b: &Bootstrap) -> Vec<&'static str> {
-    if b.docker { vec!["docker"] } else { Vec::new() }
-}
 
 /// The steps for `spec`, in order. Refuses a spec that would lock Nova out.
 pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
@@ -92,6 +87,9 @@ pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
     }
     if b.node_exporter {
         out.push(services::node_exporter_step());
+    }
+    if b.docker {
+        out.push(services::docker_step());
     }
     if b.nvidia {
         out.push(services::nvidia_step(b.docker));

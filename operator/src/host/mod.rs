@@ -187,8 +187,8 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
     let mut conds = vec![Cond::new("Reachable", true, "Connected", &reach)];
     match &h.spec.bootstrap {
         None => conds.push(Cond::new("Ready", true, "FactsGathered", "reachable, facts gathered")),
-        Some(b) => {
-            let (bootstrapped, ready) = run_bootstrap(h, ctx, conn, &mut new, b).await?;
+        Some(_) => {
+            let (bootstrapped, ready) = run_bootstrap(h, ctx, conn, &mut new).await?;
             conds.push(bootstrapped);
             conds.push(ready);
         }
@@ -203,7 +203,6 @@ async fn run_bootstrap(
     ctx: &Context,
     conn: &ssh::Connection,
     st: &mut HostStatus,
-    b: &crate::api::host::Bootstrap,
 ) -> Result<(Cond, Cond), Error> {
     let steps = match bootstrap::steps(&h.spec) {
         Ok(s) => s,
@@ -247,13 +246,7 @@ async fn run_bootstrap(
         st.last_bootstrap_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
     }
     let counts = format!("{} steps, {} changed", report.len(), changed.len());
-    let missing = bootstrap::unsupported(b);
-    let ready = if missing.is_empty() {
-        Cond::new("Ready", true, "Bootstrapped", &counts)
-    } else {
-        let msg = format!("{counts}; not applied by this version of Nova yet: {}", missing.join(", "));
-        Cond::new("Ready", false, "BootstrapIncomplete", &msg)
-    };
+    let ready = Cond::new("Ready", true, "Bootstrapped", &counts);
     Ok((Cond::new("Bootstrapped", true, "Converged", &counts), ready))
 }
 

@@ -25,6 +25,11 @@ pub fn packages(b: &crate::api::host::Bootstrap) -> Vec<&'static str> {
     if b.node_exporter {
         p.push("prometheus-node-exporter");
     }
+    if b.docker {
+        // Debian's engine and compose (12 has compose v1 only; `docker compose`, the plugin,
+        // is used instead when Docker's own packages put it there).
+        p.extend(["docker.io", "docker-compose"]);
+    }
     p
 }
 
@@ -177,6 +182,19 @@ pub fn node_exporter_step() -> Step {
         for i in $(seq 1 100); do timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100' 2>/dev/null && break; sleep 0.2; done"
         .to_owned();
     Step { name: "node_exporter".into(), check, apply }
+}
+
+/// Docker: the engine enabled and answering on its socket, and a compose to drive it.
+pub fn docker_step() -> Step {
+    let check = "systemctl is-enabled -q docker 2>/dev/null || { echo 'docker: not enabled'; exit 10; }; \
+        docker info --format '{{.ServerVersion}}' >/dev/null 2>&1 || { echo 'docker: the engine does not answer'; exit 10; }; \
+        docker compose version >/dev/null 2>&1 || docker-compose version >/dev/null 2>&1 \
+        || { echo 'docker: no compose (plugin or docker-compose)'; exit 10; }"
+        .to_owned();
+    let apply = "set -e; systemctl enable -q docker; systemctl restart docker; \
+        for i in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done"
+        .to_owned();
+    Step { name: "docker".into(), check, apply }
 }
 
 /// Shell: exits 0 when the NVIDIA driver answers (and, for Docker, the container toolkit is

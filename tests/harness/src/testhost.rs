@@ -36,6 +36,8 @@ pub const REPO_PACKAGES: &[&str] = &[
     "python3-systemd",
     "unattended-upgrades",
     "prometheus-node-exporter",
+    "docker.io",
+    "docker-compose",
 ];
 
 /// The local apt repository that belongs to a root file system.
