@@ -18,6 +18,9 @@ use nova::ssh;
 use serde_json::json;
 use test_cluster::testhost::TestHost;
 
+mod common;
+use common::{arg, median};
+
 const DEPLOY_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6tWcG5dU0m3X3Yk3Yk3Yk deploy@ci";
 
@@ -168,16 +171,6 @@ fn ansible(bin: &Path, hosts: &[TestHost], dir: &Path) -> f64 {
     );
     assert!(text.contains("failed=0"), "{text}");
     took
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -9,9 +9,10 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::runtime::reflector::Store;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::api::BlueGreenDeployment;
 use crate::state::State;
@@ -77,6 +78,30 @@ impl Context {
             written: Mutex::new(HashMap::new()),
             certs,
         })
+    }
+}
+
+impl Context {
+    /// Records an event on `obj`. Best effort: failing to record one is logged and never fails
+    /// the reconcile. Notes are cut to 1000 characters.
+    pub async fn publish(
+        &self,
+        obj: &ObjectReference,
+        action: &str,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, obj).await {
+            tracing::warn!(error = %e, "could not publish an event");
+        }
     }
 }
 

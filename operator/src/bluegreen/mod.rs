@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -282,14 +282,5 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, bg: &BlueGreenDeployment, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
-        action: "Rollout".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &bg.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.publish(&bg.object_ref(&()), "Rollout", type_, reason, note).await;
 }

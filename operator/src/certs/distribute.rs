@@ -7,6 +7,7 @@ use std::time::Duration;
 use kube::{Api, ResourceExt};
 
 use crate::api::Host;
+use crate::api::common::HostSelector;
 use crate::api::tls::{Distribution, Reload, TlsCertificate};
 use crate::context::{Context, Error};
 use crate::ssh::{self, quote, valid_remote_path};
@@ -23,6 +24,12 @@ pub fn paths(c: &TlsCertificate, d: &Distribution) -> (String, String) {
     )
 }
 
+/// The Hosts `sel` picks.
+pub async fn selected_hosts(ctx: &Context, sel: &HostSelector) -> Result<Vec<Host>, kube::Error> {
+    let hosts = Api::<Host>::all(ctx.client.clone()).list(&Default::default()).await?.items;
+    Ok(crate::hostapp::select(&hosts, sel).into_iter().cloned().collect())
+}
+
 /// Installs on every selected Host; returns the hosts done and the failures (host: why).
 pub async fn run(
     c: &TlsCertificate,
@@ -31,13 +38,12 @@ pub async fn run(
     chain: &str,
     key: &str,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
-    let hosts = Api::<Host>::all(ctx.client.clone()).list(&Default::default()).await?.items;
-    let selected = crate::hostapp::select(&hosts, &d.hosts);
+    let selected = selected_hosts(ctx, &d.hosts).await?;
     let (mut done, mut failed) = (Vec::new(), Vec::new());
     if selected.is_empty() {
         failed.push("spec.distributeTo.hosts selects no Host".to_owned());
     }
-    for h in selected {
+    for h in &selected {
         let name = h.name_any();
         let conn = match crate::host::connect(h, ctx).await? {
             Ok(conn) => conn,

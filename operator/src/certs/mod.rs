@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{instrument, warn};
@@ -452,13 +452,9 @@ async fn order(
                         .into(),
                 );
             };
-            let hosts = Api::<crate::api::Host>::all(ctx.client.clone())
-                .list(&Default::default())
-                .await
-                .map_err(|e| e.to_string())?
-                .items;
+            let hosts = distribute::selected_hosts(ctx, &d.hosts).await.map_err(|e| e.to_string())?;
             let mut conns = Vec::new();
-            for h in crate::hostapp::select(&hosts, &d.hosts) {
+            for h in &hosts {
                 match crate::host::connect(h, ctx).await.map_err(|e| e.to_string())? {
                     Ok(conn) => conns.push((h.name_any(), conn)),
                     Err(msg) => return Err(format!("webroot solver: {msg}")),
@@ -588,14 +584,5 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, c: &TlsCertificate, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
-        action: "Issue".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &c.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.publish(&c.object_ref(&()), "Issue", type_, reason, note).await;
 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{instrument, warn};
@@ -271,14 +271,5 @@ async fn write_status(h: &Host, ctx: &Context, mut new: HostStatus, conds: &[Con
 }
 
 async fn publish(ctx: &Context, h: &Host, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
-        action: "Connect".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &h.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.publish(&h.object_ref(&()), "Connect", type_, reason, note).await;
 }

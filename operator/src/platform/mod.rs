@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -340,15 +340,5 @@ async fn update_status(
 }
 
 async fn publish(ctx: &Context, p: &Platform, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: (!note.is_empty()).then(|| note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    // Events are best effort: failing to record one must not fail the reconcile.
-    if let Err(e) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
+    ctx.publish(&p.object_ref(&()), "Reconcile", type_, reason, note).await;
 }
