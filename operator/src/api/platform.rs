@@ -181,7 +181,10 @@ pub struct HostsTarget {
     /// Which hosts.
     #[serde(flatten)]
     pub hosts: HostSelector,
-    /// How the application runs on a host. Default systemd.
+    /// How the application runs on a host. `systemd`: `command` is a program on the host, run
+    /// as a hardened unit (the image only names the release). `compose`: the image runs with
+    /// Docker, one compose project per colour publishing `port` on the colour's loopback port
+    /// (give the Hosts `bootstrap.docker`). Default systemd.
     #[serde(default)]
     pub runtime: HostRuntime,
 }
@@ -190,8 +193,10 @@ pub struct HostsTarget {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HostRuntime {
+    /// The program in `command` under systemd.
     #[default]
     Systemd,
+    /// The image under Docker Compose.
     Compose,
 }
 

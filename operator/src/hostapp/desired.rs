@@ -1,14 +1,14 @@
 //! What a Platform looks like on an SSH host, as pure functions: the application's identity and
-//! revision, each colour's systemd unit and environment file, and the nginx site that sends
-//! traffic to the active colour. Every value is validated here (through `render`), before any
-//! of it reaches a host.
+//! revision, each colour's systemd unit (running the program, or the colour's compose project)
+//! and its environment or compose file, and the nginx site that sends traffic to the active
+//! colour. Every value is validated here (through `render`), before any of it reaches a host.
 
 use sha2::{Digest, Sha256};
 
 use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenStrategy, Color};
 use crate::api::common::LocalRef;
 use crate::api::platform::{HostRuntime, Platform, StrategyType, TlsMode};
-use crate::render::{self, RenderedSite, Service, Site, SiteTls, validate};
+use crate::render::{self, ComposeApp, ComposeService, RenderedSite, Service, Site, SiteTls, validate};
 
 /// Ports of the two colours on a host (Kamal and most hand-written scripts use a pair like it).
 pub const PORTS: [u16; 2] = [5001, 5002];
@@ -16,6 +16,27 @@ pub const PORTS: [u16; 2] = [5001, 5002];
 pub const NGINX_INCLUDE_DIR: &str = "/etc/nginx/nova";
 /// Served for ACME http-01 challenges (the certificates issue writes tokens here).
 pub const ACME_WEBROOT: &str = "/var/lib/nova/acme";
+/// Runs Docker's compose plugin where installed, else docker-compose (v1, Debian 12's).
+pub const COMPOSE_WRAPPER: &str = "/usr/local/lib/nova/compose";
+pub const COMPOSE_WRAPPER_SCRIPT: &str = "#!/bin/sh\n\
+    # Managed by Nova: Docker's compose plugin where installed, else docker-compose (v1).\n\
+    if docker compose version >/dev/null 2>&1; then exec docker compose \"$@\"; fi\n\
+    exec docker-compose \"$@\"\n";
+
+/// How the application's process runs on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// A program on the host under systemd (`spec.command` + `spec.args`).
+    Systemd { exec: Vec<String> },
+    /// The image in a compose project per colour, its port published on the colour's port.
+    Compose {
+        image: String,
+        /// Port inside the container (`spec.port`).
+        port: u16,
+        entrypoint: Vec<String>,
+        args: Vec<String>,
+    },
+}
 
 /// An application as it runs on hosts, built from a Platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,8 +45,7 @@ pub struct App {
     pub id: String,
     /// Hash of everything that changes the running process.
     pub revision: String,
-    /// Program and arguments (`spec.command` + `spec.args`).
-    pub exec: Vec<String>,
+    pub runtime: Runtime,
     /// Literal environment (validated).
     pub env: Vec<(String, String)>,
     /// Path that answers 2xx/3xx when an instance is healthy; without one, an open port counts.
@@ -35,7 +55,7 @@ pub struct App {
     /// `tls.mode: Auto`: the site serves plain HTTP (and the ACME path) until the
     /// TlsCertificate's files are on the host, then TLS.
     pub tls_when_installed: bool,
-    /// System user the application runs as (made by Nova, no login, no home).
+    /// System user the application runs as with systemd (made by Nova, no login, no home).
     pub user: String,
     pub memory_max: Option<String>,
 }
@@ -59,6 +79,24 @@ impl App {
     /// Root-only: systemd reads it before dropping privileges; it may hold secrets.
     pub fn env_path(&self, c: Color) -> String {
         format!("/etc/nova/apps/{}/{c}.env", self.id)
+    }
+
+    /// Root-only, as the environment file: it holds the environment.
+    pub fn compose_path(&self, c: Color) -> String {
+        format!("/etc/nova/apps/{}/{c}.compose.yaml", self.id)
+    }
+
+    /// The file that says what the colour runs: the compose file or the environment file.
+    pub fn config_path(&self, c: Color) -> String {
+        match self.runtime {
+            Runtime::Systemd { .. } => self.env_path(c),
+            Runtime::Compose { .. } => self.compose_path(c),
+        }
+    }
+
+    /// Compose project of a colour (its containers and network are named after it).
+    pub fn project(&self, c: Color) -> String {
+        format!("nova-{}-{c}", self.id)
     }
 
     /// Written after a colour (re)started with a revision, removed before it changes: the
@@ -92,22 +130,24 @@ pub fn app(p: &Platform) -> Result<App, String> {
     let name = p.metadata.name.as_deref().unwrap_or_default();
     let id = validate::name("metadata.namespace and metadata.name (joined by '-')", &format!("{ns}-{name}"))
         .map_err(invalid)?;
-    let runtime = s.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| h.runtime);
-    if runtime == Some(HostRuntime::Compose) {
-        return Err(refuse(
-            "spec.target.hosts.runtime",
-            "compose is not supported by this version of Nova on hosts yet; use systemd",
-        ));
-    }
-    if s.command.is_empty() {
-        return Err(refuse(
-            "spec.command",
-            "is required on hosts with the systemd runtime: the absolute path of the program to run \
-             (the image is not pulled there; it names the release)",
-        ));
-    }
-    let exec: Vec<String> = s.command.iter().chain(&s.args).cloned().collect();
-    validate::exec_start("spec.command", &exec).map_err(invalid)?;
+    let compose =
+        s.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| h.runtime) == Some(HostRuntime::Compose);
+    let runtime = if compose {
+        let image = validate::image("spec.image", &s.image).map_err(invalid)?;
+        let port = validate::port("spec.port", i64::from(s.port)).map_err(invalid)?;
+        Runtime::Compose { image, port, entrypoint: s.command.clone(), args: s.args.clone() }
+    } else {
+        if s.command.is_empty() {
+            return Err(refuse(
+                "spec.command",
+                "is required on hosts with the systemd runtime: the absolute path of the program to run \
+                 (the image is not pulled there; it names the release); or use runtime compose",
+            ));
+        }
+        let exec: Vec<String> = s.command.iter().chain(&s.args).cloned().collect();
+        validate::exec_start("spec.command", &exec).map_err(invalid)?;
+        Runtime::Systemd { exec }
+    };
     if !s.env_from.is_empty() {
         return Err(refuse("spec.envFrom", "is not supported on hosts yet; give literal env values"));
     }
@@ -159,7 +199,7 @@ pub fn app(p: &Platform) -> Result<App, String> {
     let mut app = App {
         id,
         revision: String::new(),
-        exec,
+        runtime,
         env,
         health_path,
         domains: s.domains.clone(),
@@ -171,6 +211,9 @@ pub fn app(p: &Platform) -> Result<App, String> {
     app.revision = revision(&app, &s.image);
     // Render once here so that a bad value is refused before anything reaches a host.
     unit(&app, Color::Blue)?;
+    if matches!(app.runtime, Runtime::Compose { .. }) {
+        compose_file(&app, Color::Blue)?;
+    }
     site(&app, Color::Blue)?;
     Ok(app)
 }
@@ -203,34 +246,79 @@ fn hash(s: &str) -> String {
 
 /// Same program, arguments, environment and image → same revision.
 fn revision(app: &App, image: &str) -> String {
+    let (exec, compose) = match &app.runtime {
+        Runtime::Systemd { exec } => (Some(exec), None),
+        Runtime::Compose { port, entrypoint, args, .. } => (None, Some((port, entrypoint, args))),
+    };
     let key = serde_json::json!({
-        "image": image, "exec": app.exec, "env": app.env, "memory": app.memory_max, "health": app.health_path,
+        "image": image, "exec": exec, "compose": compose, "env": app.env, "memory": app.memory_max,
+        "health": app.health_path,
     });
     hash(&key.to_string())[..10].to_owned()
 }
 
 pub fn unit(app: &App, c: Color) -> Result<String, String> {
-    render::systemd_service(&Service {
-        description: format!("Nova application {} ({c})", app.id),
-        user: app.user.clone(),
-        working_directory: app.work_dir(),
-        environment_file: app.env_path(c),
-        exec: app.exec.clone(),
-        memory_max: app.memory_max.clone(),
-        cpu_quota_percent: None,
-    })
+    match &app.runtime {
+        Runtime::Systemd { exec } => render::systemd_service(&Service {
+            description: format!("Nova application {} ({c})", app.id),
+            user: app.user.clone(),
+            working_directory: app.work_dir(),
+            environment_file: app.env_path(c),
+            exec: exec.clone(),
+            memory_max: app.memory_max.clone(),
+            cpu_quota_percent: None,
+        }),
+        Runtime::Compose { .. } => render::systemd_compose_service(&ComposeService {
+            description: format!("Nova application {} ({c}, compose)", app.id),
+            project: app.project(c),
+            file: app.compose_path(c),
+            compose: COMPOSE_WRAPPER.into(),
+            working_directory: format!("/etc/nova/apps/{}", app.id),
+        }),
+    }
     .map_err(invalid)
 }
 
-/// The colour's environment: the application's, plus where to listen and what it runs.
-pub fn env_file(app: &App, c: Color) -> Result<String, String> {
+/// What the application sees: where to listen, which colour and revision it is, and its own
+/// environment. With compose `PORT` is the port inside the container.
+fn environment(app: &App, c: Color) -> Vec<(String, String)> {
+    let port = match app.runtime {
+        Runtime::Systemd { .. } => app.port(c),
+        Runtime::Compose { port, .. } => port,
+    };
     let mut vars = vec![
-        ("PORT".to_owned(), app.port(c).to_string()),
+        ("PORT".to_owned(), port.to_string()),
         ("NOVA_COLOR".to_owned(), c.to_string()),
         ("NOVA_REVISION".to_owned(), app.revision.clone()),
     ];
     vars.extend(app.env.iter().cloned());
-    render::environment_file(&vars).map_err(invalid)
+    vars
+}
+
+/// The colour's environment file (systemd runtime).
+pub fn env_file(app: &App, c: Color) -> Result<String, String> {
+    render::environment_file(&environment(app, c)).map_err(invalid)
+}
+
+/// The colour's compose file (compose runtime): the image published on the colour's port.
+pub fn compose_file(app: &App, c: Color) -> Result<String, String> {
+    let Runtime::Compose { image, port, entrypoint, args } = &app.runtime else {
+        return Err(format!("{}: not a compose application", app.id));
+    };
+    render::compose(&ComposeApp {
+        image: image.clone(),
+        port: i64::from(*port),
+        host_port: i64::from(app.port(c)),
+        entrypoint: entrypoint.clone(),
+        command: args.clone(),
+        environment: environment(app, c),
+        memory_limit: app.memory_max.as_ref().map(|m| m.to_lowercase()),
+        // Nova checks health from the host through the published port, which works for any
+        // image; Docker's in-container check would need a shell and wget in the image.
+        health: None,
+        ..Default::default()
+    })
+    .map_err(invalid)
 }
 
 /// The nginx site sending traffic to colour `active`.
@@ -334,13 +422,58 @@ mod tests {
             ("env", json!([{"name": "A", "value": "x\ny"}]), "spec.env[0]"),
             ("domains", json!([]), "spec.domains"),
             ("resources", json!({"limits": {"memory": "1.5G"}}), "spec.resources.limits.memory"),
-            ("target", json!({"hosts": {"names": ["a"], "runtime": "compose"}}), "spec.target.hosts.runtime"),
         ];
         for (field, value, named) in cases {
             let mut s = base();
             s[field] = value;
             let err = app(&platform(s)).expect_err(field);
             assert!(err.contains(named), "{field}: {err}");
+        }
+    }
+
+    fn compose(extra: serde_json::Value) -> serde_json::Value {
+        let mut b = base();
+        b["target"] = json!({"hosts": {"names": ["web-1"], "runtime": "compose"}});
+        b["port"] = json!(8080);
+        b["command"] = json!([]);
+        if let (Some(s), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        b
+    }
+
+    #[test]
+    fn with_compose_each_colour_is_a_project_publishing_its_port() {
+        let a = app(&platform(compose(json!({"args": ["--greeting", "$HOME\nx"]})))).expect("valid");
+        let f = compose_file(&a, Color::Green).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&f).unwrap();
+        let svc = &doc["services"]["app"];
+        assert_eq!(svc["image"], "shop:1");
+        assert_eq!(svc["ports"][0], "127.0.0.1:5002:8080");
+        // PORT is the container's port; `$` is doubled so compose interpolates nothing.
+        assert_eq!(svc["environment"]["PORT"], "8080");
+        assert_eq!(svc["environment"]["MODE"], "a b \"c\"");
+        assert_eq!(svc["environment"]["NOVA_REVISION"], a.revision.as_str());
+        assert_eq!(svc["command"][1], "$$HOME\nx");
+        let u = unit(&a, Color::Green).unwrap();
+        assert!(
+            u.contains("-p nova-prod-shop-green -f /etc/nova/apps/prod-shop/green.compose.yaml up -d"),
+            "{u}"
+        );
+        assert_eq!(a.config_path(Color::Blue), "/etc/nova/apps/prod-shop/blue.compose.yaml");
+        // The runtime is part of what runs: moving to compose is a new revision.
+        assert_ne!(a.revision, app(&platform(base())).unwrap().revision);
+    }
+
+    #[test]
+    fn compose_refuses_what_it_cannot_carry() {
+        for (extra, named) in [
+            (json!({"image": "shop:$(id)"}), "spec.image"),
+            (json!({"image": "Shop:1"}), "spec.image"),
+            (json!({"env": [{"name": "A", "value": "x\ny"}]}), "spec.env[0]"),
+        ] {
+            let err = app(&platform(compose(extra.clone()))).expect_err(&extra.to_string());
+            assert!(err.starts_with(named), "{extra}: {err}");
         }
     }
 

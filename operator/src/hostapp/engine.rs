@@ -1,6 +1,6 @@
 //! Blue-green on SSH hosts: what the hosts run (observe), one decision of the same state
 //! machine as on Kubernetes (`bluegreen::plan`), and the actions it asks for (act). Each colour
-//! is a systemd unit on its own port; a switch rewrites the nginx upstream, checks it with
+//! is a systemd unit on its own port (the program itself, or the colour's compose project); a switch rewrites the nginx upstream, checks it with
 //! `nginx -t` and reloads gracefully. Every action is idempotent, so a round cut off half-way
 //! is completed by the next one.
 
@@ -14,7 +14,7 @@ use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, 
 use crate::bluegreen::gate;
 use crate::bluegreen::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
 use crate::host::bootstrap;
-use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR};
+use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR, Runtime};
 use crate::ssh::{self, Connection, quote};
 
 #[derive(Debug, thiserror::Error)]
@@ -256,11 +256,21 @@ fn step_err(h: &HostConn, what: &str, e: ssh::Error) -> Error {
 /// Writes the colour's files for the desired revision and (re)starts it.
 async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let c_ = &h.conn;
+    let compose = matches!(app.runtime, Runtime::Compose { .. });
     let user = quote(&app.user);
+    let setup = if compose {
+        "command -v docker >/dev/null || { echo 'the compose runtime needs Docker on the host: \
+         give the Host spec.bootstrap.docker: true'; exit 1; }"
+            .to_owned()
+    } else {
+        format!(
+            "id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}; \
+             mkdir -p {work}; chown {user}: {work}",
+            work = quote(&app.work_dir()),
+        )
+    };
     let prepare = format!(
-        "set -e; id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}; \
-         mkdir -p {work} {state} {etc}; chown {user}: {work}; chmod 0700 {etc}; rm -f {marker}",
-        work = quote(&app.work_dir()),
+        "set -e; {setup}; mkdir -p {state} {etc}; chmod 0700 {etc}; rm -f {marker}",
         state = quote(&format!("/var/lib/nova/state/{}", app.id)),
         etc = quote(&format!("/etc/nova/apps/{}", app.id)),
         marker = quote(&app.marker_path(c)),
@@ -268,17 +278,19 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     c_.run(&prepare, TIMEOUT)
         .await
         .map_err(|e| step_err(h, "preparing the application's user and directories", e))?;
-    let env = desired::env_file(app, c).map_err(|output| Error::Step {
-        host: h.name.clone(),
-        what: "environment".into(),
-        output,
-    })?;
-    let unit = desired::unit(app, c).map_err(|output| Error::Step {
-        host: h.name.clone(),
-        what: "unit".into(),
-        output,
-    })?;
-    c_.upload(&app.env_path(c), env.as_bytes(), 0o600, Some("root:root"), TIMEOUT).await?;
+    let rendered = |what: &str, r: Result<String, String>| {
+        r.map_err(|output| Error::Step { host: h.name.clone(), what: what.into(), output })
+    };
+    if compose {
+        let file = rendered("compose file", desired::compose_file(app, c))?;
+        c_.upload(desired::COMPOSE_WRAPPER, desired::COMPOSE_WRAPPER_SCRIPT.as_bytes(), 0o755, None, TIMEOUT)
+            .await?;
+        c_.upload(&app.compose_path(c), file.as_bytes(), 0o600, Some("root:root"), TIMEOUT).await?;
+    } else {
+        let env = rendered("environment", desired::env_file(app, c))?;
+        c_.upload(&app.env_path(c), env.as_bytes(), 0o600, Some("root:root"), TIMEOUT).await?;
+    }
+    let unit = rendered("unit", desired::unit(app, c))?;
     let unit_changed = c_.upload(&app.unit_path(c), unit.as_bytes(), 0o644, None, TIMEOUT).await?;
     let reload = if unit_changed { "systemctl daemon-reload && " } else { "" };
     let run = format!(
@@ -291,13 +303,15 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     Ok(())
 }
 
-/// Starts a stopped colour with the files it has (an older revision kept for rollback).
+/// Starts a stopped colour with the files it has (an older revision kept for rollback); the
+/// revision is read back from its environment (`NOVA_REVISION="…"`, or `NOVA_REVISION: "…"` in
+/// a compose file).
 async fn resume(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let run = format!(
-        r#"set -e; [ -f {unit_path} ]; systemctl start {u}; sed -n 's/^NOVA_REVISION="\([0-9a-f]*\)"$/\1/p' {env} > {marker}"#,
+        r#"set -e; [ -f {unit_path} ]; systemctl start {u}; sed -n 's/^ *NOVA_REVISION[=:] *"\([0-9a-f]*\)"$/\1/p' {config} > {marker}"#,
         unit_path = quote(&app.unit_path(c)),
         u = quote(&app.unit(c)),
-        env = quote(&app.env_path(c)),
+        config = quote(&app.config_path(c)),
         marker = quote(&app.marker_path(c)),
     );
     h.conn.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("starting {c} again"), e))?;

@@ -18,6 +18,7 @@ static TERA: LazyLock<Tera> = LazyLock::new(|| {
         ("nginx/proxy.conf", include_str!("../../../templates/nginx/proxy.conf.tera")),
         ("systemd/service", include_str!("../../../templates/systemd/service.tera")),
         ("systemd/timer", include_str!("../../../templates/systemd/timer.tera")),
+        ("systemd/compose", include_str!("../../../templates/systemd/compose.tera")),
         ("compose/app.yaml", include_str!("../../../templates/compose/app.yaml.tera")),
     ])
     .expect("templates parse");
@@ -189,35 +190,78 @@ pub fn environment_file(vars: &[(String, String)]) -> Result<String, Invalid> {
     Ok(out)
 }
 
-/// A docker-compose application.
-#[derive(Clone, Debug)]
+/// A docker-compose application (one service, `app`, published on loopback only).
+#[derive(Clone, Debug, Default)]
 pub struct ComposeApp {
-    pub name: String,
     pub image: String,
+    /// Port the application listens on inside the container.
     pub port: i64,
+    /// Loopback port on the host it is published on.
     pub host_port: i64,
-    pub env_file: String,
+    /// Overrides the image's ENTRYPOINT when not empty.
+    pub entrypoint: Vec<String>,
+    /// Overrides the image's CMD when not empty.
+    pub command: Vec<String>,
+    /// Written into the file: compose's env_file parsers interpolate `${...}` even in quoted
+    /// values, and v1 and v2 disagree on escapes, so literal values go here.
+    pub environment: Vec<(String, String)>,
+    pub env_file: Option<String>,
     /// `(host path, container path)`
     pub volumes: Vec<(String, String)>,
-    pub health_path: String,
-    pub health_interval_seconds: u32,
-    pub health_timeout_seconds: u32,
-    pub health_retries: u32,
+    /// e.g. `512m`
+    pub memory_limit: Option<String>,
+    /// Docker's own check, run inside the container (needs a shell and wget in the image).
+    pub health: Option<ComposeHealth>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ComposeHealth {
+    pub path: String,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub retries: u32,
+}
+
+/// A YAML double-quoted scalar that compose reads back as exactly `v`: printable ASCII as is
+/// (`"` and `\` escaped, `$` doubled against compose's interpolation), everything else as a
+/// `\u`/`\U` escape, so no character can end the scalar, start a line or be folded by YAML 1.1.
+pub fn compose_string(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '$' => out.push_str("$$"),
+            ' '..='~' => out.push(c),
+            c if u32::from(c) <= 0xFFFF => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push_str(&format!("\\U{:08X}", u32::from(c))),
+        }
+    }
+    out.push('"');
+    out
 }
 
 pub fn compose(app: &ComposeApp) -> Result<String, Invalid> {
     #[derive(Serialize)]
+    struct Health {
+        path: String,
+        interval: u32,
+        timeout: u32,
+        retries: u32,
+    }
+    #[derive(Serialize)]
     struct Ctx {
-        name: String,
         image: String,
+        entrypoint: Vec<String>,
+        command: Vec<String>,
         port: u16,
         host_port: u16,
-        env_file: String,
+        environment: Vec<(String, String)>,
+        env_file: Option<String>,
         volumes: Vec<String>,
-        health_path: String,
-        health_interval: u32,
-        health_timeout: u32,
-        health_retries: u32,
+        memory_limit: Option<String>,
+        health: Option<Health>,
     }
     let volumes = app
         .volumes
@@ -231,19 +275,74 @@ pub fn compose(app: &ComposeApp) -> Result<String, Invalid> {
             ))
         })
         .collect::<Result<_, Invalid>>()?;
+    let environment = app
+        .environment
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| {
+            validate::env_value(&format!("environment[{i}].value"), v)?;
+            Ok((validate::env_key(&format!("environment[{i}].name"), k)?, compose_string(v)))
+        })
+        .collect::<Result<_, Invalid>>()?;
+    let health = match &app.health {
+        Some(h) => Some(Health {
+            path: validate::url_path("health.path", &h.path)?,
+            interval: h.interval_seconds.clamp(1, 3600),
+            timeout: h.timeout_seconds.clamp(1, 600),
+            retries: h.retries.clamp(1, 100),
+        }),
+        None => None,
+    };
     Ok(render(
         "compose/app.yaml",
         &Ctx {
-            name: validate::name("name", &app.name)?,
             image: validate::image("image", &app.image)?,
+            entrypoint: app.entrypoint.iter().map(|a| compose_string(a)).collect(),
+            command: app.command.iter().map(|a| compose_string(a)).collect(),
             port: validate::port("port", app.port)?,
             host_port: validate::port("hostPort", app.host_port)?,
-            env_file: validate::abs_path("envFile", &app.env_file)?,
+            environment,
+            env_file: app.env_file.as_deref().map(|f| validate::abs_path("envFile", f)).transpose()?,
             volumes,
-            health_path: validate::url_path("health.path", &app.health_path)?,
-            health_interval: app.health_interval_seconds.clamp(1, 3600),
-            health_timeout: app.health_timeout_seconds.clamp(1, 600),
-            health_retries: app.health_retries.clamp(1, 100),
+            memory_limit: match &app.memory_limit {
+                Some(m) => Some(validate::size("memoryLimit", m)?),
+                None => None,
+            },
+            health,
+        },
+    ))
+}
+
+/// A systemd unit running one compose project: started with `up -d`, stopped with `down`.
+#[derive(Clone, Debug)]
+pub struct ComposeService {
+    pub description: String,
+    /// Compose project name (`-p`).
+    pub project: String,
+    /// The compose file (`-f`).
+    pub file: String,
+    /// Program that runs compose (the plugin or docker-compose).
+    pub compose: String,
+    pub working_directory: String,
+}
+
+pub fn systemd_compose_service(s: &ComposeService) -> Result<String, Invalid> {
+    #[derive(Serialize)]
+    struct Ctx {
+        description: String,
+        project: String,
+        file: String,
+        compose: String,
+        working_directory: String,
+    }
+    Ok(render(
+        "systemd/compose",
+        &Ctx {
+            description: validate::one_line("description", &s.description)?,
+            project: validate::name("project", &s.project)?,
+            file: validate::abs_path("file", &s.file)?,
+            compose: validate::abs_path("compose", &s.compose)?,
+            working_directory: validate::abs_path("workingDirectory", &s.working_directory)?,
         },
     ))
 }

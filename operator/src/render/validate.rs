@@ -51,7 +51,11 @@ re!(URL_PATH, r"^/[A-Za-z0-9._~/-]*$");
 re!(ENV_KEY, r"^[A-Za-z_][A-Za-z0-9_]{0,255}$");
 re!(USER, r"^[a-z_][a-z0-9_-]{0,31}$");
 re!(SIZE, r"^[0-9]{1,6}[kmg]?$");
-re!(IMAGE, r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$");
+// registry[:port]/path[:tag][@digest]
+re!(
+    IMAGE,
+    r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+);
 re!(CALENDAR, r"^[A-Za-z0-9*:/,. -]{1,64}$");
 
 /// A name used in file names, unit names and nginx identifiers.
@@ -115,15 +119,18 @@ pub fn env_key(field: &str, v: &str) -> Result<String, Invalid> {
 /// refused.
 pub fn env_line(field: &str, key: &str, value: &str) -> Result<String, Invalid> {
     let key = env_key(&format!("{field}.name"), key)?;
-    if value.contains(['\n', '\r', '\0']) {
-        return Err(invalid(
-            &format!("{field}.value"),
-            "contains a line break or NUL",
-            "a single line of text",
-        ));
-    }
+    env_value(&format!("{field}.value"), value)?;
     let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
     Ok(format!("{key}=\"{escaped}\""))
+}
+
+/// An environment value: one line (systemd's EnvironmentFile cannot hold more, and the same
+/// application runs under both runtimes).
+pub fn env_value(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(invalid(field, "contains a line break or NUL", "a single line of text"));
+    }
+    Ok(())
 }
 
 /// `ExecStart=` from an argument vector: each argument double-quoted, with systemd's specifier

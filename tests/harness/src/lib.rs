@@ -13,6 +13,7 @@
 mod binaries;
 pub mod bind;
 mod cluster;
+pub mod images;
 pub mod netns;
 pub mod pebble;
 mod pki;

@@ -1,0 +1,3 @@
+module nova.infra.dev/tests/images/app
+
+go 1.24
