@@ -19,7 +19,7 @@ use serde_json::json;
 use test_cluster::testhost::TestHost;
 
 mod common;
-use common::{arg, median};
+use common::{arg, median, quiesce};
 
 const DEPLOY_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6tWcG5dU0m3X3Yk3Yk3Yk deploy@ci";
@@ -101,6 +101,7 @@ fn boot(n: usize, prefix: &str) -> Vec<TestHost> {
 
 /// Seconds for Nova to bootstrap every host (all in parallel), and whether all converged.
 async fn nova(hosts: &[TestHost]) -> f64 {
+    quiesce();
     let started = Instant::now();
     let results: Vec<_> = stream::iter(hosts)
         .map(|h| async move {
@@ -154,6 +155,7 @@ fn ansible(bin: &Path, hosts: &[TestHost], dir: &Path) -> f64 {
         dir.join("known_hosts").display()
     );
     std::fs::write(dir.join("ansible.cfg"), cfg).expect("ansible.cfg");
+    quiesce();
     let started = Instant::now();
     let out = Command::new(bin)
         .args(["-i", "inventory", "playbook.yml", "-e"])
@@ -222,15 +224,23 @@ async fn compare(ansible_bin: &Path, n: usize, runs: usize) {
     println!("|---|---|---|---|---|---|");
     let (mut nf, mut na, mut af, mut aa) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs {
-        let hosts = boot(n, "nova");
-        let fresh = nova(&hosts).await;
-        let again = nova(&hosts).await;
-        drop(hosts);
-        let hosts = boot(n, "ans");
-        let dir = tempfile::tempdir().expect("dir");
-        let a_fresh = ansible(ansible_bin, &hosts, dir.path());
-        let a_again = ansible(ansible_bin, &hosts, dir.path());
-        drop(hosts);
+        let run_nova = async || {
+            let hosts = boot(n, "nova");
+            (nova(&hosts).await, nova(&hosts).await)
+        };
+        let run_ansible = || {
+            let hosts = boot(n, "ans");
+            let dir = tempfile::tempdir().expect("dir");
+            (ansible(ansible_bin, &hosts, dir.path()), ansible(ansible_bin, &hosts, dir.path()))
+        };
+        // Alternating which tool goes first evens out any drift of the machine during a run.
+        let ((fresh, again), (a_fresh, a_again)) = if run % 2 == 1 {
+            let n = run_nova().await;
+            (n, run_ansible())
+        } else {
+            let a = run_ansible();
+            (run_nova().await, a)
+        };
         println!(
             "| {run} | {fresh:.2} s | {again:.2} s | {a_fresh:.2} s | {a_again:.2} s | {:.1}× |",
             a_fresh / fresh

@@ -283,10 +283,10 @@ async fn a_site_nginx_refuses_keeps_the_old_one() -> Result<()> {
     Ok(())
 }
 
-/// The compose runtime: refused with a clear step error before Docker is there; then each
-/// colour is a compose project of an image (imported, no registry), switched and aborted under
-/// load with no failed request, environment values reaching the container literally, and the
-/// old colour's containers removed when it stops.
+/// The compose runtime: Docker installed by the first release, which then fails clearly on an
+/// image nobody has; then each colour is a compose project of an image (imported, no
+/// registry), switched and aborted under load with no failed request, environment values
+/// reaching the container literally, and the old colour's containers removed when it stops.
 #[tokio::test]
 async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     let th = Arc::new(boot("compose").await?);
@@ -303,17 +303,17 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     };
     let body = |v: usize, c: &str| format!("v{v} $HOME ${{PORT}} \"q\" {c}\n");
 
-    // No Docker yet: the round fails saying what to do, and nothing is served.
-    let err = r.release(&platform(0, 600)?, Requests::default()).await.expect_err("no docker");
-    assert!(format!("{err:#}").contains("spec.bootstrap.docker: true"), "{err:#}");
+    // No Docker yet: the first release installs it (the runtime, from the hosts' apt
+    // repository), then fails on the image no registry has, saying so; nothing is served.
+    assert!(th.ssh("command -v docker || true")?.trim().is_empty(), "no Docker on a fresh host");
+    let err = r.release(&platform(0, 600)?, Requests::default()).await.expect_err("no image");
+    let msg = format!("{err:#}");
+    eprintln!("a release of an image nobody has: {msg}");
+    assert!(msg.contains("starting blue") && msg.contains("nova-test/app"), "{msg}");
+    assert_eq!(th.ssh("systemctl is-enabled docker")?.trim(), "enabled");
+    assert!(get(&http(), &th).await.is_err(), "nothing answers before a colour runs");
 
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("id");
-    std::fs::write(&key, &th.client_key)?;
-    let mut host = host_doc(&th);
-    host["spec"]["bootstrap"] = json!({"docker": true});
-    let host: nova::api::host::Host = serde_json::from_value(host)?;
-    nova::host::cli::bootstrap(&host, &key, false).await?;
     let tar = test_cluster::images::test_app_tarball(dir.path())?;
     std::fs::copy(&tar, th.root().join("opt/app.tar"))?;
     th.ssh(r#"docker import -c 'ENTRYPOINT ["/app"]' /opt/app.tar nova-test/app:1"#)?;

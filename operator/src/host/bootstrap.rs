@@ -3,6 +3,10 @@
 //! otherwise prints what differs; `apply` brings it there. A run checks, applies only what
 //! needs it, then checks again to verify. Every script is idempotent, so a run cut off half-way
 //! completes on the next one.
+//!
+//! Steps that do not need the packages (sshd hardening, a user without sudo or groups) run
+//! alongside the package step instead of after it, and a step's apply and its verifying check
+//! go in one round trip.
 
 use std::time::Duration;
 
@@ -16,6 +20,18 @@ pub struct Step {
     pub name: String,
     pub check: String,
     pub apply: String,
+    pub order: Order,
+}
+
+/// When a step may be applied relative to the package step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// The package step itself.
+    Packages,
+    /// Needs what the package step installs: applied after it, in spec order.
+    AfterPackages,
+    /// Needs nothing installed: applied alongside the package step.
+    Anytime,
 }
 
 /// What happened to a step.
@@ -118,7 +134,7 @@ fn packages_step(packages: &[String]) -> Step {
         "{APT_PREPARE} && apt-get -qq -o DPkg::Lock::Timeout=300 install -y -f --no-install-recommends \
          -o Dpkg::Options::=--force-confold {list}"
     );
-    Step { name: "packages".into(), check, apply }
+    Step { name: "packages".into(), check, apply, order: Order::Packages }
 }
 
 fn user_step(u: &crate::api::host::HostUser) -> Result<Step, Error> {
@@ -181,7 +197,9 @@ fn user_step(u: &crate::api::host::HostUser) -> Result<Step, Error> {
          t=$(mktemp \"$h/.ssh/.nova.XXXXXX\"); printf %s {keys_q} > \"$t\"; chmod 0600 \"$t\"; chown {name}:{name} \"$t\"; \
          mv -f \"$t\" \"$h/.ssh/authorized_keys\"; {sudo_apply}"
     );
-    Ok(Step { name: format!("user {}", u.name), check, apply })
+    // visudo comes with sudo, and groups may come with packages (docker's, for one).
+    let order = if u.sudo || !u.groups.is_empty() { Order::AfterPackages } else { Order::Anytime };
+    Ok(Step { name: format!("user {}", u.name), check, apply, order })
 }
 
 const SSHD_DROP_IN: &str = "/etc/ssh/sshd_config.d/50-nova-hardening.conf";
@@ -204,33 +222,80 @@ fn sshd_step(permit_root: bool) -> Step {
          systemctl reload ssh",
         f = quote(SSHD_DROP_IN)
     );
-    Step { name: "sshd hardening".into(), check, apply }
+    Step { name: "sshd hardening".into(), check, apply, order: Order::Anytime }
 }
 
-/// Runs the steps on `conn`: check, apply if needed (not in a dry run), verify.
+/// Runs the steps on `conn`: check, apply if needed (not in a dry run), verify. Steps that do
+/// not need the packages run alongside the package step and those after it. Reports come in
+/// step order; when steps fail, the error is the first failing step's.
 pub async fn run(conn: &ssh::Connection, steps: &[Step], dry_run: bool) -> Result<Vec<StepReport>, Error> {
-    let mut report = Vec::new();
-    for step in steps {
-        let checked = conn.exec(&step.check, None, TIMEOUT).await?;
-        if checked.code == 0 {
-            report.push(StepReport { name: step.name.clone(), outcome: Outcome::Unchanged });
-            continue;
+    let chain = |anytime: bool| -> Vec<(usize, &Step)> {
+        steps.iter().enumerate().filter(|(_, s)| (s.order == Order::Anytime) == anytime).collect()
+    };
+    // `steps` puts the package step first, so the first chain starts with it.
+    let (after, alongside) = (chain(false), chain(true));
+    let (a, b) = tokio::join!(run_chain(conn, &after, dry_run), run_chain(conn, &alongside, dry_run));
+    let mut reports: Vec<(usize, StepReport)> = Vec::with_capacity(steps.len());
+    let mut failed: Option<(usize, Error)> = None;
+    for r in [a, b] {
+        match r {
+            Ok(done) => reports.extend(done),
+            Err((i, e)) if failed.as_ref().is_none_or(|(j, _)| i < *j) => failed = Some((i, e)),
+            Err(_) => {}
         }
-        let diff = if checked.stdout.is_empty() { checked.stderr.clone() } else { checked.stdout.clone() };
-        if !dry_run {
-            let applied = conn.exec(&step.apply, None, TIMEOUT).await?;
-            if applied.code != 0 {
-                let output = if applied.stderr.is_empty() { applied.stdout } else { applied.stderr };
-                return Err(Error::ApplyFailed { step: step.name.clone(), output });
-            }
-            let verified = conn.exec(&step.check, None, TIMEOUT).await?;
-            if verified.code != 0 {
-                return Err(Error::NotConverged { step: step.name.clone(), output: verified.stdout });
-            }
-        }
-        report.push(StepReport { name: step.name.clone(), outcome: Outcome::Changed(diff) });
     }
-    Ok(report)
+    if let Some((_, e)) = failed {
+        return Err(e);
+    }
+    reports.sort_by_key(|(i, _)| *i);
+    Ok(reports.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Checks and (unless a dry run) applies the steps one after another; on failure, the index of
+/// the failing step and why.
+async fn run_chain(
+    conn: &ssh::Connection,
+    steps: &[(usize, &Step)],
+    dry_run: bool,
+) -> Result<Vec<(usize, StepReport)>, (usize, Error)> {
+    let mut done = Vec::with_capacity(steps.len());
+    for &(i, step) in steps {
+        let checked = conn.exec(&step.check, None, TIMEOUT).await.map_err(|e| (i, e.into()))?;
+        let outcome = if checked.code == 0 {
+            Outcome::Unchanged
+        } else {
+            if !dry_run {
+                apply_verified(conn, step).await.map_err(|e| (i, e))?;
+            }
+            Outcome::Changed(if checked.stdout.is_empty() { checked.stderr } else { checked.stdout })
+        };
+        done.push((i, StepReport { name: step.name.clone(), outcome }));
+    }
+    Ok(done)
+}
+
+/// Separates a step's apply output from its verifying check's in the one round trip.
+const VERIFY_MARK: &str = "--- nova: verify ---";
+
+/// Applies a step and checks it again, in one round trip.
+async fn apply_verified(conn: &ssh::Connection, step: &Step) -> Result<(), Error> {
+    let script = format!(
+        "( {apply}\n) </dev/null; rc=$?; [ $rc -eq 0 ] || exit $rc; echo {mark}; {check}",
+        apply = step.apply,
+        mark = quote(VERIFY_MARK),
+        check = step.check,
+    );
+    let out = conn.exec(&script, None, TIMEOUT).await?;
+    match out.stdout.split_once(VERIFY_MARK) {
+        None => {
+            let output = if out.stderr.is_empty() { out.stdout } else { out.stderr };
+            Err(Error::ApplyFailed { step: step.name.clone(), output })
+        }
+        Some((_, verified)) if out.code != 0 => {
+            Err(Error::NotConverged { step: step.name.clone(), output: verified.trim().to_owned() })
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// `name: changed (what)` / `name: unchanged`, one per line.

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use crate::api::host::{Firewall, Protocol};
-use crate::host::bootstrap::{Error, Step};
+use crate::host::bootstrap::{Error, Order, Step};
 use crate::ssh::quote;
 
 /// Packages the requested services need (added to the packages step).
@@ -134,7 +134,7 @@ pub fn firewall_step(fw: &Firewall, ssh_port: i32) -> Result<Step, Error> {
         f = quote(FIREWALL_FILE),
         loaded = quote(FIREWALL_LOADED),
     );
-    Ok(Step { name: "firewall".into(), check, apply })
+    Ok(Step { name: "firewall".into(), check, apply, order: Order::AfterPackages })
 }
 
 const JAIL_FILE: &str = "/etc/fail2ban/jail.d/nova.conf";
@@ -156,7 +156,7 @@ pub fn fail2ban_step() -> Step {
          for i in $(seq 1 100); do fail2ban-client status sshd >/dev/null 2>&1 && break; sleep 0.3; done",
         j = quote(JAIL_FILE)
     );
-    Step { name: "fail2ban".into(), check, apply }
+    Step { name: "fail2ban".into(), check, apply, order: Order::AfterPackages }
 }
 
 const AUTO_UPGRADES_FILE: &str = "/etc/apt/apt.conf.d/20auto-upgrades";
@@ -169,7 +169,7 @@ pub fn unattended_upgrades_step() -> Step {
         same_file(AUTO_UPGRADES_FILE, AUTO_UPGRADES, "unattended upgrades: not enabled")
     );
     let apply = format!("set -e; {}", write_file(AUTO_UPGRADES_FILE, AUTO_UPGRADES, "0644"));
-    Step { name: "unattended upgrades".into(), check, apply }
+    Step { name: "unattended upgrades".into(), check, apply, order: Order::AfterPackages }
 }
 
 pub fn node_exporter_step() -> Step {
@@ -181,7 +181,7 @@ pub fn node_exporter_step() -> Step {
     let apply = "set -e; systemctl enable -q prometheus-node-exporter; systemctl restart prometheus-node-exporter; \
         for i in $(seq 1 100); do timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100' 2>/dev/null && break; sleep 0.2; done"
         .to_owned();
-    Step { name: "node_exporter".into(), check, apply }
+    Step { name: "node_exporter".into(), check, apply, order: Order::AfterPackages }
 }
 
 /// Docker: the engine enabled and answering on its socket, and a compose to drive it.
@@ -194,7 +194,7 @@ pub fn docker_step() -> Step {
     let apply = "set -e; systemctl enable -q docker; systemctl restart docker; \
         for i in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 0.2; done"
         .to_owned();
-    Step { name: "docker".into(), check, apply }
+    Step { name: "docker".into(), check, apply, order: Order::AfterPackages }
 }
 
 /// Shell: exits 0 when the NVIDIA driver answers (and, for Docker, the container toolkit is
@@ -221,6 +221,7 @@ pub fn nvidia_step(docker: bool) -> Step {
         apply: "echo 'Nova does not install GPU drivers: install the NVIDIA driver for this GPU \
                 (and nvidia-container-toolkit when Docker runs the application), reboot, and bootstrap again' >&2; exit 1"
             .into(),
+        order: Order::AfterPackages,
     }
 }
 

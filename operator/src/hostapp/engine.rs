@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, GateCheck};
 use crate::bluegreen::gate;
 use crate::bluegreen::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
-use crate::host::bootstrap;
+use crate::host::{bootstrap, services};
 use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR, Runtime};
 use crate::ssh::{self, Connection, quote};
 
@@ -259,9 +259,18 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let compose = matches!(app.runtime, Runtime::Compose { .. });
     let user = quote(&app.user);
     let setup = if compose {
-        "command -v docker >/dev/null || { echo 'the compose runtime needs Docker on the host: \
-         give the Host spec.bootstrap.docker: true'; exit 1; }"
-            .to_owned()
+        // The runtime, as nginx for the site: Docker's engine and a compose from the
+        // distribution when missing (what `bootstrap.docker` installs), the engine enabled.
+        let docker = services::docker_step();
+        format!(
+            "if ! ( {check} ) >/dev/null 2>&1; then \
+             {{ command -v docker && {{ docker compose version || docker-compose version; }}; }} >/dev/null 2>&1 \
+             || {{ {apt} && apt-get -qq -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
+             -o Dpkg::Options::=--force-confold docker.io docker-compose >/dev/null; }}; ( {apply} ); fi",
+            check = docker.check,
+            apply = docker.apply,
+            apt = bootstrap::APT_PREPARE,
+        )
     } else {
         format!(
             "id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}; \
@@ -275,9 +284,12 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
         etc = quote(&format!("/etc/nova/apps/{}", app.id)),
         marker = quote(&app.marker_path(c)),
     );
-    c_.run(&prepare, TIMEOUT)
-        .await
-        .map_err(|e| step_err(h, "preparing the application's user and directories", e))?;
+    let what = if compose {
+        "installing Docker and preparing the application's directories"
+    } else {
+        "preparing the application's user and directories"
+    };
+    c_.run(&prepare, Duration::from_secs(900)).await.map_err(|e| step_err(h, what, e))?;
     let rendered = |what: &str, r: Result<String, String>| {
         r.map_err(|output| Error::Step { host: h.name.clone(), what: what.into(), output })
     };
@@ -293,14 +305,42 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let unit = rendered("unit", desired::unit(app, c))?;
     let unit_changed = c_.upload(&app.unit_path(c), unit.as_bytes(), 0o644, None, TIMEOUT).await?;
     let reload = if unit_changed { "systemctl daemon-reload && " } else { "" };
+    // With compose the unit's own output is compose's (a pull refused, a port taken): worth
+    // showing. A program's output is the application's and may hold anything, so not that.
+    let why = if compose {
+        format!(
+            " || {{ journalctl -u {u} -n 8 --no-pager -o cat --since=-60s >&2; exit 1; }}",
+            u = quote(&app.unit(c))
+        )
+    } else {
+        String::new()
+    };
     let run = format!(
-        "{reload}systemctl restart {u} && echo {rev} > {marker}",
+        "{reload}{{ systemctl restart {u}{why}; }} && echo {rev} > {marker}",
         u = quote(&app.unit(c)),
         rev = quote(&app.revision),
         marker = quote(&app.marker_path(c)),
     );
-    c_.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("starting {c}"), e))?;
+    c_.run(&run, Duration::from_secs(900))
+        .await
+        .map_err(|e| redacted(app, step_err(h, &format!("starting {c}"), e)))?;
     Ok(())
+}
+
+/// Replaces the application's environment values in an error's text: whatever a start printed,
+/// no value from `env` reaches status or events.
+fn redacted(app: &App, e: Error) -> Error {
+    match e {
+        Error::Step { host, what, mut output } => {
+            for (_, v) in &app.env {
+                if v.len() >= 4 {
+                    output = output.replace(v.as_str(), "[redacted]");
+                }
+            }
+            Error::Step { host, what, output }
+        }
+        other => other,
+    }
 }
 
 /// Starts a stopped colour with the files it has (an older revision kept for rollback); the
