@@ -1,7 +1,7 @@
 //! Bootstrap of fresh test hosts: Nova against ansible-playbook doing the same tasks, side by
 //! side in one run; then Nova alone on 1, 10 and 25 hosts. See docs/benchmarks.md.
 //!
-//!     cargo bench -p nova --bench hosts -- [--hosts 10] [--sizes 1,10,25] [--ansible PATH]
+//!     cargo bench -p nova --bench hosts -- [--hosts 10] [--runs 3] [--sizes 1,10,25|none] [--ansible PATH]
 //!
 //! Needs root (test hosts), and ansible-playbook (ansible-core from PyPI) for the comparison:
 //! `python3 -m venv ~/.cache/nova/ansible-venv && ~/.cache/nova/ansible-venv/bin/pip install ansible-core`.
@@ -206,8 +206,10 @@ async fn main() {
     if runs > 0 {
         compare(&ansible_bin, n, runs).await;
     }
-    println!("| hosts | Nova: fresh bootstrap | Nova: nothing to do |");
-    println!("|---|---|---|");
+    if !sizes.is_empty() {
+        println!("| hosts | Nova: fresh bootstrap | Nova: nothing to do |");
+        println!("|---|---|---|");
+    }
     for size in sizes {
         let hosts = boot(size, "scale");
         let fresh = nova(&hosts).await;
