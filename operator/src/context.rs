@@ -51,7 +51,12 @@ pub struct Context {
     pub written: Mutex<HashMap<String, crate::api::bluegreen::BlueGreenDeploymentStatus>>,
     /// Certificates: settings, HTTP-01 answers, ACME accounts.
     pub certs: crate::certs::Shared,
+    /// SSH sessions to Hosts, kept between reconciles.
+    pub ssh: crate::ssh::Pool,
 }
+
+/// How long an unused SSH session to a Host stays open (Hosts are re-checked every few minutes).
+pub const SSH_IDLE: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
@@ -77,6 +82,7 @@ impl Context {
             applied: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             certs,
+            ssh: crate::ssh::Pool::new(SSH_IDLE),
         })
     }
 }

@@ -227,8 +227,11 @@ async fn preview_gate_promotion_delay_and_scale_down() -> Result<()> {
         Ok::<_, anyhow::Error>(replicas(&client, &ns, "shop-blue").await? == Some(0))
     })
     .await?;
-    let after = api.get("shop").await?.status.unwrap();
-    assert!(after.previous_revision.is_none() && after.scale_down_at.is_none());
+    // The status is written after the scale-down it records: await it as well.
+    wait(&api, "shop", "scale-down recorded", |b| {
+        b.status.as_ref().is_some_and(|s| s.previous_revision.is_none() && s.scale_down_at.is_none())
+    })
+    .await?;
     let switched = st.last_switch_time.unwrap().0;
     let scaled_at = k8s_openapi::jiff::Timestamp::now();
     assert!(scaled_at.duration_since(switched).as_secs_f64() >= 8.0, "not scaled down before the delay");

@@ -104,3 +104,51 @@ async fn a_wrong_host_key_is_refused_before_anything_runs() -> Result<()> {
     assert!(err.transient() && err.to_string().contains(":1"), "{err}");
     Ok(())
 }
+
+/// The pool hands out the same session while it is up, opens a new one when the server ended
+/// it or when the pin or the client key differs, and lets idle ones go.
+#[tokio::test]
+async fn pooled_sessions_are_reused_replaced_and_expire() -> Result<()> {
+    let host = tokio::task::spawn_blocking(|| TestHost::start("pool")).await??;
+    let pinned = target(&host, HostKeyPolicy::Pinned(host.host_key.clone()))?;
+    let pool = ssh::Pool::new(Duration::from_secs(600));
+    let sessions = || -> Result<usize> {
+        // sshd names each logged-in session process `sshd: root@notty`; this command's own
+        // session is one of them. (`[y]`: the pattern does not match grep's own command line.)
+        let n = host.ssh("grep -l 'sshd: root@nott[y]' /proc/[0-9]*/cmdline 2>/dev/null | wc -l")?;
+        Ok(n.trim().parse::<usize>()? - 1)
+    };
+
+    let a = pool.get(&pinned, 1).await?;
+    assert_eq!(a.run("echo one", T).await?.trim(), "one");
+    a.close().await; // leaves the session to the pool
+    let b = pool.get(&pinned, 1).await?;
+    assert_eq!(b.run("echo two", T).await?.trim(), "two");
+    assert_eq!(pool.opened(), 1, "the second get reused the session");
+    assert_eq!(sessions()?, 1, "one session on the server");
+
+    // The server ends the session (a reboot, a killed sshd): the next get opens a new one.
+    let _ = host.ssh(
+        "for p in $(grep -l 'sshd: root@nott[y]' /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do \
+         [ \"$p\" = \"$PPID\" ] || kill \"$p\"; done",
+    );
+    let c = pool.get(&pinned, 1).await?;
+    assert_eq!(c.run("echo three", T).await?.trim(), "three");
+    assert_eq!(pool.opened(), 2);
+
+    // Another pin is another entry; a wrong one is refused and never pooled.
+    let wrong = HostKeyPolicy::Pinned(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6tWcG5dU0m3X3Yk3Yk3Yk".into(),
+    );
+    let Err(refused) = pool.get(&target(&host, wrong)?, 1).await else { panic!("a wrong pin connected") };
+    assert!(matches!(refused, Error::HostKeyMismatch { .. }), "{refused}");
+    assert_eq!(pool.opened(), 2);
+
+    // Nothing stays in a pool whose idle time is zero.
+    let eager = ssh::Pool::new(Duration::ZERO);
+    for _ in 0..2 {
+        eager.get(&pinned, 1).await?.run("true", T).await?;
+    }
+    assert_eq!(eager.opened(), 2);
+    Ok(())
+}

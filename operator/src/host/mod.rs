@@ -102,7 +102,7 @@ pub async fn connect(h: &Host, ctx: &Context) -> Result<Result<ssh::Connection, 
         Ok(t) => t,
         Err(msg) => return Ok(Err(format!("Host {}: {msg}", h.name_any()))),
     };
-    Ok(ssh::open_with_retry(&target, 3).await.map_err(|e| format!("Host {}: {e}", h.name_any())))
+    Ok(ctx.ssh.get(&target, 3).await.map_err(|e| format!("Host {}: {e}", h.name_any())))
 }
 
 async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
@@ -120,7 +120,7 @@ async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
         }
     };
     let target = target(h, key, old.recorded_host_key.clone()).map_err(Error::InvalidSpec)?;
-    let conn = match ssh::open_with_retry(&target, 3).await {
+    let conn = match ctx.ssh.get(&target, 3).await {
         Ok(c) => c,
         Err(e) => {
             let reason = match &e {

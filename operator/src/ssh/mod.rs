@@ -2,6 +2,7 @@
 //! against what the Host pins before anything is sent, commands with timeouts and captured
 //! output, and atomic file uploads.
 
+pub mod pool;
 pub mod quote;
 
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,11 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 
+pub use pool::Pool;
 pub use quote::{quote, valid_remote_path};
 
 /// Which server keys a connection accepts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HostKeyPolicy {
     /// Exactly this key (`ssh-ed25519 AAAA...`, as in `known_hosts` or `*.pub`).
     Pinned(String),
@@ -125,8 +127,11 @@ fn tail(bytes: &[u8]) -> String {
     format!("...{}", &t[cut..])
 }
 
+/// An authenticated session. Clones share it (a [`Pool`] keeps one); the session ends when
+/// the last clone is closed or dropped.
+#[derive(Clone)]
 pub struct Connection {
-    handle: Handle<Checker>,
+    handle: Arc<Handle<Checker>>,
     target: String,
     host_key: String,
 }
@@ -188,7 +193,7 @@ impl Connection {
             }
             Ok(Ok(_)) => {}
         }
-        Ok(Self { handle, target: name, host_key })
+        Ok(Self { handle: Arc::new(handle), target: name, host_key })
     }
 
     /// The server's key as an OpenSSH public key line (to record under AcceptNew).
@@ -304,8 +309,25 @@ impl Connection {
         Ok(out.stdout.trim() == "changed")
     }
 
+    /// Whether the session is still up and the server answers a ping within `timeout`.
+    pub async fn alive(&self, timeout: Duration) -> bool {
+        if self.handle.is_closed() {
+            return false;
+        }
+        let ping = tokio::time::timeout(timeout, self.handle.send_ping()).await;
+        matches!(ping, Ok(Ok(()))) && !self.handle.is_closed()
+    }
+
+    /// Whether the session has ended (the server closed it, or it was lost).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
+    /// Ends the session politely when this is its last user; a pooled session stays open.
     pub async fn close(self) {
-        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        }
     }
 }
 
