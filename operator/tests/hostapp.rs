@@ -346,5 +346,28 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     assert_eq!(get(&http(), &th).await?, (200, body(5, "blue")));
     let names = th.ssh("docker ps -a --format '{{.Names}}'")?;
     assert_eq!(names.trim(), "nova-default-shop-blue_app_1", "green removed: {names}");
+
+    // No health path and no gate: Docker's proxy accepts on the port before a slow application
+    // listens, so readiness is an HTTP answer, not an open port. Under load, two releases of an
+    // application that needs 2 s to listen: not one request fails.
+    let slow = |v: usize| -> Result<Platform> {
+        let mut doc = platform_doc(
+            &format!("v{v}"),
+            json!({"image": "nova-test/app:1", "command": [], "port": 8080,
+                "env": [{"name": "VERSION", "value": format!("v{v}")}, {"name": "START_DELAY", "value": "2s"}],
+                "target": {"hosts": {"selector": {"matchLabels": {"role": "web"}}, "runtime": "compose"}}}),
+        );
+        doc["spec"].as_object_mut().context("spec")?.remove("health");
+        Ok(serde_json::from_value(doc)?)
+    };
+    let load = Load::start(&th, 2);
+    for v in 6..=7 {
+        r.release(&slow(v)?, Requests::default()).await?;
+        assert_eq!(r.status.phase, Some(Phase::Healthy), "v{v}: {:?}", r.status.conditions);
+    }
+    let (ok, failed, errors, _) = load.finish().await?;
+    assert_eq!(failed, 0, "slow starts, failed requests: {errors:?}");
+    assert!(ok > 100, "the load kept going ({ok})");
+    assert_eq!(get(&http(), &th).await?, (200, "v7 blue\n".into()));
     Ok(())
 }

@@ -49,13 +49,23 @@ pub struct Instance {
 /// when no path is given and the port accepts), nothing when it does not answer in 3 s.
 const PROBE: &str = r#"probe() { timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1; [ -z "$2" ] && { echo open; exit 0; }; printf "GET %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n" "$2" >&3; IFS=" " read -r _ code _ <&3 && echo "$code"' probe "$1" "${2:-}" 2>/dev/null; }"#;
 
+/// Bash: `answers PORT` prints `open` when GET / on 127.0.0.1:PORT gets an HTTP answer of any
+/// status (needs [`PROBE`]).
+const ANSWERS: &str = r#"answers() { [ -n "$(probe "$1" /)" ] && echo open; }"#;
+
 fn observe_script(app: &App) -> String {
     let path = quote(app.health_path.as_deref().unwrap_or(""));
-    let mut s = format!("{PROBE}\n");
+    // With compose, Docker's proxy accepts on the published port before the application
+    // listens: an open port says nothing there, an HTTP answer of any status does.
+    let probe = match (&app.runtime, &app.health_path) {
+        (Runtime::Compose { .. }, None) => "answers",
+        _ => "probe",
+    };
+    let mut s = format!("{PROBE}\n{ANSWERS}\n");
     for c in [Color::Blue, Color::Green] {
         s.push_str(&format!(
             "a=$(systemctl is-active {unit} 2>/dev/null); r=$(cat {marker} 2>/dev/null); h=-; \
-             if [ \"$a\" = active ]; then h=$(probe {port} {path}); fi; echo \"{c} ${{a:-unknown}} ${{r:--}} ${{h:--}}\"\n",
+             if [ \"$a\" = active ]; then h=$({probe} {port} {path}); fi; echo \"{c} ${{a:-unknown}} ${{r:--}} ${{h:--}}\"\n",
             unit = quote(&app.unit(c)),
             marker = quote(&app.marker_path(c)),
             port = app.port(c),

@@ -1,6 +1,7 @@
 // A container image for Nova's compose tests, imported with `docker import` so that no
-// registry is needed: answers GET / with "$VERSION $NOVA_COLOR", /healthz with "ok", on $PORT,
-// and finishes the requests it has when it is asked to stop.
+// registry is needed: answers GET / with "$VERSION $NOVA_COLOR", /healthz with "ok", on $PORT
+// (after waiting $START_DELAY, a Go duration, as a slow application would), and finishes the
+// requests it has when it is asked to stop.
 package main
 
 import (
@@ -19,6 +20,9 @@ func main() {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s\n", os.Getenv("VERSION"), os.Getenv("NOVA_COLOR"))
 	})
+	if d, err := time.ParseDuration(os.Getenv("START_DELAY")); err == nil {
+		time.Sleep(d)
+	}
 	srv := &http.Server{Addr: ":" + os.Getenv("PORT"), Handler: mux}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
