@@ -252,10 +252,28 @@ async fn certificates(
         })
         .with_config(config)
         .graceful_shutdown_on(stop)
-        .run(certs::reconcile, certs::error_policy, ctx)
+        .run(certs::reconcile, certs::error_policy, ctx.clone())
         .for_each(log_controller_error);
-    futures::future::join(issuers, certificates).await;
+    // A deleted certificate is never reconciled again (no finalizer): its gauges go here.
+    let prune = async move {
+        if store.wait_until_ready().await.is_err() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(CERTIFICATE_GAUGES_PRUNE).await;
+            let live =
+                store.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
+            ctx.metrics.keep_certificates(&live);
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(issuers, certificates) => {}
+        () = prune => {}
+    }
 }
+
+/// How often the gauges of deleted certificates are dropped.
+const CERTIFICATE_GAUGES_PRUNE: Duration = Duration::from_secs(15);
 
 fn subscribe<K>(w: &reflector::store::Writer<K>) -> reflector::ReflectHandle<K>
 where

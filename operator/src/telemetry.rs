@@ -1,8 +1,10 @@
 //! Metrics and logs.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
+use prometheus::core::Collector;
 use prometheus::{GaugeVec, HistogramVec, IntCounterVec, Registry, TextEncoder, histogram_opts, opts};
 
 /// Why a reconcile failed. A small fixed set, so the label stays cheap and alertable.
@@ -153,6 +155,23 @@ impl Metrics {
         }
     }
 
+    /// Forgets the series of certificates not in `live` (namespace, name): a deleted
+    /// certificate must not keep an expiry alert going.
+    pub fn keep_certificates(&self, live: &HashSet<(String, String)>) {
+        for gauge in [&self.cert_expiry, &self.cert_renewal] {
+            for family in gauge.collect() {
+                for m in family.get_metric() {
+                    let label =
+                        |n: &str| m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_owned());
+                    let key = (label("namespace").unwrap_or_default(), label("name").unwrap_or_default());
+                    if !live.contains(&key) {
+                        let _ = gauge.remove_label_values(&[&key.0, &key.1]);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn issued(&self, ok: bool, took: Duration) {
         let outcome = if ok { "issued" } else { "failed" };
         self.issuances.with_label_values(&[outcome]).inc();
@@ -168,4 +187,24 @@ impl Metrics {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_certificates_keep_their_gauges() {
+        let m = Metrics::new();
+        let t = Timestamp::from_second(2_000_000_000).unwrap();
+        m.certificate("a", "kept", t, Some(t));
+        m.certificate("a", "gone", t, Some(t));
+        m.certificate("b", "kept", t, None);
+        m.keep_certificates(&HashSet::from([("a".to_owned(), "kept".to_owned())]));
+        let text = m.render();
+        assert!(text.contains(r#"nova_certificate_expiration_timestamp_seconds{name="kept",namespace="a"}"#));
+        assert!(text.contains(r#"nova_certificate_renewal_timestamp_seconds{name="kept",namespace="a"}"#));
+        assert!(!text.contains(r#"name="gone""#), "{text}");
+        assert!(!text.contains(r#"namespace="b""#), "{text}");
+    }
 }

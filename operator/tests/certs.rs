@@ -280,6 +280,14 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
         .await
         .context("a P-384 key")??;
 
+    // A deleted certificate's gauges go (an expiry alert must not outlive it).
+    certs.delete("shop", &DeleteParams::default()).await?;
+    let series = format!("nova_certificate_expiration_timestamp_seconds{{name=\"shop\",namespace=\"{ns}\"}}");
+    test_cluster::eventually("the deleted certificate's gauges dropped", Duration::from_secs(60), || async {
+        Ok::<_, anyhow::Error>(!op.metrics().await?.contains(&series))
+    })
+    .await?;
+
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;
     op.stop().await
 }
