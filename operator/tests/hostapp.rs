@@ -324,6 +324,8 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     // One container, published on blue's port on loopback only.
     let ps = th.ssh("docker ps --format '{{.Names}} {{.Ports}}'")?;
     assert_eq!(ps.trim(), "nova-default-shop-blue_app_1 127.0.0.1:5001->8080/tcp", "{ps}");
+    let opts = th.ssh("docker inspect -f '{{.HostConfig.SecurityOpt}}' nova-default-shop-blue_app_1")?;
+    assert!(opts.contains("no-new-privileges"), "{opts}");
 
     let load = Load::start(&th, 2);
     for v in 1..=4 {

@@ -450,6 +450,7 @@ mod tests {
         let svc = &doc["services"]["app"];
         assert_eq!(svc["image"], "shop:1");
         assert_eq!(svc["ports"][0], "127.0.0.1:5002:8080");
+        assert_eq!(svc["security_opt"][0], "no-new-privileges:true");
         // PORT is the container's port; `$` is doubled so compose interpolates nothing.
         assert_eq!(svc["environment"]["PORT"], "8080");
         assert_eq!(svc["environment"]["MODE"], "a b \"c\"");
