@@ -371,5 +371,18 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     assert_eq!(failed, 0, "slow starts, failed requests: {errors:?}");
     assert!(ok > 100, "the load kept going ({ok})");
     assert_eq!(get(&http(), &th).await?, (200, "v7 blue\n".into()));
+
+    // Back to the systemd runtime while the colour it lands on still runs containers (kept
+    // for rollback): they go before the program starts on their port.
+    let keep = json!({"strategy": {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 600}}});
+    let mut v8 = serde_json::to_value(slow(8)?)?;
+    v8["spec"].as_object_mut().context("spec")?.extend(keep.as_object().cloned().unwrap_or_default());
+    r.release(&serde_json::from_value(v8)?, Requests::default()).await?;
+    assert_eq!(get(&http(), &th).await?, (200, "v8 green\n".into()));
+    assert!(th.ssh("docker ps --format '{{.Names}}'")?.contains("nova-default-shop-blue_app_1"), "blue kept");
+    r.release(&serde_json::from_value(platform_doc("v9", keep))?, Requests::default()).await?;
+    assert_eq!(get(&http(), &th).await?, (200, "v9 blue\n".into()));
+    let names = th.ssh("docker ps --format '{{.Names}}'")?;
+    assert_eq!(names.trim(), "nova-default-shop-green_app_1", "blue's containers gone: {names}");
     Ok(())
 }

@@ -325,8 +325,21 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     } else {
         String::new()
     };
+    // Moving a colour from compose to systemd: its containers live in Docker's cgroups, not
+    // the unit's, so the restart would not stop them and they would keep the port. The colour
+    // takes no traffic while it is (re)started, so they can go first.
+    let leftover = if compose {
+        String::new()
+    } else {
+        format!(
+            "if [ -f {f} ]; then {w} -p {p} -f {f} down --remove-orphans -t 30 >/dev/null 2>&1; rm -f {f}; fi; ",
+            f = quote(&app.compose_path(c)),
+            w = quote(desired::COMPOSE_WRAPPER),
+            p = quote(&app.project(c)),
+        )
+    };
     let run = format!(
-        "{reload}{{ systemctl restart {u}{why}; }} && echo {rev} > {marker}",
+        "{leftover}{reload}{{ systemctl restart {u}{why}; }} && echo {rev} > {marker}",
         u = quote(&app.unit(c)),
         rev = quote(&app.revision),
         marker = quote(&app.marker_path(c)),
