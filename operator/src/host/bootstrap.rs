@@ -120,7 +120,7 @@ pub const APT_PREPARE: &str = "export DEBIAN_FRONTEND=noninteractive; \
      while grep -qsx -e apt-get -e dpkg /proc/[0-9]*/comm; do sleep 1; done; \
      dpkg --configure -a && apt-get -qq -o DPkg::Lock::Timeout=300 update";
 
-fn packages_step(packages: &[String]) -> Step {
+pub fn packages_step(packages: &[String]) -> Step {
     let list = packages.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
     // `name=version` pins compare the installed version too.
     let check = format!(

@@ -9,6 +9,10 @@ use crate::api::host::{Firewall, Protocol};
 use crate::host::bootstrap::{Error, Order, Step};
 use crate::ssh::quote;
 
+/// Debian's engine and compose (12 has compose v1 only; `docker compose`, the plugin, is used
+/// instead when Docker's own packages put it there).
+pub const DOCKER_PACKAGES: [&str; 2] = ["docker.io", "docker-compose"];
+
 /// Packages the requested services need (added to the packages step).
 pub fn packages(b: &crate::api::host::Bootstrap) -> Vec<&'static str> {
     let mut p = Vec::new();
@@ -26,9 +30,7 @@ pub fn packages(b: &crate::api::host::Bootstrap) -> Vec<&'static str> {
         p.push("prometheus-node-exporter");
     }
     if b.docker {
-        // Debian's engine and compose (12 has compose v1 only; `docker compose`, the plugin,
-        // is used instead when Docker's own packages put it there).
-        p.extend(["docker.io", "docker-compose"]);
+        p.extend(DOCKER_PACKAGES);
     }
     p
 }

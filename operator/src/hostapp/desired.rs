@@ -246,14 +246,18 @@ fn hash(s: &str) -> String {
 
 /// Same program, arguments, environment and image → same revision.
 fn revision(app: &App, image: &str) -> String {
-    let (exec, compose) = match &app.runtime {
-        Runtime::Systemd { exec } => (Some(exec), None),
-        Runtime::Compose { port, entrypoint, args, .. } => (None, Some((port, entrypoint, args))),
+    // Keyed by runtime, so that a systemd application keeps the revision it had before compose
+    // existed (an operator upgrade restarts nothing).
+    let (field, what) = match &app.runtime {
+        Runtime::Systemd { exec } => ("exec", serde_json::json!(exec)),
+        Runtime::Compose { port, entrypoint, args, .. } => {
+            ("compose", serde_json::json!((port, entrypoint, args)))
+        }
     };
-    let key = serde_json::json!({
-        "image": image, "exec": exec, "compose": compose, "env": app.env, "memory": app.memory_max,
-        "health": app.health_path,
+    let mut key = serde_json::json!({
+        "image": image, "env": app.env, "memory": app.memory_max, "health": app.health_path,
     });
+    key[field] = what;
     hash(&key.to_string())[..10].to_owned()
 }
 

@@ -1,7 +1,7 @@
 //! Blue-green on SSH hosts: what the hosts run (observe), one decision of the same state
 //! machine as on Kubernetes (`bluegreen::plan`), and the actions it asks for (act). Each colour
-//! is a systemd unit on its own port (the program itself, or the colour's compose project); a switch rewrites the nginx upstream, checks it with
-//! `nginx -t` and reloads gracefully. Every action is idempotent, so a round cut off half-way
+//! is a systemd unit on its own port (the program itself, or the colour's compose project); a
+//! switch rewrites the nginx upstream, checks it with `nginx -t` and reloads gracefully. Every action is idempotent, so a round cut off half-way
 //! is completed by the next one.
 
 use std::time::Duration;
@@ -271,15 +271,16 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let setup = if compose {
         // The runtime, as nginx for the site: Docker's engine and a compose from the
         // distribution when missing (what `bootstrap.docker` installs), the engine enabled.
+        // A docker and a compose already there (Docker's own packages, say) are left alone.
         let docker = services::docker_step();
+        let install = bootstrap::packages_step(&services::DOCKER_PACKAGES.map(String::from));
         format!(
             "if ! ( {check} ) >/dev/null 2>&1; then \
              {{ command -v docker && {{ docker compose version || docker-compose version; }}; }} >/dev/null 2>&1 \
-             || {{ {apt} && apt-get -qq -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
-             -o Dpkg::Options::=--force-confold docker.io docker-compose >/dev/null; }}; ( {apply} ); fi",
+             || ( {install} ) >/dev/null; ( {apply} ); fi",
             check = docker.check,
+            install = install.apply,
             apply = docker.apply,
-            apt = bootstrap::APT_PREPARE,
         )
     } else {
         format!(
