@@ -320,7 +320,7 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     // showing. A program's output is the application's and may hold anything, so not that.
     let why = if compose {
         format!(
-            " || {{ journalctl -u {u} -n 8 --no-pager -o cat --since=-60s >&2; exit 1; }}",
+            " || {{ journalctl -u {u} -n 20 --no-pager -o cat --since=-60s >&2; exit 1; }}",
             u = quote(&app.unit(c))
         )
     } else {
