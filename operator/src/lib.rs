@@ -15,6 +15,7 @@ pub mod drift;
 pub mod host;
 pub mod hostapp;
 pub mod http;
+pub mod kit;
 pub mod kubeclient;
 pub mod leader;
 pub mod local;

@@ -13,7 +13,7 @@ use serde::Deserialize as _;
 use crate::api::bluegreen::{BlueGreenDeploymentStatus, Phase};
 use crate::api::host::Host;
 use crate::api::platform::Platform;
-use crate::conditions::{self, Cond};
+use crate::conditions::{self, Cond, CondType};
 use crate::host::{bootstrap, cli};
 use crate::hostapp::{self, HostConn, Requests, desired};
 use crate::ssh;
@@ -141,8 +141,8 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
             say(&format!("platform/{name}: {msg}"));
             status.phase = Some(Phase::Degraded);
             let conds = [
-                Cond::new("Ready", false, "ApplyFailed", msg),
-                Cond::new("Degraded", true, "ApplyFailed", msg),
+                Cond::new(CondType::Ready, false, "ApplyFailed", msg),
+                Cond::new(CondType::Degraded, true, "ApplyFailed", msg),
             ];
             status.conditions = conditions::merge(&status.conditions, &conds, None, Timestamp::now());
         }

@@ -263,7 +263,7 @@ async fn certificates(
             tokio::time::sleep(CERTIFICATE_GAUGES_PRUNE).await;
             let live =
                 store.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-            ctx.metrics.keep_certificates(&live);
+            ctx.metrics.certs.keep_certificates(&live);
         }
     };
     tokio::select! {

@@ -101,6 +101,12 @@ async fn dry_run_apply_idempotence_and_drift() -> Result<()> {
     Ok(())
 }
 
+/// While it exists, apt's pre-dpkg hook waits (written by the test into the test host only).
+const HOLD: &str = "/run/nova-test-hold";
+/// The hook creates it when it starts waiting.
+const HELD: &str = "/run/nova-test-held";
+const HOOK: &str = "/etc/apt/apt.conf.d/00nova-test-hold";
+
 // Multi-threaded: the probes below block on the system's ssh client while the bootstrap runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
@@ -108,16 +114,22 @@ async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
     let f = files(&th, spec())?;
     let h = one(&f.host)?;
     let key = f.key.clone();
+    // The package step is held at a known point, apt's hook before dpkg runs, until the cut has
+    // landed: the first run cannot finish before the kill however fast or slow the machine is.
+    th.ssh(&format!(
+        "touch {HOLD} && printf '%s\\n' 'DPkg::Pre-Invoke {{ \"touch {HELD}; while [ -e {HOLD} ]; do sleep 0.1; done\"; }};' > {HOOK}"
+    ))?;
     let h2 = h.clone();
     let first = tokio::spawn(async move { cli::bootstrap(&h2, &key, false).await });
-    // Cut while apt or dpkg runs: every session of root goes, Nova's and this probe's own.
-    eventually("apt to start on the host", Duration::from_secs(60), || async {
-        Ok::<_, anyhow::Error>(!th.ssh("pgrep -x apt-get || pgrep -x dpkg || true")?.trim().is_empty())
+    eventually("apt to reach the held point", Duration::from_secs(120), || async {
+        Ok::<_, anyhow::Error>(th.ssh(&format!("test -e {HELD} && echo held || true"))?.trim() == "held")
     })
     .await?;
+    // Cut while apt holds: every session of root goes, Nova's and this probe's own.
     let _ = th.ssh("pkill -KILL -f 'sshd: root@notty'");
     let cut = first.await?;
     assert!(cut.is_err(), "the first run was cut: {cut:?}");
+    th.ssh(&format!("rm -f {HOOK} {HOLD}"))?;
 
     let done = cli::bootstrap(&h, &f.key, false).await?;
     assert!(done.iter().any(|r| r.name == "packages"), "{done:?}");

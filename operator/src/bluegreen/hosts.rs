@@ -10,23 +10,22 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::{ABORT_ANNOTATION, KIND, PROMOTE_ANNOTATION, publish, write_status};
+use super::{ABORT_ANNOTATION, KIND, PROMOTE_ANNOTATION, publish, write_failed, write_status};
 use crate::api::Platform;
 use crate::api::bluegreen::{BlueGreenDeployment, Phase};
 use crate::api::host::Host;
-use crate::conditions::Cond;
-use crate::context::{Context, Error};
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Call, Context, Error};
 use crate::hostapp::{self, HostConn, Requests, desired};
-use crate::telemetry::ErrorCategory;
 
 /// How often a rollout that is moving is looked at (processes starting, checks pending).
 const MOVING: Duration = Duration::from_secs(1);
 
 fn failed(reason: &'static str, msg: &str) -> [Cond; 3] {
     [
-        Cond::new("Ready", false, reason, msg),
-        Cond::new("Progressing", false, reason, msg),
-        Cond::new("Degraded", true, reason, msg),
+        Cond::new(CondType::Ready, false, reason, msg),
+        Cond::new(CondType::Progressing, false, reason, msg),
+        Cond::new(CondType::Degraded, true, reason, msg),
     ]
 }
 
@@ -36,46 +35,36 @@ pub async fn reconcile(
     ctx: &Context,
     started: Instant,
 ) -> Result<Action, Error> {
+    // The Platform is being deleted: its cleanup removes the application from the hosts, and a
+    // round now would only put it back.
+    if p.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let ns = bg.namespace().unwrap_or_default();
     let name = bg.name_any();
-    let uid = bg.uid().unwrap_or_default();
-    let written = ctx.written.lock().expect("written map").get(&uid).cloned();
-    let status = written.unwrap_or_else(|| bg.status.clone().unwrap_or_default());
-
-    let app = match desired::app(p) {
-        Ok(a) => a,
-        Err(msg) => {
-            write_status(bg, ctx, &status, None, &failed("InvalidSpec", &msg)).await?;
-            return Ok(Action::await_change());
-        }
+    let status = ctx.status.bluegreens.current(bg);
+    let app = desired::app(p).map_err(Blocked::invalid)?;
+    let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
+        return Err(Error::Bug("a host rollout for a Platform without spec.target.hosts".into()));
     };
-    let sel = &p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).expect("a host target").hosts;
-    let all = Api::<Host>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+    let all = Api::<Host>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .call(|| "listing Hosts".into())?
+        .items;
     let chosen = hostapp::select(&all, sel);
     if chosen.is_empty() {
         let msg = format!("spec.target.hosts of Platform {} selects no Host", p.name_any());
-        write_status(bg, ctx, &status, None, &failed("MissingDependency", &msg)).await?;
-        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-        return Ok(Action::requeue(Duration::from_secs(30)));
+        return Err(Blocked::missing(msg).retry(Duration::from_secs(30)).into());
     }
-    let mut hosts = Vec::new();
-    let mut unreachable = None;
-    for h in chosen {
-        match crate::host::connect(h, ctx).await? {
-            Ok(conn) => hosts.push(HostConn { name: h.name_any(), conn }),
-            Err(msg) => {
-                unreachable = Some(msg);
-                break;
-            }
+    let hosts = match connect_all(&chosen, ctx).await {
+        Ok(h) => h,
+        Err(Error::Host(msg)) => {
+            write_failed(bg, ctx, &failed("HostUnreachable", &msg)).await?;
+            return Err(Error::Host(msg));
         }
-    }
-    if let Some(msg) = unreachable {
-        for h in hosts {
-            h.conn.close().await;
-        }
-        write_status(bg, ctx, &status, None, &failed("HostUnreachable", &msg)).await?;
-        return Ok(Action::requeue(Duration::from_secs(30)));
-    }
+        Err(e) => return Err(e),
+    };
 
     let mut spec = bg.spec.clone();
     spec.replicas = i32::try_from(hosts.len()).unwrap_or(i32::MAX);
@@ -93,13 +82,13 @@ pub async fn reconcile(
             if status.conditions.iter().all(|c| c.type_ != "Degraded" || c.message != msg) {
                 publish(ctx, bg, EventType::Warning, "HostRolloutFailed", &msg).await;
             }
-            write_status(bg, ctx, &status, None, &failed("HostRolloutFailed", &msg)).await?;
-            return Ok(Action::requeue(Duration::from_secs(15)));
+            write_failed(bg, ctx, &failed("HostRolloutFailed", &msg)).await?;
+            return Err(Error::Host(msg));
         }
     };
     if let Some(sw) = &plan.switch {
         let took = started.elapsed();
-        ctx.metrics.switched(sw.rollback, took);
+        ctx.metrics.bluegreen.switched(sw.rollback, took);
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, "traffic switched on hosts");
         if !sw.rollback {
             ctx.state.record_release(KIND, &ns, &name, &sw.revision, &p.spec.image).await?;
@@ -113,7 +102,24 @@ pub async fn reconcile(
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
-    write_status(bg, ctx, &status, Some((plan.status.clone(), plan.phase)), &plan.conditions).await?;
+    write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     let next = plan.requeue.unwrap_or(Duration::from_secs(300));
     Ok(Action::requeue(if plan.phase == Phase::Progressing { next.min(MOVING) } else { next }))
+}
+
+/// Connects to every chosen Host; on the first that fails, closes the others.
+async fn connect_all(chosen: &[&Host], ctx: &Context) -> Result<Vec<HostConn>, Error> {
+    let mut hosts = Vec::new();
+    for h in chosen {
+        match crate::host::connect(h, ctx).await {
+            Ok(conn) => hosts.push(HostConn { name: h.name_any(), conn }),
+            Err(e) => {
+                for h in hosts {
+                    h.conn.close().await;
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(hosts)
 }

@@ -7,6 +7,7 @@
 pub mod desired;
 pub mod gate;
 pub mod hosts;
+pub mod metrics;
 pub mod plan;
 pub mod revisions;
 
@@ -16,21 +17,19 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{info, instrument, warn};
+use tracing::info;
 
 use crate::api::Platform;
 use crate::api::bluegreen::{BlueGreenDeployment, BlueGreenDeploymentStatus, Color, Phase};
 use crate::apply::ensure;
-use crate::conditions::{self, Cond};
-use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Call, Context, Error};
+use crate::kit;
 use crate::platform::desired::{REVISION_ANNOTATION, revision_of};
-use crate::telemetry::ErrorCategory;
 use plan::{ColorLive, GateRound, Input, Template};
 
 const KIND: &str = "BlueGreenDeployment";
@@ -39,41 +38,43 @@ pub const PROMOTE_ANNOTATION: &str = "nova.infra.dev/promote";
 /// `nova rollout abort` sets this to the revision it aborts.
 pub const ABORT_ANNOTATION: &str = "nova.infra.dev/abort";
 
-#[instrument(skip_all, fields(bluegreen = %bg.name_any(), namespace = bg.namespace().unwrap_or_default()))]
 pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&bg, &ctx, started).await;
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(KIND, e.category());
-    }
-    result
+    let c = ctx.clone();
+    kit::run(bg, &ctx.kit, &ctx.status.bluegreens, &[CondType::Degraded], |bg| async move {
+        reconcile_inner(&bg, &c, Instant::now()).await
+    })
+    .await
 }
 
-pub fn error_policy(bg: Arc<BlueGreenDeployment>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(bluegreen = %bg.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
-    requeue_after_error(err)
+pub fn error_policy(bg: Arc<BlueGreenDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    kit::error_policy(bg, err, &ctx.kit)
 }
 
-/// The pod template to release: the spec's own, or the one of the referenced Platform.
-async fn template_of(
-    bg: &BlueGreenDeployment,
-    ctx: &Context,
-    ns: &str,
-) -> Result<Result<PodTemplateSpec, String>, Error> {
+/// The pod template to release: the spec's own, or the one of the referenced Platform;
+/// blocked when neither is there.
+async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<PodTemplateSpec, Error> {
     if let Some(t) = &bg.spec.template {
-        return Ok(Ok(t.clone()));
+        return Ok(t.clone());
     }
     let Some(r) = &bg.spec.platform_ref else {
-        return Ok(Err("give spec.template or spec.platformRef".into()));
+        return Err(Blocked::missing("give spec.template or spec.platformRef")
+            .retry(Duration::from_secs(30))
+            .into());
     };
     let api: Api<Platform> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(match api.get_opt(&r.name).await? {
+    match api
+        .get_opt(&r.name)
+        .await
+        .call(|| format!("reading Platform {ns}/{} (spec.platformRef)", r.name))?
+    {
         Some(p) => Ok(crate::platform::desired::pod_template(&p)),
-        None => {
-            Err(format!("Platform {:?} named in spec.platformRef does not exist in namespace {ns}", r.name))
-        }
-    })
+        None => Err(Blocked::missing(format!(
+            "Platform {:?} named in spec.platformRef does not exist in namespace {ns}",
+            r.name
+        ))
+        .retry(Duration::from_secs(30))
+        .into()),
+    }
 }
 
 fn live(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
@@ -95,50 +96,28 @@ fn live_state(d: &Deployment) -> ColorLive {
 }
 
 async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Instant) -> Result<Action, Error> {
-    let ns =
-        bg.namespace().ok_or_else(|| Error::InvalidSpec("a BlueGreenDeployment is namespaced".into()))?;
+    let ns = bg.namespace().ok_or_else(|| Error::Bug("a BlueGreenDeployment without a namespace".into()))?;
     let name = bg.name_any();
 
     if bg.spec.template.is_none()
         && let Some(r) = &bg.spec.platform_ref
-        && let Some(p) = Api::<Platform>::namespaced(ctx.client.clone(), &ns).get_opt(&r.name).await?
+        && let Some(p) = Api::<Platform>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&r.name)
+            .await
+            .call(|| format!("reading Platform {ns}/{} (spec.platformRef)", r.name))?
         && p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
     {
         return hosts::reconcile(bg, &p, ctx, started).await;
     }
 
-    let template = match template_of(bg, ctx, &ns).await? {
-        Ok(t) => t,
-        Err(msg) => {
-            let conds = [
-                Cond::new("Ready", false, "MissingDependency", &msg),
-                Cond::new("Degraded", true, "MissingDependency", &msg),
-            ];
-            let old = bg.status.clone().unwrap_or_default();
-            write_status(bg, ctx, &old, None, &conds).await?;
-            ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-    };
-    let port = match desired::check_names(bg).and_then(|_| desired::app_port(&template)) {
-        Ok(port) => port,
-        Err(msg) => {
-            let conds = [
-                Cond::new("Ready", false, "InvalidSpec", &msg),
-                Cond::new("Degraded", true, "InvalidSpec", &msg),
-            ];
-            let old = bg.status.clone().unwrap_or_default();
-            write_status(bg, ctx, &old, None, &conds).await?;
-            return Err(Error::InvalidSpec(msg));
-        }
-    };
+    let template = template_of(bg, ctx, &ns).await?;
+    let port =
+        desired::check_names(bg).and_then(|_| desired::app_port(&template)).map_err(Blocked::invalid)?;
     let revision = revision_of(&template);
     let blue = live(ctx, &ns, &desired::deployment_name(bg, Color::Blue));
     let green = live(ctx, &ns, &desired::deployment_name(bg, Color::Green));
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == revision);
-    let uid = bg.uid().unwrap_or_default();
-    let written = ctx.written.lock().expect("written map").get(&uid).cloned();
-    let status = written.unwrap_or_else(|| bg.status.clone().unwrap_or_default());
+    let status = ctx.status.bluegreens.current(bg);
     let mut input = Input {
         spec: &bg.spec,
         desired: &revision,
@@ -158,7 +137,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
 
     let st = &p.status;
     let (Some(active), Some(active_rev)) = (st.active_color, st.active_revision.as_deref()) else {
-        return Err(Error::InvalidSpec("the plan always names an active colour".into()));
+        return Err(Error::Bug("the plan named no active colour".into()));
     };
     let (preview, preview_rev) = match (st.preview_color, st.preview_revision.as_deref()) {
         (Some(c), Some(r)) => (c, r),
@@ -169,7 +148,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     ensure(&ctx.client, &ctx.children.services, &ns, &desired::active_service(bg), &active_svc, true).await?;
     if let Some(sw) = &p.switch {
         let took = started.elapsed();
-        ctx.metrics.switched(sw.rollback, took);
+        ctx.metrics.bluegreen.switched(sw.rollback, took);
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, ms = took.as_millis() as u64, "traffic switched");
     }
     // Traffic first, then the colours: a switch only ever goes to a colour that is available
@@ -216,7 +195,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
-    write_status(bg, ctx, &status, Some((p.status.clone(), p.phase)), &p.conditions).await?;
+    write_status(bg, ctx, p.status.clone(), p.phase, &p.conditions).await?;
     Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
 }
 
@@ -242,43 +221,24 @@ async fn run_gate(
     Ok(GateRound { health, analysis })
 }
 
-/// Writes status when it changed. `planned` is None when nothing could be planned (bad spec):
-/// then only the conditions change.
+/// Writes the planned status through the kit (only when it changed).
 async fn write_status(
     bg: &BlueGreenDeployment,
     ctx: &Context,
-    old: &BlueGreenDeploymentStatus,
-    planned: Option<(BlueGreenDeploymentStatus, Phase)>,
+    mut planned: BlueGreenDeploymentStatus,
+    phase: Phase,
     conds: &[Cond],
 ) -> Result<(), Error> {
-    let old = old.clone();
-    let generation = bg.metadata.generation;
-    let unplanned = planned.is_none();
-    let mut new = match planned {
-        Some((mut st, phase)) => {
-            st.phase = Some(phase);
-            st
-        }
-        None => BlueGreenDeploymentStatus { phase: Some(Phase::Degraded), ..old.clone() },
-    };
-    new.observed_generation = generation;
-    new.conditions = conditions::merge(&old.conditions, conds, generation, Timestamp::now());
-    if new == old {
-        return Ok(());
-    }
-    if unplanned && conditions::is_true(&old.conditions, "Degraded") != Some(true) {
-        let c = conds.iter().find(|c| c.type_ == "Degraded");
-        if let Some(c) = c {
-            publish(ctx, bg, EventType::Warning, c.reason, &c.message).await;
-        }
-    }
-    let api: Api<BlueGreenDeployment> =
-        Api::namespaced(ctx.client.clone(), &bg.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&bg.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await?;
-    ctx.written.lock().expect("written map").insert(bg.uid().unwrap_or_default(), new);
+    planned.phase = Some(phase);
+    ctx.status.bluegreens.write(&ctx.kit, bg, planned, conds).await?;
     Ok(())
+}
+
+/// Conditions for a rollout that could not be planned (a Host unreachable, a round failed):
+/// the status as it was, phase Degraded.
+async fn write_failed(bg: &BlueGreenDeployment, ctx: &Context, conds: &[Cond]) -> Result<(), Error> {
+    let old = ctx.status.bluegreens.current(bg);
+    write_status(bg, ctx, old, Phase::Degraded, conds).await
 }
 
 async fn publish(ctx: &Context, bg: &BlueGreenDeployment, type_: EventType, reason: &str, note: &str) {

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::bluegreen::{
     BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, GateStatus, HistoryEntry, Phase,
 };
-use crate::conditions::Cond;
+use crate::conditions::{Cond, CondType};
 
 /// One colour's Deployment as the cluster shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -160,25 +160,25 @@ fn after(t: &Option<Time>, s: SignedDuration) -> Option<Timestamp> {
 
 fn healthy(msg: &str) -> Vec<Cond> {
     vec![
-        Cond::new("Ready", true, "Healthy", msg),
-        Cond::new("Progressing", false, "Complete", msg),
-        Cond::new("Degraded", false, "Healthy", ""),
+        Cond::new(CondType::Ready, true, "Healthy", msg),
+        Cond::new(CondType::Progressing, false, "Complete", msg),
+        Cond::new(CondType::Degraded, false, "Healthy", ""),
     ]
 }
 
 fn progressing(reason: &'static str, msg: &str) -> Vec<Cond> {
     vec![
-        Cond::new("Ready", false, reason, msg),
-        Cond::new("Progressing", true, reason, msg),
-        Cond::new("Degraded", false, reason, ""),
+        Cond::new(CondType::Ready, false, reason, msg),
+        Cond::new(CondType::Progressing, true, reason, msg),
+        Cond::new(CondType::Degraded, false, reason, ""),
     ]
 }
 
 fn degraded(reason: &'static str, msg: &str) -> Vec<Cond> {
     vec![
-        Cond::new("Ready", false, reason, msg),
-        Cond::new("Progressing", false, reason, msg),
-        Cond::new("Degraded", true, reason, msg),
+        Cond::new(CondType::Ready, false, reason, msg),
+        Cond::new(CondType::Progressing, false, reason, msg),
+        Cond::new(CondType::Degraded, true, reason, msg),
     ]
 }
 

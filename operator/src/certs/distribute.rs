@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt};
 use crate::api::Host;
 use crate::api::common::HostSelector;
 use crate::api::tls::{Distribution, Reload, TlsCertificate};
-use crate::context::{Context, Error};
+use crate::context::{Call, Context, Error};
 use crate::ssh::{self, quote, valid_remote_path};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,19 +38,23 @@ pub async fn run(
     chain: &str,
     key: &str,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
-    let selected = selected_hosts(ctx, &d.hosts).await?;
+    let selected =
+        selected_hosts(ctx, &d.hosts).await.call(|| "listing Hosts (spec.distributeTo.hosts)".into())?;
     let (mut done, mut failed) = (Vec::new(), Vec::new());
     if selected.is_empty() {
         failed.push("spec.distributeTo.hosts selects no Host".to_owned());
     }
     for h in &selected {
         let name = h.name_any();
-        let conn = match crate::host::connect(h, ctx).await? {
+        let conn = match crate::host::connect(h, ctx).await {
             Ok(conn) => conn,
-            Err(msg) => {
-                failed.push(msg);
+            // A Host that cannot be reached or has no key is reported in Distributed and
+            // retried; the other hosts still get the certificate.
+            Err(e @ (Error::Host(_) | Error::Blocked(_))) => {
+                failed.push(e.to_string());
                 continue;
             }
+            Err(e) => return Err(e),
         };
         let result = install(&conn, c, d, chain, key).await;
         conn.close().await;

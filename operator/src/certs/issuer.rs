@@ -3,25 +3,21 @@
 //! status. Certificates borrow the account from [`account`], cached per key and spec.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use sha2::{Digest, Sha256};
-use tracing::{instrument, warn};
 
 use crate::acme::{self, Directory};
 use crate::api::tls::{AcmeIssuer, AcmeIssuerStatus};
-use crate::conditions::{self, Cond};
-use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
-use crate::telemetry::ErrorCategory;
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Call, Context, Error, FIELD_MANAGER};
+use crate::kit;
 
-const KIND: &str = "AcmeIssuer";
 /// Key of the account key in its Secret.
 pub const ACCOUNT_KEY: &str = "tls.key";
 /// Registration is checked again this often (a key rotated by hand, a deactivated account).
@@ -34,39 +30,31 @@ pub struct Ready {
     pub directory: Directory,
 }
 
-#[instrument(skip_all, fields(issuer = %i.name_any()))]
 pub async fn reconcile(i: Arc<AcmeIssuer>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&i, &ctx).await;
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(KIND, e.category());
-    }
-    result
+    let c = ctx.clone();
+    kit::run(i, &ctx.kit, &ctx.status.issuers, &[], |i| async move { reconcile_inner(&i, &c).await }).await
 }
 
-pub fn error_policy(i: Arc<AcmeIssuer>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(issuer = %i.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
-    requeue_after_error(err)
+pub fn error_policy(i: Arc<AcmeIssuer>, err: &Error, ctx: Arc<Context>) -> Action {
+    kit::error_policy(i, err, &ctx.kit)
 }
 
 async fn reconcile_inner(i: &AcmeIssuer, ctx: &Context) -> Result<Action, Error> {
-    let (conds, uri) = match account(i, ctx, true).await? {
+    match account(i, ctx, true).await {
         Ok(r) => {
             let uri = r.account.id().to_owned();
             let msg = format!("account {uri} registered at {}", r.directory.url);
-            (vec![Cond::new("Ready", true, "Registered", msg)], Some(uri))
+            write_status(i, ctx, &[Cond::new(CondType::Ready, true, "Registered", msg)], Some(uri)).await?;
+            Ok(Action::requeue(REFRESH))
         }
-        Err((reason, msg)) => {
-            if reason == "MissingSecret" {
-                ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-            }
-            (vec![Cond::new("Ready", false, reason, msg)], None)
+        // The directory refused or failed: say so, then count and retry it with backoff.
+        Err(Error::Acme(msg)) => {
+            write_status(i, ctx, &[Cond::new(CondType::Ready, false, "RegistrationFailed", &msg)], None)
+                .await?;
+            Err(Error::Acme(msg))
         }
-    };
-    let ok = conds[0].status;
-    write_status(i, ctx, &conds, uri).await?;
-    Ok(Action::requeue(if ok { REFRESH } else { Duration::from_secs(60) }))
+        Err(e) => Err(e),
+    }
 }
 
 async fn write_status(
@@ -75,118 +63,98 @@ async fn write_status(
     conds: &[Cond],
     uri: Option<String>,
 ) -> Result<(), Error> {
-    let old = i.status.clone().unwrap_or_default();
-    let generation = i.metadata.generation;
-    let new = AcmeIssuerStatus {
-        observed_generation: generation,
-        account_uri: uri.or(old.account_uri.clone()),
-        conditions: conditions::merge(&old.conditions, conds, generation, Timestamp::now()),
-    };
-    if new == old {
-        return Ok(());
-    }
-    let api: Api<AcmeIssuer> = Api::all(ctx.client.clone());
-    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&i.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    let old = ctx.status.issuers.current(i);
+    let new = AcmeIssuerStatus { account_uri: uri.or(old.account_uri.clone()), ..old };
+    ctx.status.issuers.write(&ctx.kit, i, new, conds).await?;
     Ok(())
 }
 
-/// A value from a Secret of the operator's namespace, or why there is none (never the value).
+/// A value from a Secret of the operator's namespace; blocked, naming `field`, when there is
+/// none (the message never holds the value).
 pub(crate) async fn secret_value(
     ctx: &Context,
     name: &str,
     key: &str,
     field: &str,
-) -> Result<Result<Vec<u8>, String>, Error> {
+) -> Result<Vec<u8>, Error> {
     let ns = &ctx.namespace;
-    let Some(s) = Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(name).await? else {
-        return Ok(Err(format!("Secret {ns}/{name} named in {field} does not exist")));
+    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .call(|| format!("reading Secret {ns}/{name} ({field})"))?;
+    let Some(s) = s else {
+        return Err(Blocked::new(
+            "MissingSecret",
+            format!("Secret {ns}/{name} named in {field} does not exist"),
+        )
+        .into());
     };
-    Ok(s.data
-        .and_then(|mut d| d.remove(key))
-        .map(|b| b.0)
-        .ok_or_else(|| format!("Secret {ns}/{name} has no key {key:?} ({field})")))
+    s.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or_else(|| {
+        Blocked::new("MissingSecret", format!("Secret {ns}/{name} has no key {key:?} ({field})")).into()
+    })
 }
 
 /// The issuer's account: from the cache when its key and spec are unchanged, otherwise found
-/// (or, with `register`, created) at the directory. The inner error is (reason, message) for a
-/// condition; it never holds key material.
-pub async fn account(
-    i: &AcmeIssuer,
-    ctx: &Context,
-    register: bool,
-) -> Result<Result<Ready, (&'static str, String)>, Error> {
+/// (or, with `register`, created) at the directory. Blocked when a Secret it names is missing or
+/// unusable, an ACME error when the directory refuses; messages never hold key material.
+pub async fn account(i: &AcmeIssuer, ctx: &Context, register: bool) -> Result<Ready, Error> {
     let spec = &i.spec;
     let url = acme::directory_url(&spec.server).to_owned();
     let mut bundle = Vec::new();
     let root_pem = match &spec.ca_bundle_secret_ref {
         None => None,
-        Some(r) => match secret_value(ctx, &r.name, &r.key, "spec.caBundleSecretRef").await? {
-            Ok(pem) => {
-                let path = ctx.certs.root_file(&i.name_any(), &pem).map_err(|e| {
-                    Error::InvalidSpec(format!("writing the CA bundle of AcmeIssuer {}: {e}", i.name_any()))
-                })?;
-                bundle = pem;
-                Some(path)
-            }
-            Err(m) => return Ok(Err(("MissingSecret", m))),
-        },
+        Some(r) => {
+            let pem = secret_value(ctx, &r.name, &r.key, "spec.caBundleSecretRef").await?;
+            let path = ctx.certs.root_file(&i.name_any(), &pem).map_err(|e| {
+                Error::Acme(format!("writing the CA bundle of AcmeIssuer {} to a file: {e}", i.name_any()))
+            })?;
+            bundle = pem;
+            Some(path)
+        }
     };
     let directory = Directory { url, root_pem };
     let key_name = &spec.account_key_secret_ref.name;
-    let key = match secret_value(ctx, key_name, ACCOUNT_KEY, "spec.accountKeySecretRef").await? {
+    let key = match secret_value(ctx, key_name, ACCOUNT_KEY, "spec.accountKeySecretRef").await {
         Ok(k) => Some(String::from_utf8_lossy(&k).into_owned()),
-        Err(_) if register => None,
-        Err(m) => {
-            return Ok(Err((
-                "NotRegistered",
-                format!("AcmeIssuer {} has no account yet: {m}", i.name_any()),
-            )));
+        Err(Error::Blocked(_)) if register => None,
+        Err(Error::Blocked(b)) => {
+            let msg = format!("AcmeIssuer {} has no account yet: {}", i.name_any(), b.message);
+            return Err(Blocked::new("NotRegistered", msg).into());
         }
+        Err(e) => return Err(e),
     };
     if let Some(r) =
         ctx.certs.cached(&i.name_any(), &fingerprint(spec, key.as_deref().unwrap_or_default(), &bundle))
     {
-        return Ok(Ok(r));
+        return Ok(r);
     }
     let eab = match &spec.eab {
         None => None,
-        Some(e) => match secret_value(
-            ctx,
-            &e.hmac_key_secret_ref.name,
-            &e.hmac_key_secret_ref.key,
-            "spec.eab.hmacKeySecretRef",
-        )
-        .await?
-        {
-            Ok(raw) => {
-                use base64::Engine;
-                let text = String::from_utf8_lossy(&raw);
-                let Ok(hmac) = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(text.trim().trim_end_matches('='))
-                else {
-                    return Ok(Err((
-                        "InvalidSpec",
-                        "spec.eab.hmacKeySecretRef: the key is not base64url".into(),
-                    )));
-                };
-                Some(instant_acme::ExternalAccountKey::new(e.key_id.clone(), &hmac))
-            }
-            Err(m) => return Ok(Err(("MissingSecret", m))),
-        },
+        Some(e) => {
+            let r = &e.hmac_key_secret_ref;
+            let raw = secret_value(ctx, &r.name, &r.key, "spec.eab.hmacKeySecretRef").await?;
+            use base64::Engine;
+            let text = String::from_utf8_lossy(&raw);
+            let Ok(hmac) =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim().trim_end_matches('='))
+            else {
+                return Err(Blocked::invalid("spec.eab.hmacKeySecretRef: the key is not base64url").into());
+            };
+            Some(instant_acme::ExternalAccountKey::new(e.key_id.clone(), &hmac))
+        }
     };
     let contact: Vec<String> = spec.email.iter().map(|e| format!("mailto:{e}")).collect();
     let (account, key_pem) =
         match acme::account_for_key(&directory, key.as_deref(), &contact, eab.as_ref()).await {
             Ok(a) => a,
-            Err(e) => return Ok(Err(("RegistrationFailed", e.to_string()))),
+            Err(e) => return Err(Error::Acme(e.to_string())),
         };
     if key.is_none() {
         store_key(i, ctx, &key_pem).await?;
     }
     let ready = Ready { account, directory };
     ctx.certs.remember(&i.name_any(), &fingerprint(spec, &key_pem, &bundle), ready.clone());
-    Ok(Ok(ready))
+    Ok(ready)
 }
 
 /// What the cached account depends on: the issuer's spec, its key and the CA bundle its HTTP
@@ -214,6 +182,8 @@ async fn store_key(i: &AcmeIssuer, ctx: &Context, key_pem: &str) -> Result<(), E
         ..Default::default()
     };
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await?;
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret)).await.call(|| {
+        format!("writing Secret {}/{name} (the account key of AcmeIssuer {})", ctx.namespace, i.name_any())
+    })?;
     Ok(())
 }

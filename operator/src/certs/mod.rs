@@ -6,6 +6,7 @@ pub mod distribute;
 pub mod dns01;
 pub mod ingress;
 pub mod issuer;
+pub mod metrics;
 pub mod plan;
 pub mod webroot;
 pub mod x509;
@@ -25,13 +26,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{instrument, warn};
 
 use crate::acme::{self, Challenger, keys, solver::Http01};
 use crate::api::tls::{AcmeIssuer, RotationPolicy, TlsCertificate, TlsCertificateStatus};
-use crate::conditions::{self, Cond};
-use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
-use crate::telemetry::ErrorCategory;
+use crate::conditions::{self, Cond, CondType};
+use crate::context::{Call, Context, Error, FIELD_MANAGER};
+use crate::kit;
 use plan::Current;
 
 const KIND: &str = "TlsCertificate";
@@ -40,6 +40,8 @@ pub const ISSUER_ANNOTATION: &str = "nova.infra.dev/issuer";
 pub const CERTIFICATE_ANNOTATION: &str = "nova.infra.dev/certificate";
 /// A valid certificate is looked at again at least this often (ARI, a Secret edited by hand).
 const RECHECK: Duration = Duration::from_secs(8 * 3600);
+/// How a message in backoff says when the next attempt is.
+const NEXT_ATTEMPT: &str = "; next attempt at ";
 
 /// How issuance behaves; the defaults suit public CAs.
 #[derive(Clone, Debug)]
@@ -79,42 +81,25 @@ pub struct Shared {
     pub settings: Settings,
     pub http01: Http01,
     accounts: Mutex<HashMap<String, (String, issuer::Ready)>>,
-    /// Per TlsCertificate UID, the status this process last wrote (the watch cache may not
-    /// hold it yet; only the leader writes status, so it is the newest there is).
-    written: Mutex<HashMap<String, TlsCertificateStatus>>,
     roots: PathBuf,
 }
 
 impl Shared {
     pub fn new(settings: Settings, http01: Http01) -> Self {
         let roots = std::env::temp_dir().join(format!("nova-acme-roots-{}", std::process::id()));
-        Self {
-            settings,
-            http01,
-            accounts: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
-            roots,
-        }
+        Self { settings, http01, accounts: Mutex::new(HashMap::new()), roots }
     }
 
     fn cached(&self, issuer: &str, fingerprint: &str) -> Option<issuer::Ready> {
-        let map = self.accounts.lock().expect("accounts");
+        let map = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         map.get(issuer).filter(|(f, _)| f == fingerprint).map(|(_, r)| r.clone())
     }
 
     fn remember(&self, issuer: &str, fingerprint: &str, ready: issuer::Ready) {
-        self.accounts.lock().expect("accounts").insert(issuer.to_owned(), (fingerprint.to_owned(), ready));
-    }
-
-    fn last_written(&self, c: &TlsCertificate) -> Option<TlsCertificateStatus> {
-        let uid = c.uid()?;
-        self.written.lock().expect("written").get(&uid).cloned()
-    }
-
-    fn wrote(&self, c: &TlsCertificate, status: TlsCertificateStatus) {
-        if let Some(uid) = c.uid() {
-            self.written.lock().expect("written").insert(uid, status);
-        }
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(issuer.to_owned(), (fingerprint.to_owned(), ready));
     }
 
     /// The CA bundle of an issuer as a file (the ACME client reads roots from a path).
@@ -130,20 +115,14 @@ impl Shared {
     }
 }
 
-#[instrument(skip_all, fields(certificate = %c.name_any(), namespace = c.namespace().unwrap_or_default()))]
 pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&c, &ctx).await;
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(KIND, e.category());
-    }
-    result
+    let cx = ctx.clone();
+    kit::run(c, &ctx.kit, &ctx.status.certificates, &[], |c| async move { reconcile_inner(&c, &cx).await })
+        .await
 }
 
-pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(certificate = %c.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
-    requeue_after_error(err)
+pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
+    kit::error_policy(c, err, &ctx.kit)
 }
 
 /// The certificate and key found in the Secret, parsed.
@@ -173,7 +152,7 @@ async fn read_secret(c: &TlsCertificate, ctx: &Context, ns: &str) -> Result<Opti
 async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
     let ns = c.namespace().unwrap_or_default();
     let now = Timestamp::now();
-    let old = c.status.clone().unwrap_or_default();
+    let old = ctx.status.certificates.current(c);
     let found = read_secret(c, ctx, &ns).await?;
     // The status keeps a renewal time moved forward by ARI for the certificate it describes.
     let known = |cur: &Current| old.serial_number.as_deref() == Some(cur.leaf.serial.as_str());
@@ -188,7 +167,7 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
     let mut status = TlsCertificateStatus { conditions: old.conditions.clone(), ..old.clone() };
     if let Some(cur) = serving {
         describe(&mut status, cur, renewal.unwrap_or_else(|| plan::renewal_time(&cur.leaf, &c.spec)));
-        ctx.metrics.certificate(
+        ctx.metrics.certs.certificate(
             &ns,
             &c.name_any(),
             cur.leaf.not_after,
@@ -196,19 +175,23 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
         );
     }
     let ready = |serving: Option<&Current>| match serving {
-        Some(cur) => Cond::new("Ready", true, "Valid", format!("valid until {}", cur.leaf.not_after)),
-        None => Cond::new("Ready", false, "NotIssued", "no valid certificate in the Secret yet"),
+        Some(cur) => Cond::new(CondType::Ready, true, "Valid", format!("valid until {}", cur.leaf.not_after)),
+        None => Cond::new(CondType::Ready, false, "NotIssued", "no valid certificate in the Secret yet"),
     };
     let Some(reason) = reason else {
-        let cur = serving.expect("no reason to issue means a serving certificate");
+        let Some(cur) = serving else {
+            return Err(Error::Bug("no reason to issue, yet no certificate to serve".into()));
+        };
         // The server's renewal information can move renewal forward at any time (a revoked
         // or mis-issued certificate): asked on each reconcile when the server offers it.
         if let Some(at) = ari_point(c, ctx, cur).await? {
             describe(&mut status, cur, at);
-            ctx.metrics.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
+            ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
         }
-        let mut conds =
-            vec![ready(Some(cur)), Cond::new("Issuing", false, "UpToDate", "the certificate is current")];
+        let mut conds = vec![
+            ready(Some(cur)),
+            Cond::new(CondType::Issuing, false, "UpToDate", "the certificate is current"),
+        ];
         if let Some(f) = found.as_ref() {
             conds.extend(distributed(c, ctx, &f.chain, f.key_pem.as_deref().unwrap_or_default()).await?);
         }
@@ -225,39 +208,59 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
         let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
         let next = last + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
         if now < next {
-            let last_msg = conditions_message(&old, "Issuing");
-            let msg = format!("{last_msg}; next attempt at {next}");
-            let conds = [ready(serving), Cond::new("Issuing", false, "Backoff", msg)];
+            // The failure as it was reported, without the "next attempt" this branch adds: the
+            // message must come out the same on every reconcile of the window, or each write
+            // would trigger the next reconcile and grow the message.
+            let last = conditions_message(&old, "Issuing");
+            let failure = last.split(NEXT_ATTEMPT).next().unwrap_or_default();
+            let msg = format!("{failure}{NEXT_ATTEMPT}{next}");
+            let conds = [ready(serving), Cond::new(CondType::Issuing, false, "Backoff", msg)];
             write_status(c, ctx, status, &conds).await?;
             return Ok(Action::requeue(until(now, next)));
         }
     }
 
     let issuer_name = &c.spec.issuer_ref.name;
-    let Some(iss) = Api::<AcmeIssuer>::all(ctx.client.clone()).get_opt(issuer_name).await? else {
+    let iss = Api::<AcmeIssuer>::all(ctx.client.clone())
+        .get_opt(issuer_name)
+        .await
+        .call(|| format!("reading AcmeIssuer {issuer_name} (spec.issuerRef)"))?;
+    let Some(iss) = iss else {
         let msg = format!("AcmeIssuer {issuer_name:?} named in spec.issuerRef does not exist");
-        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-        write_status(c, ctx, status, &[ready(serving), Cond::new("Issuing", false, "IssuerNotFound", msg)])
-            .await?;
+        ctx.metrics.reconcile.blocked(KIND, "IssuerNotFound");
+        write_status(
+            c,
+            ctx,
+            status,
+            &[ready(serving), Cond::new(CondType::Issuing, false, "IssuerNotFound", msg)],
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
     };
     if let Some(msg) = unprovable(c, &iss) {
-        write_status(c, ctx, status, &[ready(serving), Cond::new("Issuing", false, "InvalidSpec", msg)])
-            .await?;
+        write_status(
+            c,
+            ctx,
+            status,
+            &[ready(serving), Cond::new(CondType::Issuing, false, "InvalidSpec", msg)],
+        )
+        .await?;
         return Ok(Action::await_change());
     }
-    let account = match issuer::account(&iss, ctx, false).await? {
+    let account = match issuer::account(&iss, ctx, false).await {
         Ok(a) => a,
-        Err((_, msg)) => {
-            let conds = [ready(serving), Cond::new("Issuing", false, "IssuerNotReady", msg)];
+        Err(e @ (Error::Blocked(_) | Error::Acme(_))) => {
+            let msg = e.to_string();
+            let conds = [ready(serving), Cond::new(CondType::Issuing, false, "IssuerNotReady", msg)];
             write_status(c, ctx, status, &conds).await?;
             return Ok(Action::requeue(Duration::from_secs(30)));
         }
+        Err(e) => return Err(e),
     };
 
     // Issuing: say so first, so `kubectl get` shows it while the order runs.
     let why = reason.to_string();
-    let conds = [ready(serving), Cond::new("Issuing", true, "Ordering", format!("ordering: {why}"))];
+    let conds = [ready(serving), Cond::new(CondType::Issuing, true, "Ordering", format!("ordering: {why}"))];
     write_status(c, ctx, status.clone(), &conds).await?;
     let started = Instant::now();
     // A renewal names the certificate it replaces (RFC 9773), when the server takes ARI.
@@ -266,20 +269,20 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
         _ => None,
     };
     let outcome = order(c, ctx, &iss, &account, found.as_ref(), replaces.as_deref()).await;
-    ctx.metrics.issued(outcome.is_ok(), started.elapsed());
+    ctx.metrics.certs.issued(outcome.is_ok(), started.elapsed());
     let conds_now = Timestamp::now();
     match outcome {
         Ok(chain_and_key) => {
             let (chain, key) = chain_and_key;
             let leaf = x509::leaf(&chain)
-                .map_err(|e| Error::InvalidSpec(format!("the ACME server's chain: {e}")))?;
+                .map_err(|e| Error::Acme(format!("the ACME server sent an unreadable chain: {e}")))?;
             write_secret(c, ctx, &ns, &chain, &key).await?;
             let cur = Current { leaf, key_matches: true, issuer: Some(issuer_name.clone()) };
             let at = ari_renewal(&account, &cur, &c.spec).await;
             describe(&mut status, &cur, at);
             status.failed_issuance_attempts = None;
             status.last_failure_time = None;
-            ctx.metrics.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
+            ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
             let msg = format!(
                 "issued serial {} for {} ({why}); valid until {}, renewal at {at}",
                 cur.leaf.serial,
@@ -287,7 +290,7 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
                 cur.leaf.not_after
             );
             publish(ctx, c, EventType::Normal, "Issued", &msg).await;
-            let mut conds = vec![ready(Some(&cur)), Cond::new("Issuing", false, "Issued", msg)];
+            let mut conds = vec![ready(Some(&cur)), Cond::new(CondType::Issuing, false, "Issued", msg)];
             conds.extend(distributed(c, ctx, &chain, &key).await?);
             write_status(c, ctx, status, &conds).await?;
             Ok(Action::requeue(until(conds_now, at).min(recheck(&conds))))
@@ -302,9 +305,10 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
             publish(ctx, c, EventType::Warning, "IssuanceFailed", &text).await;
             let mut ready = ready(serving);
             if serving.is_none() {
-                ready = Cond::new("Ready", false, "IssuanceFailed", &text);
+                ready = Cond::new(CondType::Ready, false, "IssuanceFailed", &text);
             }
-            write_status(c, ctx, status, &[ready, Cond::new("Issuing", false, "Failed", text)]).await?;
+            write_status(c, ctx, status, &[ready, Cond::new(CondType::Issuing, false, "Failed", text)])
+                .await?;
             Ok(Action::requeue(wait))
         }
     }
@@ -323,22 +327,22 @@ async fn distributed(
     let (done, failed) = distribute::run(c, ctx, d, chain, key).await?;
     if failed.is_empty() {
         return Ok(Some(Cond::new(
-            "Distributed",
+            CondType::Distributed,
             true,
             "Installed",
             format!("installed on {}", done.join(", ")),
         )));
     }
     let msg = failed.join("; ");
-    if conditions::is_true(&c.status.clone().unwrap_or_default().conditions, "Distributed") != Some(false) {
+    if conditions::is_true(&ctx.status.certificates.current(c).conditions, "Distributed") != Some(false) {
         publish(ctx, c, EventType::Warning, "DistributionFailed", &msg).await;
     }
-    Ok(Some(Cond::new("Distributed", false, "Failed", msg)))
+    Ok(Some(Cond::new(CondType::Distributed, false, "Failed", msg)))
 }
 
 /// Hosts that did not take the certificate are tried again within a minute.
 fn recheck(conds: &[Cond]) -> Duration {
-    if conds.iter().any(|c| c.type_ == "Distributed" && !c.status) {
+    if conds.iter().any(|c| c.type_ == CondType::Distributed && !c.status) {
         Duration::from_secs(60)
     } else {
         RECHECK
@@ -408,10 +412,17 @@ async fn ari_point(c: &TlsCertificate, ctx: &Context, cur: &Current) -> Result<O
     if cur.leaf.ari_id.is_none() {
         return Ok(None);
     }
-    let Some(iss) = Api::<AcmeIssuer>::all(ctx.client.clone()).get_opt(&c.spec.issuer_ref.name).await? else {
-        return Ok(None);
+    let name = &c.spec.issuer_ref.name;
+    let iss = Api::<AcmeIssuer>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .call(|| format!("reading AcmeIssuer {name} (spec.issuerRef)"))?;
+    let Some(iss) = iss else { return Ok(None) };
+    let account = match issuer::account(&iss, ctx, false).await {
+        Ok(a) => a,
+        Err(Error::Blocked(_) | Error::Acme(_)) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let Ok(account) = issuer::account(&iss, ctx, false).await? else { return Ok(None) };
     Ok(Some(ari_renewal(&account, cur, &c.spec).await))
 }
 
@@ -455,9 +466,9 @@ async fn order(
             let hosts = distribute::selected_hosts(ctx, &d.hosts).await.map_err(|e| e.to_string())?;
             let mut conns = Vec::new();
             for h in &hosts {
-                match crate::host::connect(h, ctx).await.map_err(|e| e.to_string())? {
+                match crate::host::connect(h, ctx).await {
                     Ok(conn) => conns.push((h.name_any(), conn)),
-                    Err(msg) => return Err(format!("webroot solver: {msg}")),
+                    Err(e) => return Err(format!("webroot solver: {e}")),
                 }
             }
             if conns.is_empty() {
@@ -474,7 +485,7 @@ async fn order(
                 "spec.solvers[].dns01.rfc2136.tsigSecretRef",
             )
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|e| e.to_string())?;
             use base64::Engine;
             let text = String::from_utf8_lossy(&secret);
             let key = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| {
@@ -556,30 +567,14 @@ async fn write_secret(
     Ok(())
 }
 
+/// Writes status through the kit (only when it changed against what this process last wrote).
 async fn write_status(
     c: &TlsCertificate,
     ctx: &Context,
-    mut new: TlsCertificateStatus,
+    new: TlsCertificateStatus,
     conds: &[Cond],
 ) -> Result<(), Error> {
-    let old = c.status.clone().unwrap_or_default();
-    let generation = c.metadata.generation;
-    new.observed_generation = generation;
-    // Conditions merge against what this reconcile last wrote, not only the cached object.
-    let base = ctx.certs.last_written(c).unwrap_or_else(|| old.clone());
-    new.conditions = conditions::merge(&base.conditions, conds, generation, Timestamp::now());
-    if new == base {
-        return Ok(());
-    }
-    if conds.iter().any(|c| c.type_ == "Ready" && !c.status && c.reason != "NotIssued")
-        && conditions::is_true(&base.conditions, "Ready") == Some(true)
-    {
-        publish(ctx, c, EventType::Warning, "NotReady", &conds[0].message).await;
-    }
-    let api: Api<TlsCertificate> = Api::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&c.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
-    ctx.certs.wrote(c, new);
+    ctx.status.certificates.write(&ctx.kit, c, new, conds).await?;
     Ok(())
 }
 

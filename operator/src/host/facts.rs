@@ -50,6 +50,25 @@ fn gpu(csv: &str) -> Option<GpuFacts> {
     })
 }
 
+/// A GPU temperature change smaller than this is not written to status: readings wander by a
+/// degree or two from minute to minute, and each write would wake every watcher of Hosts.
+pub const TEMPERATURE_STEP: i32 = 5;
+
+/// `new` with volatile readings kept as `old` had them unless they moved by a step worth
+/// writing (see [`TEMPERATURE_STEP`]).
+pub fn steady(old: Option<&HostFacts>, mut new: HostFacts) -> HostFacts {
+    let Some(old) = old else { return new };
+    for (i, g) in new.gpus.iter_mut().enumerate() {
+        let before = old.gpus.get(i).filter(|o| o.name == g.name).and_then(|o| o.temperature_celsius);
+        if let (Some(b), Some(now)) = (before, g.temperature_celsius)
+            && (now - b).abs() < TEMPERATURE_STEP
+        {
+            g.temperature_celsius = Some(b);
+        }
+    }
+    new
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +121,28 @@ mod tests {
     fn garbage_yields_fewer_facts_not_errors() {
         let f = parse("cpus=lots\nmemory_kib=\nnonsense\nos=\ngpu=\n");
         assert_eq!(f, HostFacts::default());
+    }
+
+    #[test]
+    fn small_temperature_changes_do_not_change_the_facts() {
+        let gpu = |t| crate::api::host::GpuFacts {
+            name: "H100".into(),
+            temperature_celsius: Some(t),
+            ..Default::default()
+        };
+        let with = |t| HostFacts { gpus: vec![gpu(t)], ..Default::default() };
+        assert_eq!(steady(Some(&with(50)), with(53)), with(50), "3 degrees: unchanged");
+        assert_eq!(steady(Some(&with(50)), with(47)), with(50));
+        assert_eq!(steady(Some(&with(50)), with(55)), with(55), "a step worth writing");
+        assert_eq!(steady(None, with(53)), with(53));
+        let other = HostFacts {
+            gpus: vec![crate::api::host::GpuFacts {
+                name: "A100".into(),
+                temperature_celsius: Some(52),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(steady(Some(&with(50)), other.clone()), other, "another GPU: its own reading");
     }
 }

@@ -8,60 +8,74 @@ pub mod facts;
 pub mod services;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{instrument, warn};
 
 use crate::api::host::{Host, HostKeyPolicy, HostStatus};
-use crate::conditions::{self, Cond};
-use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
+use crate::conditions::{self, Cond, CondType};
+use crate::context::{Blocked, Call, Context, Error};
+use crate::kit;
 use crate::ssh;
-use crate::telemetry::ErrorCategory;
 
 const KIND: &str = "Host";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Facts are refreshed this often (GPU temperature, Docker appearing, ...).
 const REFRESH: Duration = Duration::from_secs(300);
 
-#[instrument(skip_all, fields(host = %h.name_any()))]
 pub async fn reconcile(h: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&h, &ctx).await;
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(KIND, e.category());
-    }
-    result
+    let c = ctx.clone();
+    kit::run(h, &ctx.kit, &ctx.status.hosts, &[CondType::Reachable], |h| async move {
+        reconcile_inner(&h, &c).await
+    })
+    .await
 }
 
-pub fn error_policy(h: Arc<Host>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(host = %h.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
-    requeue_after_error(err)
+pub fn error_policy(h: Arc<Host>, err: &Error, ctx: Arc<Context>) -> Action {
+    kit::error_policy(h, err, &ctx.kit)
 }
 
-/// The private key from the Host's Secret, or why there is none (never the key itself).
-async fn private_key(h: &Host, ctx: &Context) -> Result<Result<russh::keys::PrivateKey, String>, Error> {
+/// The private key from the Host's Secret; blocked, naming the field, when there is none (the
+/// message never holds the key).
+async fn private_key(h: &Host, ctx: &Context) -> Result<russh::keys::PrivateKey, Error> {
     let r = &h.spec.ssh_key_secret_ref;
     let ns = &ctx.namespace;
-    let Some(secret) = Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(&r.name).await? else {
-        return Ok(Err(format!(
-            "Secret {:?} named in spec.sshKeySecretRef does not exist in namespace {ns} (the operator's)",
-            r.name
-        )));
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&r.name)
+        .await
+        .call(|| format!("reading Secret {ns}/{} (spec.sshKeySecretRef of Host {})", r.name, h.name_any()))?;
+    let Some(secret) = secret else {
+        return Err(Blocked::new(
+            "MissingKey",
+            format!(
+                "Host {}: Secret {:?} named in spec.sshKeySecretRef does not exist in namespace {ns} (the operator's)",
+                h.name_any(),
+                r.name
+            ),
+        )
+        .retry(Duration::from_secs(30))
+        .into());
     };
     let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(&r.key)) else {
-        return Ok(Err(format!("Secret {ns}/{} has no key {:?} (spec.sshKeySecretRef.key)", r.name, r.key)));
+        let msg = format!(
+            "Host {}: Secret {ns}/{} has no key {:?} (spec.sshKeySecretRef.key)",
+            h.name_any(),
+            r.name,
+            r.key
+        );
+        return Err(Blocked::new("MissingKey", msg).retry(Duration::from_secs(30)).into());
     };
     let source = format!("Secret {ns}/{} key {:?}", r.name, r.key);
     let pem = String::from_utf8_lossy(&bytes.0);
-    Ok(ssh::private_key(&pem, &source).map_err(|e| e.to_string()))
+    ssh::private_key(&pem, &source).map_err(|e| {
+        Blocked::new("MissingKey", format!("Host {}: {e}", h.name_any()))
+            .retry(Duration::from_secs(30))
+            .into()
+    })
 }
 
 /// Where and how to reach `h`: its address, the key to log in with, and the server key to
@@ -90,36 +104,21 @@ pub fn target(
     })
 }
 
-/// Connects to `h` as the Host controller does, for other controllers that deploy to it. The
-/// inner error is a message for status (it never holds key material).
-pub async fn connect(h: &Host, ctx: &Context) -> Result<Result<ssh::Connection, String>, Error> {
-    let key = match private_key(h, ctx).await? {
-        Ok(k) => k,
-        Err(msg) => return Ok(Err(format!("Host {}: {msg}", h.name_any()))),
-    };
+/// Connects to `h` as the Host controller does, for other controllers that deploy to it: blocked
+/// when its key or host-key settings are missing, a Host error (counted, retried) when it cannot
+/// be reached. Messages never hold key material.
+pub async fn connect(h: &Host, ctx: &Context) -> Result<ssh::Connection, Error> {
+    let key = private_key(h, ctx).await?;
     let recorded = h.status.as_ref().and_then(|s| s.recorded_host_key.clone());
-    let target = match target(h, key, recorded) {
-        Ok(t) => t,
-        Err(msg) => return Ok(Err(format!("Host {}: {msg}", h.name_any()))),
-    };
-    Ok(ctx.ssh.get(&target, 3).await.map_err(|e| format!("Host {}: {e}", h.name_any())))
+    let target =
+        target(h, key, recorded).map_err(|msg| Blocked::invalid(format!("Host {}: {msg}", h.name_any())))?;
+    ctx.ssh.get(&target, 3).await.map_err(|e| Error::Host(format!("Host {}: {e}", h.name_any())))
 }
 
 async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
-    let old = h.status.clone().unwrap_or_default();
-    let key = match private_key(h, ctx).await? {
-        Ok(k) => k,
-        Err(msg) => {
-            let conds = [
-                Cond::new("Reachable", false, "MissingKey", &msg),
-                Cond::new("Ready", false, "MissingKey", &msg),
-            ];
-            write_status(h, ctx, old.clone(), &conds).await?;
-            ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-    };
-    let target = target(h, key, old.recorded_host_key.clone()).map_err(Error::InvalidSpec)?;
+    let old = ctx.status.hosts.current(h);
+    let key = private_key(h, ctx).await?;
+    let target = target(h, key, old.recorded_host_key.clone()).map_err(Blocked::invalid)?;
     let conn = match ctx.ssh.get(&target, 3).await {
         Ok(c) => c,
         Err(e) => {
@@ -130,17 +129,27 @@ async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
                 _ => "Unreachable",
             };
             let msg = e.to_string();
+            // A refusal will not fix itself: the user must act (blocked). An unreachable host
+            // may come back: a failure, counted and retried with backoff.
+            if !e.transient() {
+                // The writer announces the stall; a different refusal while stalled gets its own.
+                let stalled = conditions::is_true(&old.conditions, "Stalled") == Some(true);
+                if stalled && !old.conditions.iter().any(|c| c.type_ == "Reachable" && c.reason == reason) {
+                    publish(ctx, h, EventType::Warning, reason, &msg).await;
+                }
+                return Err(Blocked::new(reason, msg).retry(REFRESH).into());
+            }
             if conditions::is_true(&old.conditions, "Reachable") != Some(false)
                 || old.conditions.iter().any(|c| c.type_ == "Reachable" && c.reason != reason)
             {
                 publish(ctx, h, EventType::Warning, reason, &msg).await;
             }
-            let conds =
-                [Cond::new("Reachable", false, reason, &msg), Cond::new("Ready", false, reason, &msg)];
+            let conds = [
+                Cond::new(CondType::Reachable, false, reason, &msg),
+                Cond::new(CondType::Ready, false, reason, &msg),
+            ];
             write_status(h, ctx, old.clone(), &conds).await?;
-            // A refusal will not fix itself soon; an unreachable host may.
-            let again = if e.transient() { Duration::from_secs(30) } else { REFRESH };
-            return Ok(Action::requeue(again));
+            return Err(Error::Host(msg));
         }
     };
     let result = gather(h, ctx, &conn, old).await;
@@ -151,12 +160,12 @@ async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
 
 async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus) -> Result<(), Error> {
     let facts = match conn.run(facts::SCRIPT, COMMAND_TIMEOUT).await {
-        Ok(out) => facts::parse(&out),
+        Ok(out) => facts::steady(old.facts.as_ref(), facts::parse(&out)),
         Err(e) => {
             let msg = format!("connected, but gathering facts failed: {e}");
             let conds = [
-                Cond::new("Reachable", true, "Connected", &msg),
-                Cond::new("Ready", false, "FactsFailed", &msg),
+                Cond::new(CondType::Reachable, true, "Connected", &msg),
+                Cond::new(CondType::Ready, false, "FactsFailed", &msg),
             ];
             write_status(h, ctx, old, &conds).await?;
             return Ok(());
@@ -184,9 +193,9 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
         h.spec.port,
         fingerprint.unwrap_or_default()
     );
-    let mut conds = vec![Cond::new("Reachable", true, "Connected", &reach)];
+    let mut conds = vec![Cond::new(CondType::Reachable, true, "Connected", &reach)];
     match &h.spec.bootstrap {
-        None => conds.push(Cond::new("Ready", true, "FactsGathered", "reachable, facts gathered")),
+        None => conds.push(Cond::new(CondType::Ready, true, "FactsGathered", "reachable, facts gathered")),
         Some(_) => {
             let (bootstrapped, ready) = run_bootstrap(h, ctx, conn, &mut new).await?;
             conds.push(bootstrapped);
@@ -209,8 +218,8 @@ async fn run_bootstrap(
         Err(e) => {
             let msg = e.to_string();
             return Ok((
-                Cond::new("Bootstrapped", false, "InvalidSpec", &msg),
-                Cond::new("Ready", false, "InvalidSpec", &msg),
+                Cond::new(CondType::Bootstrapped, false, "InvalidSpec", &msg),
+                Cond::new(CondType::Ready, false, "InvalidSpec", &msg),
             ));
         }
     };
@@ -221,8 +230,8 @@ async fn run_bootstrap(
             let msg = format!("bootstrap did not complete: {e}");
             publish(ctx, h, EventType::Warning, "BootstrapFailed", &msg).await;
             return Ok((
-                Cond::new("Bootstrapped", false, "Failed", &msg),
-                Cond::new("Ready", false, "BootstrapFailed", &msg),
+                Cond::new(CondType::Bootstrapped, false, "Failed", &msg),
+                Cond::new(CondType::Ready, false, "BootstrapFailed", &msg),
             ));
         }
     };
@@ -246,27 +255,13 @@ async fn run_bootstrap(
         st.last_bootstrap_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
     }
     let counts = format!("{} steps, {} changed", report.len(), changed.len());
-    let ready = Cond::new("Ready", true, "Bootstrapped", &counts);
-    Ok((Cond::new("Bootstrapped", true, "Converged", &counts), ready))
+    let ready = Cond::new(CondType::Ready, true, "Bootstrapped", &counts);
+    Ok((Cond::new(CondType::Bootstrapped, true, "Converged", &counts), ready))
 }
 
-/// Writes status when it changed; a transition of Reachable to true is an event.
-async fn write_status(h: &Host, ctx: &Context, mut new: HostStatus, conds: &[Cond]) -> Result<(), Error> {
-    let old = h.status.clone().unwrap_or_default();
-    let generation = h.metadata.generation;
-    new.observed_generation = generation;
-    new.conditions = conditions::merge(&old.conditions, conds, generation, Timestamp::now());
-    if new == old {
-        return Ok(());
-    }
-    if conds.iter().any(|c| c.type_ == "Reachable" && c.status)
-        && conditions::is_true(&old.conditions, "Reachable") != Some(true)
-    {
-        publish(ctx, h, EventType::Normal, "Reachable", &conds[0].message).await;
-    }
-    let api: Api<Host> = Api::all(ctx.client.clone());
-    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&h.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+/// Writes status through the kit; a transition of Reachable to true is an event.
+async fn write_status(h: &Host, ctx: &Context, new: HostStatus, conds: &[Cond]) -> Result<(), Error> {
+    ctx.status.hosts.write(&ctx.kit, h, new, conds).await?;
     Ok(())
 }
 

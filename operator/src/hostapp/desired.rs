@@ -123,13 +123,19 @@ fn invalid(e: render::Invalid) -> String {
     e.to_string()
 }
 
+/// `<namespace>-<name>`, the name of everything the Platform has on a host.
+pub fn app_id(p: &Platform) -> Result<String, String> {
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    validate::name("metadata.namespace and metadata.name (joined by '-')", &format!("{ns}-{name}"))
+        .map_err(invalid)
+}
+
 /// The application a host-targeted Platform describes.
 pub fn app(p: &Platform) -> Result<App, String> {
     let s = &p.spec;
-    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    let id = app_id(p)?;
     let name = p.metadata.name.as_deref().unwrap_or_default();
-    let id = validate::name("metadata.namespace and metadata.name (joined by '-')", &format!("{ns}-{name}"))
-        .map_err(invalid)?;
     let compose =
         s.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| h.runtime) == Some(HostRuntime::Compose);
     let runtime = if compose {

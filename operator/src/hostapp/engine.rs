@@ -472,6 +472,47 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> 
     Ok(!installed)
 }
 
+/// Shell that removes everything of application `id` from a host: both colours' units (their
+/// compose projects first), environment, compose and state files, the work directory, and the
+/// nginx site with its include; then nginx is checked and reloaded, other sites untouched.
+/// Idempotent: a second run finds nothing and changes nothing.
+pub fn removal_script(id: &str) -> String {
+    let mut colours = String::new();
+    for c in [Color::Blue, Color::Green] {
+        let unit = format!("nova-{id}-{c}.service");
+        let compose = format!("/etc/nova/apps/{id}/{c}.compose.yaml");
+        colours += &format!(
+            "if [ -f {f} ] && [ -x {w} ]; then {w} -p {p} -f {f} down --remove-orphans -t 30 >/dev/null 2>&1 || true; fi; \
+             if [ -f {up} ]; then systemctl disable --now {u} >/dev/null 2>&1 || true; rm -f {up}; reload=1; fi; ",
+            f = quote(&compose),
+            w = quote(desired::COMPOSE_WRAPPER),
+            p = quote(&format!("nova-{id}-{c}")),
+            u = quote(&unit),
+            up = quote(&format!("/etc/systemd/system/{unit}")),
+        );
+    }
+    let site = quote(&format!("/etc/nginx/sites-enabled/nova-{id}.conf"));
+    let include = quote(&format!("{NGINX_INCLUDE_DIR}/proxy_{id}.conf"));
+    format!(
+        "set -e; reload=; {colours}if [ -n \"$reload\" ]; then systemctl daemon-reload; fi; \
+         rm -rf {etc} {state} {work}; \
+         if [ -e {site} ] || [ -e {include} ]; then rm -f {site} {include}; \
+         if systemctl is-active -q nginx; then nginx -t -q; {RELOAD}; fi; fi",
+        etc = quote(&format!("/etc/nova/apps/{id}")),
+        state = quote(&format!("/var/lib/nova/state/{id}")),
+        work = quote(&format!("/var/lib/nova/apps/{id}")),
+    )
+}
+
+/// Removes application `id` from a host (see [`removal_script`]).
+pub async fn remove(h: &HostConn, id: &str) -> Result<(), Error> {
+    h.conn
+        .run(&removal_script(id), Duration::from_secs(300))
+        .await
+        .map_err(|e| step_err(h, "removing the application", e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,105 +1,103 @@
 //! The Platform controller on Kubernetes: Platform → Deployment, Service, Ingress by
 //! server-side apply, then status from what the cluster reports.
 
+pub mod cleanup;
 pub mod desired;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
-use tracing::{instrument, warn};
 
 use crate::api::bluegreen::BlueGreenDeployment;
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::apply::{delete_if_owned, ensure};
-use crate::conditions::{self, Cond};
-use crate::context::{Context, Error, FIELD_MANAGER, requeue_after_error};
-use crate::telemetry::ErrorCategory;
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Context, Error, FIELD_MANAGER};
+use crate::kit::{self, Finalized};
 
 const KIND: &str = "Platform";
 
-#[instrument(skip_all, fields(platform = %p.name_any(), namespace = p.namespace().unwrap_or_default()))]
 pub async fn reconcile(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&p, &ctx).await;
-    ctx.metrics.reconciled(KIND, started.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(KIND, e.category());
+    let c = ctx.clone();
+    kit::run(p, &ctx.kit, &ctx.status.platforms, &[CondType::Degraded], |p| reconcile_inner(p, c)).await
+}
+
+pub fn error_policy(p: Arc<Platform>, err: &Error, ctx: Arc<Context>) -> Action {
+    kit::error_policy(p, err, &ctx.kit)
+}
+
+fn targets_hosts(p: &Platform) -> bool {
+    p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
+}
+
+async fn reconcile_inner(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = p.namespace().ok_or_else(|| Error::Bug("a Platform without a namespace".into()))?;
+    let has_finalizer = p.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER);
+    if !targets_hosts(&p) && !has_finalizer {
+        return on_kubernetes(&p, &ctx, &ns).await;
     }
-    result
+    // On hosts Nova makes what owner references cannot remove: units, files, the nginx site.
+    let api: Api<Platform> = Api::namespaced(ctx.client.clone(), &ns);
+    kit::finalized(&api, p, |event| async move {
+        match event {
+            Finalized::Apply(p) if targets_hosts(&p) => on_hosts(&p, &ctx, &ns).await,
+            Finalized::Apply(p) => on_kubernetes(&p, &ctx, &ns).await,
+            Finalized::Cleanup(p) => cleanup::hosts(&p, &ctx).await,
+        }
+    })
+    .await
 }
 
-pub fn error_policy(p: Arc<Platform>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(platform = %p.name_any(), error = %err, category = err.category().as_str(), "reconcile failed");
-    requeue_after_error(err)
-}
-
-async fn reconcile_inner(p: &Platform, ctx: &Context) -> Result<Action, Error> {
-    let ns = p.namespace().ok_or_else(|| Error::InvalidSpec("a Platform is namespaced".into()))?;
+async fn on_kubernetes(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, Error> {
     let name = p.name_any();
-
     let generation = p.metadata.generation.unwrap_or_default();
     let uid = p.uid().unwrap_or_default();
-    let settled = ctx.applied.lock().expect("applied map").get(&uid) == Some(&generation);
-    if p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
-        return on_hosts(p, ctx, &ns, settled).await;
-    }
+    let settled = ctx.settled(&uid, generation);
 
-    let mut missing = missing_dependencies(p, ctx, &ns).await?;
-    if !settled && let Some(problem) = auto_certificate(p, ctx, &ns).await? {
+    let mut missing = missing_dependencies(p, ctx, ns).await?;
+    if !settled && let Some(problem) = auto_certificate(p, ctx, ns).await? {
         missing.push(problem);
     }
     if !missing.is_empty() {
         // Nothing is applied until every reference resolves: pods that cannot start would only
         // replace healthy ones.
-        let msg = missing.join("; ");
-        let conds = [
-            Cond::new("Ready", false, "MissingDependency", &msg),
-            Cond::new("Degraded", true, "MissingDependency", &msg),
-        ];
-        update_status(p, ctx, &conds, None, None).await?;
-        // Not an error of the reconcile, but a Platform that cannot progress: count it so it
-        // can be alerted on.
-        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-        return Ok(Action::requeue(Duration::from_secs(15)));
+        return Err(Blocked::missing(missing.join("; ")).into());
     }
 
     // After a spec change (or a restart) everything is applied; otherwise only what drifted.
     if p.spec.strategy.as_ref().is_some_and(|s| s.type_ == StrategyType::BlueGreen) {
-        return blue_green(p, ctx, &ns, settled).await;
+        return blue_green(p, ctx, ns, settled).await;
     }
 
     let children = desired::children(p);
     let deployment =
-        ensure(&ctx.client, &ctx.children.deployments, &ns, &name, &children.deployment, settled).await?;
-    ensure(&ctx.client, &ctx.children.services, &ns, &name, &children.service, settled).await?;
+        ensure(&ctx.client, &ctx.children.deployments, ns, &name, &children.deployment, settled).await?;
+    ensure(&ctx.client, &ctx.children.services, ns, &name, &children.service, settled).await?;
     match &children.ingress {
         Some(ing) => {
-            ensure(&ctx.client, &ctx.children.ingresses, &ns, &name, ing, settled).await?;
+            ensure(&ctx.client, &ctx.children.ingresses, ns, &name, ing, settled).await?;
         }
-        None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(&ns)).is_none() => {}
-        None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), &ns), &name, p).await?,
+        None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(ns)).is_none() => {}
+        None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), ns), &name, p).await?,
     }
-    ctx.applied.lock().expect("applied map").insert(uid, generation);
+    ctx.mark_applied(uid, generation);
 
     // The database is written on a new revision only, not on every steady-state reconcile.
-    let known = p.status.as_ref().and_then(|s| s.active_revision.as_ref()) == Some(&children.revision);
-    if !known {
-        let first_time =
-            ctx.state.record_release(KIND, &ns, &name, &children.revision, &p.spec.image).await?;
+    let current = ctx.status.platforms.current(p);
+    if current.active_revision.as_ref() != Some(&children.revision) {
+        let first_time = ctx.state.record_release(KIND, ns, &name, &children.revision, &p.spec.image).await?;
         let (action, reason) =
             if first_time { ("apply", "RevisionApplied") } else { ("reapply", "RevisionReapplied") };
         let detail = format!("revision {} (image {})", children.revision, p.spec.image);
-        ctx.state.audit(KIND, &ns, &name, action, &detail).await?;
+        ctx.state.audit(KIND, ns, &name, action, &detail).await?;
         publish(ctx, p, EventType::Normal, reason, &detail).await;
     }
 
@@ -195,40 +193,22 @@ async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Res
         None if settled && ctx.children.ingresses.get(&ObjectRef::new(&name).within(ns)).is_none() => {}
         None => delete_if_owned(&Api::<Ingress>::namespaced(ctx.client.clone(), ns), &name, p).await?,
     }
-    ctx.applied
-        .lock()
-        .expect("applied map")
-        .insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+    ctx.mark_applied(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
     mirror(p, ctx, &live).await
 }
 
 /// Target hosts: the Platform owns a BlueGreenDeployment of the same name that deploys to the
 /// selected Hosts over SSH (see `bluegreen::hosts`); a spec hosts cannot run is refused here,
 /// before anything is created.
-async fn on_hosts(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Result<Action, Error> {
-    if let Err(msg) = crate::hostapp::desired::app(p) {
-        let conds = [
-            Cond::new("Ready", false, "InvalidSpec", &msg),
-            Cond::new("Degraded", true, "InvalidSpec", &msg),
-        ];
-        update_status(p, ctx, &conds, None, None).await?;
-        return Ok(Action::await_change());
-    }
+async fn on_hosts(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+    crate::hostapp::desired::app(p).map_err(Blocked::invalid)?;
+    let settled = ctx.settled(&p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
     if !settled && let Some(problem) = auto_certificate(p, ctx, ns).await? {
-        let conds = [
-            Cond::new("Ready", false, "MissingDependency", &problem),
-            Cond::new("Degraded", true, "MissingDependency", &problem),
-        ];
-        update_status(p, ctx, &conds, None, None).await?;
-        ctx.metrics.failed(KIND, ErrorCategory::MissingDependency);
-        return Ok(Action::requeue(Duration::from_secs(15)));
+        return Err(Blocked::missing(problem).into());
     }
     let bgd = desired::bluegreen_on_hosts(p);
     let live = ensure(&ctx.client, &ctx.children.bluegreens, ns, &p.name_any(), &bgd, settled).await?;
-    ctx.applied
-        .lock()
-        .expect("applied map")
-        .insert(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
+    ctx.mark_applied(p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
     mirror(p, ctx, &live).await
 }
 
@@ -238,10 +218,10 @@ async fn mirror(p: &Platform, ctx: &Context, live: &BlueGreenDeployment) -> Resu
     // still starting.
     let st = live.status.clone().unwrap_or_default();
     let fresh = st.observed_generation == live.metadata.generation;
-    let conds: Vec<Cond> = ["Ready", "Progressing", "Degraded"]
+    let conds: Vec<Cond> = [CondType::Ready, CondType::Progressing, CondType::Degraded]
         .into_iter()
         .filter_map(|t| {
-            let c = st.conditions.iter().find(|c| c.type_ == t && fresh)?;
+            let c = st.conditions.iter().find(|c| c.type_ == t.as_str() && fresh)?;
             let reason: &'static str = match c.reason.as_str() {
                 "Healthy" => "Healthy",
                 "Complete" => "Complete",
@@ -251,7 +231,7 @@ async fn mirror(p: &Platform, ctx: &Context, live: &BlueGreenDeployment) -> Resu
         })
         .collect();
     let conds = if conds.is_empty() {
-        vec![Cond::new("Ready", false, "RollingOut", "waiting for the BlueGreenDeployment")]
+        vec![Cond::new(CondType::Ready, false, "RollingOut", "waiting for the BlueGreenDeployment")]
     } else {
         conds
     };
@@ -277,28 +257,28 @@ fn rollout_conditions(p: &Platform, d: &Deployment) -> (Vec<Cond>, Option<i32>) 
     let msg = format!("{available} of {want} replicas available, {updated} updated");
     let conds = if done {
         vec![
-            Cond::new("Ready", true, "Available", &msg),
-            Cond::new("Progressing", false, "Complete", &msg),
-            Cond::new("Degraded", false, "Available", ""),
+            Cond::new(CondType::Ready, true, "Available", &msg),
+            Cond::new(CondType::Progressing, false, "Complete", &msg),
+            Cond::new(CondType::Degraded, false, "Available", ""),
         ]
     } else if deadline_exceeded {
         let why = format!("the rollout exceeded its progress deadline: {msg}");
         vec![
-            Cond::new("Ready", false, "ProgressDeadlineExceeded", &why),
-            Cond::new("Progressing", false, "ProgressDeadlineExceeded", &why),
-            Cond::new("Degraded", true, "ProgressDeadlineExceeded", &why),
+            Cond::new(CondType::Ready, false, "ProgressDeadlineExceeded", &why),
+            Cond::new(CondType::Progressing, false, "ProgressDeadlineExceeded", &why),
+            Cond::new(CondType::Degraded, true, "ProgressDeadlineExceeded", &why),
         ]
     } else {
         vec![
-            Cond::new("Ready", false, "RollingOut", &msg),
-            Cond::new("Progressing", true, "RollingOut", &msg),
-            Cond::new("Degraded", false, "RollingOut", ""),
+            Cond::new(CondType::Ready, false, "RollingOut", &msg),
+            Cond::new(CondType::Progressing, true, "RollingOut", &msg),
+            Cond::new(CondType::Degraded, false, "RollingOut", ""),
         ]
     };
     (conds, ready)
 }
 
-/// Writes status only when it changed, and emits an event for each real transition.
+/// Writes status through the kit (only when it changed; events on condition changes).
 async fn update_status(
     p: &Platform,
     ctx: &Context,
@@ -306,36 +286,14 @@ async fn update_status(
     ready_replicas: Option<i32>,
     revision: Option<String>,
 ) -> Result<(), Error> {
-    let old = p.status.clone().unwrap_or_default();
-    let generation = p.metadata.generation;
+    let old = ctx.status.platforms.current(p);
     let new = PlatformStatus {
-        observed_generation: generation,
         url: Some(desired::url(p)),
         ready_replicas: ready_replicas.or(old.ready_replicas),
         active_revision: revision.or(old.active_revision.clone()),
-        conditions: conditions::merge(&old.conditions, conds, generation, Timestamp::now()),
+        ..old
     };
-    if new == old {
-        return Ok(());
-    }
-    for c in conds {
-        let before = conditions::is_true(&old.conditions, c.type_);
-        if before == Some(c.status) {
-            continue;
-        }
-        let event = match (c.type_, c.status) {
-            ("Ready", true) => Some(EventType::Normal),
-            ("Ready", false) if before == Some(true) => Some(EventType::Warning),
-            ("Degraded", true) => Some(EventType::Warning),
-            _ => None,
-        };
-        if let Some(type_) = event {
-            publish(ctx, p, type_, c.reason, &c.message).await;
-        }
-    }
-    let api: Api<Platform> = Api::namespaced(ctx.client.clone(), &p.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": KIND, "status": new});
-    api.patch_status(&p.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    ctx.status.platforms.write(&ctx.kit, p, new, conds).await?;
     Ok(())
 }
 

@@ -182,7 +182,7 @@ fn failing_health_gate_degrades_without_switching() {
     assert_eq!(p.phase, Phase::Degraded);
     assert_eq!(
         p.conditions[2],
-        Cond::new("Degraded", true, "HealthGateFailed", p.conditions[2].message.clone())
+        Cond::new(CondType::Degraded, true, "HealthGateFailed", p.conditions[2].message.clone())
     );
     assert!(p.conditions[2].message.contains("answered 500"), "{}", p.conditions[2].message);
     assert_eq!(w.active(), (Some(Color::Blue), Some("r1")));

@@ -1,0 +1,62 @@
+//! Deleting a Platform that ran on hosts: everything of it goes from each Host it selects
+//! (units, compose projects, files, the nginx site), other applications untouched. A Host that
+//! cannot be reached keeps the Platform (a condition says why) until it can, or until a person
+//! annotates the Platform with `nova.infra.dev/skip-cleanup: "true"`.
+
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use crate::api::Platform;
+use crate::api::host::Host;
+use crate::context::{Blocked, Call, Context, Error};
+use crate::hostapp::{self, HostConn};
+use crate::kit::finalizer::{SKIP_CLEANUP_ANNOTATION, skip_cleanup};
+
+/// How often a cleanup waiting for an unreachable Host tries again.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(30);
+
+pub async fn hosts(p: &Platform, ctx: &Context) -> Result<Action, Error> {
+    let obj = p.object_ref(&());
+    if skip_cleanup(p) {
+        let note = format!(
+            "{SKIP_CLEANUP_ANNOTATION} is \"true\": deleted without cleanup; what the Platform ran stays on its hosts"
+        );
+        ctx.publish(&obj, "Delete", EventType::Warning, "CleanupSkipped", &note).await;
+        return Ok(Action::await_change());
+    }
+    let id = hostapp::desired::app_id(p).map_err(Error::Bug)?;
+    let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
+        return Ok(Action::await_change());
+    };
+    let all = Api::<Host>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .call(|| "listing Hosts".into())?
+        .items;
+    let mut done = Vec::new();
+    for h in hostapp::select(&all, sel) {
+        let conn = match crate::host::connect(h, ctx).await {
+            Ok(c) => c,
+            Err(e) => {
+                let why = format!(
+                    "cleaning up on Host {} failed: {e}; the Platform stays until its application is removed \
+                     there, or annotate it {SKIP_CLEANUP_ANNOTATION}=\"true\" to delete it and leave the application on the host",
+                    h.name_any()
+                );
+                return Err(Blocked::new("CleanupBlocked", why).retry(UNREACHABLE_RETRY).into());
+            }
+        };
+        let hc = HostConn { name: h.name_any(), conn };
+        let removed = hostapp::engine::remove(&hc, &id).await;
+        hc.conn.close().await;
+        removed.map_err(|e| Error::Host(e.to_string()))?;
+        done.push(h.name_any());
+    }
+    let note = format!("removed from {}", if done.is_empty() { "no host".into() } else { done.join(", ") });
+    ctx.publish(&obj, "Delete", EventType::Normal, "CleanedUp", &note).await;
+    Ok(Action::await_change())
+}
