@@ -110,3 +110,21 @@ impl Context {
         self.applied.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, generation);
     }
 }
+
+#[cfg(test)]
+impl Context {
+    /// A context over `client` (a [`kit::verifier`] client in unit tests): empty caches, an
+    /// in-memory state database, default certificate settings.
+    pub async fn for_test(client: Client) -> Arc<Self> {
+        use kube::runtime::reflector::store;
+        let state = State::connect("sqlite::memory:").await.expect("in-memory state database");
+        let children = ChildStores {
+            deployments: store().0,
+            services: store().0,
+            ingresses: store().0,
+            bluegreens: store().0,
+        };
+        let certs = crate::certs::Shared::new(Default::default(), Default::default());
+        Self::new(client, "nova-system".into(), Metrics::new(), state, children, certs)
+    }
+}

@@ -8,6 +8,8 @@ pub mod ingress;
 pub mod issuer;
 pub mod metrics;
 pub mod plan;
+#[cfg(test)]
+mod verify;
 pub mod webroot;
 pub mod x509;
 

@@ -60,15 +60,6 @@ impl<K: Reconciled> StatusWriter<K> {
         if new == base {
             return Ok(false);
         }
-        for c in &wanted {
-            let was = conditions::is_true(K::conditions(&base), c.type_.as_str());
-            if was == Some(c.status) {
-                continue;
-            }
-            if let Some(t) = K::condition_event(c, was) {
-                kit.publish(&obj.object_ref(&()), K::ACTION, t, c.reason, &c.message).await;
-            }
-        }
         let api: Api<K> = obj.api_for(kit.client.clone());
         let patch = json!({"apiVersion": K::api_version(&()), "kind": K::KIND, "status": new});
         api.patch_status(
@@ -80,6 +71,19 @@ impl<K: Reconciled> StatusWriter<K> {
         .call(|| format!("writing the status of {} {}", K::KIND, describe(obj)))?;
         let uid = obj.uid().unwrap_or_default();
         self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, new);
+        // Events after the write: a failed write is retried, and must not announce twice.
+        // Conditions raised together for one cause (Stalled and Degraded) make one event.
+        let mut told = Vec::new();
+        for c in &wanted {
+            let was = conditions::is_true(K::conditions(&base), c.type_.as_str());
+            if was == Some(c.status) || told.contains(&(c.reason, &c.message)) {
+                continue;
+            }
+            if let Some(t) = K::condition_event(c, was) {
+                kit.publish(&obj.object_ref(&()), K::ACTION, t, c.reason, &c.message).await;
+                told.push((c.reason, &c.message));
+            }
+        }
         Ok(true)
     }
 

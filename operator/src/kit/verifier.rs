@@ -30,8 +30,14 @@ impl Expect {
         Self { method: Method::PATCH, path: path.into(), status: StatusCode::OK, body }
     }
 
-    pub fn post(path: &str, body: serde_json::Value) -> Self {
-        Self { method: Method::POST, path: path.into(), status: StatusCode::CREATED, body }
+    /// A create, answered with what was sent.
+    pub fn post(path: &str) -> Self {
+        Self {
+            method: Method::POST,
+            path: path.into(),
+            status: StatusCode::CREATED,
+            body: serde_json::Value::Null,
+        }
     }
 }
 
@@ -39,6 +45,14 @@ impl Expect {
 pub fn not_found(kind: &str, name: &str) -> serde_json::Value {
     serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
                        "code": 404, "message": format!("{kind} \"{name}\" not found")})
+}
+
+/// The request's own body as the answer (what a create returns), with a name when it had none.
+fn echo(mut body: serde_json::Value) -> serde_json::Value {
+    if body.get("metadata").and_then(|m| m.get("name")).is_none() {
+        body["metadata"]["name"] = "generated".into();
+    }
+    body
 }
 
 /// A client whose requests go to the returned verifier.
@@ -54,8 +68,12 @@ impl Verifier {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             for e in script {
-                let (req, send) =
-                    self.handle.next_request().await.expect("the reconcile made the expected request");
+                // A reconcile that never makes the request fails the test instead of hanging it.
+                let next =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), self.handle.next_request());
+                let Ok(Some((req, send))) = next.await else {
+                    panic!("expected {} {}, but no request came", e.method, e.path);
+                };
                 assert_eq!(
                     (req.method(), req.uri().path()),
                     (&e.method, e.path.as_str()),
@@ -63,7 +81,9 @@ impl Verifier {
                 );
                 let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
                 seen.push(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null));
-                let body = serde_json::to_vec(&e.body).expect("json");
+                let answer =
+                    if e.body.is_null() { echo(seen.last().cloned().unwrap_or_default()) } else { e.body };
+                let body = serde_json::to_vec(&answer).expect("json");
                 send.send_response(
                     Response::builder().status(e.status).body(Body::from(body)).expect("response"),
                 );

@@ -3,6 +3,8 @@
 
 pub mod cleanup;
 pub mod desired;
+#[cfg(test)]
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
