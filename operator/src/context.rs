@@ -70,12 +70,15 @@ impl Context {
         state: State,
         children: ChildStores,
         certs: crate::certs::Shared,
+        fence: kit::Fence,
     ) -> Arc<Self> {
         // Health checks go to pod addresses: never through a proxy from the environment. A
         // builder with no custom TLS cannot fail; fall back to the default client if it did.
         let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let mut shared = kit::Shared::new(client.clone(), metrics.reconcile.clone());
+        shared.fence = fence;
         Arc::new(Self {
-            kit: kit::Shared::new(client.clone(), metrics.reconcile.clone()),
+            kit: shared,
             client,
             namespace,
             metrics,
@@ -125,6 +128,6 @@ impl Context {
             bluegreens: store().0,
         };
         let certs = crate::certs::Shared::new(Default::default(), Default::default());
-        Self::new(client, "nova-system".into(), Metrics::new(), state, children, certs)
+        Self::new(client, "nova-system".into(), Metrics::new(), state, children, certs, kit::Fence::open())
     }
 }

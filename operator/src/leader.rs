@@ -1,7 +1,7 @@
 //! Leader election on a coordination.k8s.io Lease: only the holder runs controllers (and so
 //! only it writes). Optimistic concurrency on the Lease's resourceVersion decides races.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -9,6 +9,8 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tracing::info;
+
+use crate::kit::Fence;
 
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
@@ -22,11 +24,41 @@ pub struct LeaseConfig {
 pub struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
+    fence: Fence,
 }
 
 impl Elector {
     pub fn new(client: Client, cfg: LeaseConfig) -> Self {
-        Self { api: Api::namespaced(client, &cfg.namespace), cfg }
+        Self { api: Api::namespaced(client, &cfg.namespace), cfg, fence: Fence::closed() }
+    }
+
+    /// Open while the lease is certainly ours: for half the lease duration after each request
+    /// that took or renewed it was sent. Others wait the whole duration after the renewal, so
+    /// this process stops writing well before anyone else may start.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
+    /// How long one attempt to take or renew the lease may take: a request stuck on a half-open
+    /// connection must not outlive the lease.
+    fn deadline(&self) -> Duration {
+        (self.cfg.lease_duration / 4).max(Duration::from_millis(500))
+    }
+
+    /// One attempt with a deadline; the fence moves forward when it succeeds.
+    async fn attempt(&self) -> Result<bool, kube::Error> {
+        let sent = Instant::now();
+        let got = match tokio::time::timeout(self.deadline(), self.try_acquire()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the lease request timed out");
+                return Err(kube::Error::Service(Box::new(e)));
+            }
+        };
+        if got {
+            self.fence.renewed(sent, self.cfg.lease_duration / 2);
+        }
+        Ok(got)
     }
 
     /// Tries once to take or renew the lease; true when we hold it afterwards.
@@ -73,6 +105,7 @@ impl Elector {
 
     /// Gives the lease up (on a graceful stop), so a standby takes over at once.
     pub async fn release(&self) {
+        self.fence.close();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };
@@ -94,23 +127,30 @@ impl Elector {
         let mut tick = tokio::time::interval(self.cfg.renew_every);
         loop {
             tick.tick().await;
-            if self.try_acquire().await? {
+            if self.attempt().await? {
                 info!(identity = %self.cfg.identity, lease = %self.cfg.name, "became leader");
                 return Ok(());
             }
         }
     }
 
-    /// Renews until a renewal fails or the lease is lost; returns then. The caller must stop
-    /// writing at once: another replica may take over after `lease_duration`.
+    /// Renews until the lease is lost or renewals keep failing for half the lease duration;
+    /// returns then, with the fence closed. The caller must stop its controllers: another
+    /// replica may take over once the lease duration has passed since the last renewal.
     pub async fn hold(&self) -> String {
+        let why = self.renew_until_lost().await;
+        self.fence.close();
+        why
+    }
+
+    async fn renew_until_lost(&self) -> String {
         let mut tick = tokio::time::interval(self.cfg.renew_every);
         tick.tick().await;
-        let mut last_ok = tokio::time::Instant::now();
+        let mut last_ok = Instant::now();
         loop {
             tick.tick().await;
-            match self.try_acquire().await {
-                Ok(true) => last_ok = tokio::time::Instant::now(),
+            match self.attempt().await {
+                Ok(true) => last_ok = Instant::now(),
                 Ok(false) => return "another replica holds the lease".into(),
                 // A transient API error is survivable while the lease is still ours.
                 Err(e) if last_ok.elapsed() < self.cfg.lease_duration / 2 => {
@@ -118,6 +158,48 @@ impl Elector {
                 }
                 Err(e) => return format!("lease renewal kept failing: {e}"),
             }
+            if last_ok.elapsed() >= self.cfg.lease_duration / 2 {
+                return "the lease could not be renewed in time".into();
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An apiserver that accepts connections and never answers, as a half-open connection
+    /// looks: a leader there gives up (fence closed) within half the lease duration plus one
+    /// attempt's deadline, instead of hanging on the request.
+    #[tokio::test]
+    async fn a_leader_that_cannot_renew_closes_its_fence_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = crate::kubeclient::for_config(config).unwrap();
+        let cfg = LeaseConfig {
+            namespace: "default".into(),
+            name: "nova-operator".into(),
+            identity: "a".into(),
+            lease_duration: Duration::from_secs(4),
+            renew_every: Duration::from_millis(200),
+        };
+        let e = Elector::new(client, cfg);
+        let fence = e.fence();
+        // As if the lease had just been taken.
+        fence.renewed(Instant::now(), Duration::from_secs(2));
+        assert!(fence.is_open());
+        let started = Instant::now();
+        let why = tokio::time::timeout(Duration::from_secs(10), e.hold()).await.expect("hold returns");
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(4), "gave up after {took:?}, the lease lasts 4 s: {why}");
+        assert!(!fence.is_open(), "{why}");
     }
 }

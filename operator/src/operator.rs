@@ -51,6 +51,10 @@ pub enum Error {
     Http(SocketAddr, #[source] std::io::Error),
 }
 
+/// How long reconciles in flight may run on after a shutdown signal (the chart's
+/// terminationGracePeriodSeconds leaves room for this and the lease release).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 /// Runs until `shutdown` resolves (then returns Ok after a graceful stop) or leadership is lost.
 pub async fn run(
     cfg: Config,
@@ -86,11 +90,27 @@ pub async fn run(
         r = &mut server => return Err(Error::Http(http_addr, server_error(r))),
     }
 
-    let controllers = run_controllers(client.clone(), metrics, state, &cfg, http01, stopping());
+    let controllers =
+        run_controllers(client.clone(), metrics, state, &cfg, http01, elector.fence(), stopping());
+    // On shutdown, reconciles in flight get SHUTDOWN_GRACE to finish; a longer one (an SSH
+    // step) is cut, which every step tolerates, so that the lease is released well within the
+    // pod's termination grace period and a standby takes over at once.
+    let cut_short = {
+        let stopping = stopping();
+        async move {
+            stopping.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
     tokio::select! {
         _ = controllers => {
             elector.release().await;
             info!("controllers stopped; lease released");
+            Ok(())
+        }
+        () = cut_short => {
+            elector.release().await;
+            warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "reconciles still running were cut short; lease released");
             Ok(())
         }
         why = elector.hold() => Err(Error::LostLease(why)),
@@ -135,6 +155,7 @@ async fn run_controllers(
     state: State,
     cfg: &Config,
     http01: crate::acme::solver::Http01,
+    fence: crate::kit::Fence,
     stopping: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = cfg.watch_namespace.as_deref();
@@ -167,12 +188,15 @@ async fn run_controllers(
         state,
         ChildStores { deployments, services, ingresses, bluegreens: bluegreens.clone() },
         crate::certs::Shared::new(cfg.acme.clone(), http01),
+        fence,
     );
     let config = controller::Config::default().concurrency(cfg.concurrency);
     let shared_stop = futures::FutureExt::shared(Box::pin(stopping));
     let (stop_a, stop_b, stop_c) = (shared_stop.clone(), shared_stop.clone(), shared_stop.clone());
     let ctx_hosts = ctx.clone();
-    let platforms = Controller::new(api::<Platform>(&client, ns), watcher::Config::default())
+    let platform_controller = Controller::new(api::<Platform>(&client, ns), watcher::Config::default());
+    let platform_store = platform_controller.store();
+    let platforms = platform_controller
         .owns_shared_stream(d_plat)
         .owns_shared_stream(s_plat)
         .owns_shared_stream(i_plat)
@@ -182,6 +206,7 @@ async fn run_controllers(
         .run(platform::reconcile, platform::error_policy, ctx.clone())
         .for_each(log_controller_error);
     let bg_store = bluegreens.clone();
+    let bg_stores = bluegreens.clone();
     let rollouts = Controller::for_shared_stream(b_self, bluegreens)
         .owns_shared_stream(d_bg)
         .owns_shared_stream(s_bg)
@@ -202,16 +227,54 @@ async fn run_controllers(
         .graceful_shutdown_on(stop_b)
         .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
         .for_each(log_controller_error);
-    let hosts = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default())
+    let host_controller = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
+    let host_store = host_controller.store();
+    let hosts = host_controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_c)
         .run(host::reconcile, host::error_policy, ctx_hosts.clone())
         .for_each(log_controller_error);
+    let prune = forget_deleted(ctx_hosts.clone(), platform_store, bg_stores, host_store);
     let certs = certificates(&client, ns, cfg, ctx_hosts, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
         _ = futures::future::join4(platforms, rollouts, hosts, certs) => {}
         _ = watches => {}
+        () = prune => {}
+    }
+}
+
+/// How often the status writers forget objects that were deleted.
+const FORGET_DELETED: Duration = Duration::from_secs(60);
+
+fn uids<K: kube::Resource + Clone>(store: &reflector::Store<K>) -> std::collections::HashSet<String>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store.state().iter().filter_map(|o| o.meta().uid.clone()).collect()
+}
+
+/// Drops what the status writers remember of objects no longer in the caches (deleted).
+async fn forget_deleted(
+    ctx: Arc<Context>,
+    platforms: reflector::Store<Platform>,
+    bluegreens: reflector::Store<BlueGreenDeployment>,
+    hosts: reflector::Store<Host>,
+) {
+    for s in [
+        platforms.wait_until_ready().await,
+        bluegreens.wait_until_ready().await,
+        hosts.wait_until_ready().await,
+    ] {
+        if s.is_err() {
+            return std::future::pending().await;
+        }
+    }
+    loop {
+        tokio::time::sleep(FORGET_DELETED).await;
+        ctx.status.platforms.retain(&uids(&platforms));
+        ctx.status.bluegreens.retain(&uids(&bluegreens));
+        ctx.status.hosts.retain(&uids(&hosts));
     }
 }
 
@@ -226,7 +289,10 @@ async fn certificates(
     stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let config = controller::Config::default().concurrency(cfg.concurrency);
-    let issuers = Controller::new(Api::<AcmeIssuer>::all(client.clone()), watcher::Config::default())
+    let issuer_controller =
+        Controller::new(Api::<AcmeIssuer>::all(client.clone()), watcher::Config::default());
+    let issuer_store = issuer_controller.store();
+    let issuers = issuer_controller
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone())
         .run(certs::issuer::reconcile, certs::issuer::error_policy, ctx.clone())
@@ -254,7 +320,8 @@ async fn certificates(
         .graceful_shutdown_on(stop)
         .run(certs::reconcile, certs::error_policy, ctx.clone())
         .for_each(log_controller_error);
-    // A deleted certificate is never reconciled again (no finalizer): its gauges go here.
+    // A deleted certificate is never reconciled again (no finalizer): its gauges and what the
+    // status writers remember of it go here.
     let prune = async move {
         if store.wait_until_ready().await.is_err() {
             return std::future::pending().await;
@@ -264,6 +331,10 @@ async fn certificates(
             let live =
                 store.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
             ctx.metrics.certs.keep_certificates(&live);
+            ctx.status.certificates.retain(&uids(&store));
+            if issuer_store.wait_until_ready().await.is_ok() {
+                ctx.status.issuers.retain(&uids(&issuer_store));
+            }
         }
     };
     tokio::select! {

@@ -15,6 +15,8 @@ use nova::api::Platform;
 use serde_json::json;
 use test_cluster::{ControlPlane, Mode, shared};
 
+mod common;
+
 struct OperatorProcess {
     identity: String,
     port: u16,
@@ -125,5 +127,33 @@ async fn standby_takes_over_when_the_leader_dies() -> Result<()> {
     let next = wait_for_holder(&client, &ns, &[&standby.identity], Duration::from_secs(40)).await?;
     assert_eq!(next, standby.identity);
     create_and_await_ready(&platforms, "after").await?;
+    Ok(())
+}
+
+/// SIGTERM: the operator stops its controllers, gives the Lease up (holder cleared) and exits
+/// 0, well within the chart's 45 s termination grace period; a standby would take over at once
+/// instead of waiting out the 15 s lease.
+#[tokio::test]
+async fn sigterm_releases_the_lease() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "sigterm").await?;
+    let mut op = spawn(cp, &ns, "replica-t")?;
+    wait_for_holder(&client, &ns, &["replica-t"], Duration::from_secs(60)).await?;
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(op.child.id())?);
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = op.child.wait();
+        (s, op)
+    })
+    .await?;
+    let (status, _op) = (status.0?, status.1);
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(took < Duration::from_secs(30), "took {took:?} to stop");
+    assert_eq!(holder(&client, &ns).await?, None, "the lease is released");
     Ok(())
 }

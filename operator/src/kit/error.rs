@@ -17,6 +17,8 @@ pub enum Category {
     Acme,
     /// Nova broke one of its own invariants: a bug, never the user's input.
     Bug,
+    /// The leader lease was lost; the process stops.
+    Fenced,
 }
 
 impl Category {
@@ -27,6 +29,7 @@ impl Category {
             Self::Host => "host",
             Self::Acme => "acme",
             Self::Bug => "bug",
+            Self::Fenced => "fenced",
         }
     }
 }
@@ -86,6 +89,9 @@ pub enum Error {
     /// An invariant of Nova's own code does not hold.
     #[error("internal error (a bug in Nova): {0}")]
     Bug(String),
+    /// This process may no longer hold the leader lease; it writes nothing more.
+    #[error("not writing: the leader lease is not held (any more)")]
+    Fenced,
     /// Not a failure: the user must act. Controllers turn it into a condition.
     #[error("{}", .0.message)]
     Blocked(Blocked),
@@ -113,6 +119,7 @@ impl Error {
             Error::Host(_) => Category::Host,
             Error::Acme(_) => Category::Acme,
             Error::Bug(_) => Category::Bug,
+            Error::Fenced => Category::Fenced,
             Error::Blocked(_) => return None,
         })
     }

@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod finalizer;
 pub mod kinds;
 pub mod metrics;
@@ -34,6 +35,7 @@ use crate::conditions::CondType;
 
 pub use backoff::Backoff;
 pub use error::{Blocked, Call, Category, Error};
+pub use fence::Fence;
 pub use finalizer::{Finalized, finalized};
 pub use kinds::Reconciled;
 pub use metrics::ReconcileMetrics;
@@ -49,13 +51,21 @@ pub struct Shared {
     pub recorder: Recorder,
     pub metrics: ReconcileMetrics,
     pub backoff: Backoff,
+    /// Closed when this process may no longer hold the leader lease: nothing is written then.
+    pub fence: Fence,
 }
 
 impl Shared {
     pub fn new(client: Client, metrics: ReconcileMetrics) -> Self {
         let reporter = Reporter { controller: "nova".into(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, recorder, metrics, backoff: Backoff::default() }
+        Self { client, recorder, metrics, backoff: Backoff::default(), fence: Fence::open() }
+    }
+
+    /// Fails when the fence is closed: called before a reconcile and before each write, so a
+    /// leader that lost its lease (or was frozen past it) writes nothing more.
+    pub fn fenced(&self) -> Result<(), Error> {
+        if self.fence.is_open() { Ok(()) } else { Err(Error::Fenced) }
     }
 
     /// Records an event; best effort (see [`events::publish`]).
@@ -91,6 +101,7 @@ where
     );
     let started = Instant::now();
     let result = async {
+        kit.fenced()?;
         match body(obj.clone()).await {
             Err(Error::Blocked(b)) => {
                 kit.metrics.blocked(K::KIND, b.reason);

@@ -60,6 +60,7 @@ impl<K: Reconciled> StatusWriter<K> {
         if new == base {
             return Ok(false);
         }
+        kit.fenced()?;
         let api: Api<K> = obj.api_for(kit.client.clone());
         let patch = json!({"apiVersion": K::api_version(&()), "kind": K::KIND, "status": new});
         api.patch_status(
