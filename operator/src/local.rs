@@ -153,6 +153,69 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
     Ok(failed)
 }
 
+/// `nova delete -f`: each Platform in `objs` is removed from the Hosts it selects (units,
+/// compose projects, files, nginx site; as the operator's finalizer does) and forgotten; each
+/// Host is forgotten (nothing is done on the machine). A Platform whose host cannot be reached
+/// is kept, reported, and counted as failed. Returns how many failed.
+pub async fn delete(
+    state: &State,
+    objs: &Objects,
+    identity: &Path,
+    say: Progress<'_>,
+) -> Result<usize, Error> {
+    let mut known: BTreeMap<String, Host> = BTreeMap::new();
+    for o in state.locals().await?.into_iter().filter(|o| o.kind == "Host") {
+        if let Ok(h) = serde_json::from_str::<Host>(&o.spec) {
+            known.insert(h.name_any(), h);
+        }
+    }
+    for h in &objs.hosts {
+        known.entry(h.name_any()).or_insert_with(|| h.clone());
+    }
+    let hosts: Vec<Host> = known.into_values().collect();
+    let mut failed = 0;
+    for p in &objs.platforms {
+        let ns = p.namespace().unwrap_or_else(|| "default".into());
+        let name = p.name_any();
+        match remove_platform(p, &hosts, identity).await {
+            Ok(done) => {
+                state.delete_local("Platform", &ns, &name).await?;
+                say(&format!(
+                    "platform/{name}: removed from {}",
+                    if done.is_empty() { "no host".into() } else { done.join(", ") }
+                ));
+            }
+            Err(msg) => {
+                failed += 1;
+                say(&format!("platform/{name}: not deleted: {msg}"));
+            }
+        }
+    }
+    for h in &objs.hosts {
+        if state.delete_local("Host", "", &h.name_any()).await? {
+            say(&format!("host/{}: forgotten (nothing was changed on the machine)", h.name_any()));
+        }
+    }
+    Ok(failed)
+}
+
+async fn remove_platform(p: &Platform, hosts: &[Host], identity: &Path) -> Result<Vec<String>, String> {
+    let id = desired::app_id(p)?;
+    let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
+        return Ok(Vec::new());
+    };
+    let mut done = Vec::new();
+    for h in hostapp::select(hosts, sel) {
+        let conn = cli::connect(h, identity).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
+        let hc = HostConn { name: h.name_any(), conn };
+        let removed = hostapp::engine::remove(&hc, &id).await;
+        hc.conn.close().await;
+        removed.map_err(|e| e.to_string())?;
+        done.push(h.name_any());
+    }
+    Ok(done)
+}
+
 async fn apply_host(h: &Host, cfg: &Apply, say: Progress<'_>) -> Result<serde_json::Value, String> {
     // One connection for facts and bootstrap.
     let conn = cli::connect(h, &cfg.identity).await.map_err(|e| e.to_string())?;

@@ -84,6 +84,19 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Delete what a YAML file describes, with no cluster: each Platform is removed from its
+    /// hosts (units, files, nginx site) and forgotten; Hosts are only forgotten.
+    Delete {
+        /// A YAML file, or a directory of them.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Private SSH key (OpenSSH format) to log in to the hosts with.
+        #[arg(short, long)]
+        identity: PathBuf,
+        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
+        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        state: String,
+    },
     /// List what `nova apply` manages, like `kubectl get`.
     Get {
         /// State database: a file path or sqlite:// URL, or a postgres:// URL.
@@ -254,6 +267,13 @@ async fn main() -> Result<()> {
             };
             let failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
             anyhow::ensure!(failed == 0, "{failed} object(s) failed; `nova get` shows their state");
+        }
+        Command::Delete { file, identity, state } => {
+            let objs = nova::local::load(&file)?;
+            let state = nova::state::State::connect(&state).await?;
+            let failed =
+                nova::local::delete(&state, &objs, &identity, &mut |line| println!("{line}")).await?;
+            anyhow::ensure!(failed == 0, "{failed} object(s) could not be deleted");
         }
         Command::Status { name, namespace, state } => {
             let state = nova::state::State::connect(&state).await?;

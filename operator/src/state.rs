@@ -248,6 +248,17 @@ impl State {
         .await?)
     }
 
+    /// Forgets an object applied without a cluster; true when there was one.
+    pub async fn delete_local(&self, kind: &str, namespace: &str, name: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM local_objects WHERE kind = $1 AND namespace = $2 AND name = $3")
+            .bind(kind)
+            .bind(namespace)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Every object applied without a cluster, by kind, namespace and name.
     pub async fn locals(&self) -> Result<Vec<LocalObject>, Error> {
         Ok(sqlx::query_as(

@@ -11,7 +11,9 @@ use tera::{Context, Tera};
 
 pub use validate::Invalid;
 
-static TERA: LazyLock<Tera> = LazyLock::new(|| {
+/// The templates, compiled into the binary; a parse error is a bug every render test catches,
+/// reported as an error rather than a panic.
+static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {
     let mut t = Tera::default();
     t.add_raw_templates([
         ("nginx/site.conf", include_str!("../../../templates/nginx/site.conf.tera")),
@@ -21,15 +23,22 @@ static TERA: LazyLock<Tera> = LazyLock::new(|| {
         ("systemd/compose", include_str!("../../../templates/systemd/compose.tera")),
         ("compose/app.yaml", include_str!("../../../templates/compose/app.yaml.tera")),
     ])
-    .expect("templates parse");
+    .map_err(|e| format!("{e:?}"))?;
     // Nothing here is HTML; values are made safe by validation, not by escaping.
     t.autoescape_on(vec![]);
-    t
+    Ok(t)
 });
 
-fn render(template: &str, ctx: &impl Serialize) -> String {
-    let ctx = Context::from_serialize(ctx).expect("a render context serializes");
-    TERA.render(template, &ctx).expect("validated input renders")
+/// Renders validated input; a failure names the template (never the values).
+fn render(template: &str, ctx: &impl Serialize) -> Result<String, Invalid> {
+    let failed = |problem: String| Invalid {
+        field: format!("template {template}"),
+        problem,
+        accepted: "a template that renders",
+    };
+    let tera = TERA.as_ref().map_err(|e| failed(e.clone()))?;
+    let ctx = Context::from_serialize(ctx).map_err(|e| failed(e.to_string()))?;
+    tera.render(template, &ctx).map_err(|e| failed(e.to_string()))
 }
 
 /// An nginx reverse-proxy site for one application.
@@ -109,8 +118,8 @@ pub fn nginx_site(s: &Site) -> Result<RenderedSite, Invalid> {
         include_dir: validate::abs_path("includeDir", &s.include_dir)?,
     };
     Ok(RenderedSite {
-        site: render("nginx/site.conf", &ctx),
-        proxy_include: render("nginx/proxy.conf", &ctx),
+        site: render("nginx/site.conf", &ctx)?,
+        proxy_include: render("nginx/proxy.conf", &ctx)?,
         proxy_include_file: format!("proxy_{}.conf", ctx.name),
     })
 }
@@ -144,7 +153,7 @@ pub fn systemd_service(s: &Service) -> Result<String, Invalid> {
         Some(m) => Some(validate::size("memoryMax", &m.to_lowercase())?.to_uppercase()),
         None => None,
     };
-    Ok(render(
+    render(
         "systemd/service",
         &Ctx {
             description: validate::one_line("description", &s.description)?,
@@ -155,7 +164,7 @@ pub fn systemd_service(s: &Service) -> Result<String, Invalid> {
             memory_max,
             cpu_quota: s.cpu_quota_percent.map(|q| q.clamp(1, 100_000)),
         },
-    ))
+    )
 }
 
 /// A systemd timer (scheduled backups and the like).
@@ -170,14 +179,14 @@ pub fn systemd_timer(
         on_calendar: String,
         randomized_delay_seconds: u32,
     }
-    Ok(render(
+    render(
         "systemd/timer",
         &Ctx {
             description: validate::one_line("description", description)?,
             on_calendar: validate::calendar("onCalendar", on_calendar)?,
             randomized_delay_seconds: randomized_delay_seconds.min(86_400),
         },
-    ))
+    )
 }
 
 /// Environment variables as an EnvironmentFile / env_file.
@@ -293,7 +302,7 @@ pub fn compose(app: &ComposeApp) -> Result<String, Invalid> {
         }),
         None => None,
     };
-    Ok(render(
+    render(
         "compose/app.yaml",
         &Ctx {
             image: validate::image("image", &app.image)?,
@@ -310,7 +319,7 @@ pub fn compose(app: &ComposeApp) -> Result<String, Invalid> {
             },
             health,
         },
-    ))
+    )
 }
 
 /// A systemd unit running one compose project: started with `up -d`, stopped with `down`.
@@ -335,7 +344,7 @@ pub fn systemd_compose_service(s: &ComposeService) -> Result<String, Invalid> {
         compose: String,
         working_directory: String,
     }
-    Ok(render(
+    render(
         "systemd/compose",
         &Ctx {
             description: validate::one_line("description", &s.description)?,
@@ -344,5 +353,5 @@ pub fn systemd_compose_service(s: &ComposeService) -> Result<String, Invalid> {
             compose: validate::abs_path("compose", &s.compose)?,
             working_directory: validate::abs_path("workingDirectory", &s.working_directory)?,
         },
-    ))
+    )
 }
