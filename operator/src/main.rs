@@ -1,7 +1,5 @@
 //! The `nova` command.
 
-mod bench;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -114,9 +112,6 @@ enum Command {
         #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
         state: String,
     },
-    /// Benchmarks against the cluster of the current kubeconfig (see docs/benchmarks.md).
-    #[command(subcommand)]
-    Bench(Bench),
 }
 
 #[derive(Subcommand)]
@@ -192,26 +187,6 @@ struct Target {
     namespace: Option<String>,
 }
 
-#[derive(Subcommand)]
-enum Bench {
-    /// N Platforms through the operator vs. the same Deployments and Services by a plain client.
-    Platforms {
-        /// How many.
-        #[arg(long, default_value_t = 1000)]
-        count: usize,
-        /// The operator's --concurrency.
-        #[arg(long, default_value_t = 16)]
-        concurrency: u16,
-    },
-    /// Promote/abort cycles of one BlueGreenDeployment: switch and rollback latency, next to a
-    /// plain selector patch.
-    Bluegreen {
-        /// How many promote + abort cycles.
-        #[arg(long, default_value_t = 100)]
-        cycles: usize,
-    },
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
@@ -282,16 +257,6 @@ async fn main() -> Result<()> {
         Command::Get { state } => {
             let state = nova::state::State::connect(&state).await?;
             print!("{}", nova::local::table(&state).await?);
-        }
-        Command::Bench(Bench::Platforms { count, concurrency }) => {
-            let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
-            let report = bench::platforms::platforms(client, count, concurrency).await?;
-            println!("{}", report.markdown());
-        }
-        Command::Bench(Bench::Bluegreen { cycles }) => {
-            let client = nova::kubeclient::infer().await.context("no usable kubeconfig")?;
-            let mut report = bench::bluegreen::run(client, cycles).await?;
-            println!("{}", report.markdown());
         }
     }
     Ok(())

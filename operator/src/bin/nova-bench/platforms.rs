@@ -1,7 +1,7 @@
 //! `nova bench platforms`: N Platforms through the operator against the same objects written
 //! by a plain client, on the cluster of the current kubeconfig (the dev cluster).
 
-use super::{Operator, install_crds, metric, namespace, peak_rss_mib, tempfile_dir};
+use crate::bench::{Operator, install_crds, metric, namespace, peak_rss_mib, tempfile_dir};
 
 use std::time::{Duration, Instant};
 

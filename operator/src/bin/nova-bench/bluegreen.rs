@@ -13,7 +13,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{Operator, install_crds, namespace, p50_p99, tempfile_dir};
+use crate::bench::{Operator, install_crds, namespace, p50_p99, tempfile_dir};
 use nova::api::bluegreen::{BlueGreenDeployment, Color, Phase};
 use nova::bluegreen::desired::selected;
 

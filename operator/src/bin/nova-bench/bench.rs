@@ -1,8 +1,4 @@
-//! `nova bench ...`: measurements against the cluster of the current kubeconfig (the dev
-//! cluster). See docs/benchmarks.md.
-
-pub mod bluegreen;
-pub mod platforms;
+//! What the benchmarks share: namespaces, CRDs, the operator as a separate process, medians.
 
 use std::process::{Child, Command, Stdio};
 
@@ -29,12 +25,21 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `nova` binary built beside this one (`target/release/nova`), or `$NOVA_BIN`.
+fn nova_binary() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("NOVA_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe()?;
+    Ok(me.with_file_name("nova"))
+}
+
 /// `nova operator` as a separate process, scoped to one namespace; killed on drop.
 pub struct Operator(pub Child);
 
 impl Operator {
     pub fn start(ns: &str, concurrency: u16, state: &std::path::Path, port: u16) -> anyhow::Result<Self> {
-        let child = Command::new(std::env::current_exe()?)
+        let child = Command::new(nova_binary()?)
             .args(["operator", "--watch-namespace", ns, "--lease-namespace", ns])
             .args(["--concurrency", &concurrency.to_string()])
             .arg("--state")
