@@ -11,8 +11,8 @@ use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::await_condition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use nova::api::{AcmeIssuer, TlsCertificate};
@@ -454,7 +454,10 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     let certs: Api<TlsCertificate> = Api::namespaced(client.clone(), &ns);
     let dist = json!({"distributeTo": {"hosts": {"names": [host_name]}}});
     certs
-        .create(&PostParams::default(), &certificate("shop", &issuer_name, &["shop.example.test"], dist)?)
+        .create(
+            &PostParams::default(),
+            &certificate("shop", &issuer_name, &["shop.example.test"], dist.clone())?,
+        )
         .await?;
     let distributed = |c: &TlsCertificate| cond(c, "Distributed").is_some_and(|d| d.status == "True");
     let done = wait_cert(&certs, "shop", 120, "distribution to the host", distributed).await?;
@@ -491,6 +494,31 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     assert!(msg.contains("nginx -t") && msg.contains("old files kept"), "{msg}");
     assert_eq!(th.ssh("cat /etc/nova/tls/shop-tls/tls.crt")?, before, "the old chain is still in place");
     assert!(https_get(dir.path(), &ip)?.contains("tls ok"), "and still served");
+
+    // Deleted while a site still names its files: the files stay (the site would fail its next
+    // reload without them), an event says so, and the certificate goes.
+    th.ssh("rm -f /etc/nginx/conf.d/broken.conf")?;
+    certs.delete("shop", &DeleteParams::default()).await?;
+    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "shop", is_deleted("")))
+        .await
+        .context("the certificate goes")??;
+    assert_eq!(th.ssh("test -f /etc/nova/tls/shop-tls/tls.key && echo kept")?.trim(), "kept");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().fields("regarding.name=shop"))
+        .await?;
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("FilesKept")), "{events:?}");
+
+    // A certificate no site uses: deleted, its files go from the host.
+    certs
+        .create(&PostParams::default(), &certificate("api", &issuer_name, &["api.example.test"], dist)?)
+        .await?;
+    wait_cert(&certs, "api", 120, "distribution of the second certificate", distributed).await?;
+    assert_eq!(th.ssh("ls /etc/nova/tls/api-tls")?.split_whitespace().count(), 2, "tls.crt and tls.key");
+    certs.delete("api", &DeleteParams::default()).await?;
+    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "api", is_deleted("")))
+        .await
+        .context("the second certificate goes")??;
+    assert_eq!(th.ssh("ls -A /etc/nova/tls/api-tls 2>/dev/null || true")?.trim(), "", "its files are gone");
 
     Api::<nova::api::Host>::all(client.clone()).delete(&host_name, &DeleteParams::default()).await?;
     Api::<AcmeIssuer>::all(client.clone()).delete(&issuer_name, &DeleteParams::default()).await?;

@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
-use kube::{Api, ResourceExt};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
 
 use crate::api::Host;
 use crate::api::common::HostSelector;
 use crate::api::tls::{Distribution, Reload, TlsCertificate};
-use crate::context::{Call, Context, Error};
+use crate::context::{Blocked, Call, Context, Error};
+use crate::kit::finalizer::{SKIP_CLEANUP_ANNOTATION, skip_cleanup};
 use crate::ssh::{self, quote, valid_remote_path};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -118,4 +121,67 @@ async fn install(
     }
     conn.run(&cleanup.join("; "), TIMEOUT).await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Deleting a distributed certificate: its files go from every selected Host, except files an
+/// nginx configuration there still names (a site serving them would fail its next reload);
+/// those stay and an event says which. A Host that cannot be reached keeps the certificate,
+/// Stalled, until it can or until the skip-cleanup annotation lets it go.
+pub async fn remove(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
+    let obj = c.object_ref(&());
+    let Some(d) = c.spec.distribute_to.as_ref().filter(|_| !skip_cleanup(c)) else {
+        if skip_cleanup(c) {
+            let note =
+                format!("{SKIP_CLEANUP_ANNOTATION} is \"true\": the certificate's files stay on its hosts");
+            ctx.publish(&obj, "Delete", EventType::Warning, "CleanupSkipped", &note).await;
+        }
+        return Ok(Action::await_change());
+    };
+    let (cert, key) = paths(c, d);
+    let mut files = vec![cert, key];
+    files.extend(d.extra_paths.iter().cloned());
+    for p in &files {
+        valid_remote_path(p).map_err(|e| Error::Bug(format!("a distributed path: {e}")))?;
+    }
+    let selected =
+        selected_hosts(ctx, &d.hosts).await.call(|| "listing Hosts (spec.distributeTo.hosts)".into())?;
+    let mut kept = Vec::new();
+    for h in &selected {
+        let conn = crate::host::connect(h, ctx).await.map_err(|e| match e {
+            Error::Host(msg) => Blocked::new(
+                "CleanupBlocked",
+                format!(
+                    "removing the certificate's files from Host {} failed: {msg}; the TlsCertificate stays until \
+                     they are removed, or annotate it {SKIP_CLEANUP_ANNOTATION}=\"true\" to leave them",
+                    h.name_any()
+                ),
+            )
+            .retry(Duration::from_secs(30))
+            .into(),
+            other => other,
+        })?;
+        let out = conn.run(&removal_script(&files), TIMEOUT).await;
+        conn.close().await;
+        let out =
+            out.map_err(|e| Error::Host(format!("Host {}: removing certificate files: {e}", h.name_any())))?;
+        kept.extend(out.lines().filter(|l| !l.is_empty()).map(|l| format!("{}:{l}", h.name_any())));
+    }
+    if !kept.is_empty() {
+        let note = format!("kept, an nginx configuration still names them: {}", kept.join(", "));
+        ctx.publish(&obj, "Delete", EventType::Warning, "FilesKept", &note).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Shell: removes each file that no file under /etc/nginx names; prints the ones it keeps.
+fn removal_script(files: &[String]) -> String {
+    files
+        .iter()
+        .map(|p| {
+            let q = quote(p);
+            let old = quote(&format!("{p}.nova-old"));
+            format!("if [ -e {q} ]; then if grep -rqsF -- {q} /etc/nginx; then echo {q}; else rm -f {q} {old}; fi; fi")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -119,8 +119,24 @@ impl Shared {
 
 pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
     let cx = ctx.clone();
-    kit::run(c, &ctx.kit, &ctx.status.certificates, &[], |c| async move { reconcile_inner(&c, &cx).await })
-        .await
+    kit::run(c, &ctx.kit, &ctx.status.certificates, &[], |c| async move { finalized(c, &cx).await }).await
+}
+
+/// A certificate distributed to hosts has files there that owner references cannot remove: a
+/// finalizer takes them away on deletion (see [`distribute::remove`]).
+async fn finalized(c: Arc<TlsCertificate>, ctx: &Context) -> Result<Action, Error> {
+    let has_finalizer = c.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER);
+    if c.spec.distribute_to.is_none() && !has_finalizer {
+        return reconcile_inner(&c, ctx).await;
+    }
+    let api = kit::Reconciled::api_for(&*c, ctx.client.clone());
+    kit::finalized(&api, c, |event| async move {
+        match event {
+            kit::Finalized::Apply(c) => reconcile_inner(&c, ctx).await,
+            kit::Finalized::Cleanup(c) => distribute::remove(&c, ctx).await,
+        }
+    })
+    .await
 }
 
 pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
