@@ -47,3 +47,18 @@ pub async fn infer() -> Result<Client, kube::Error> {
     let config = Config::infer().await.map_err(kube::Error::InferConfig)?;
     for_config(config)
 }
+
+/// `config` with the User-Agent `agent` (`nova-operator/<identity>`): audit logs and the
+/// apiserver's metrics then tell Nova's requests, and one replica's from another's, apart.
+pub fn with_user_agent(mut config: Config, agent: &str) -> Config {
+    if let Ok(v) = http::HeaderValue::from_str(agent) {
+        config.headers.retain(|(k, _)| k != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    config
+}
+
+/// The User-Agent of the operator replica `identity`.
+pub fn operator_agent(identity: &str) -> String {
+    format!("nova-operator/{identity}")
+}

@@ -213,8 +213,9 @@ async fn main() -> Result<()> {
                 let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "nova".into());
                 format!("{}-{}", host.trim(), std::process::id())
             });
-            let client =
-                nova::kubeclient::infer().await.context("no usable kubeconfig or in-cluster config")?;
+            let config = kube::Config::infer().await.context("no usable kubeconfig or in-cluster config")?;
+            let agent = nova::kubeclient::operator_agent(&identity);
+            let client = nova::kubeclient::for_config(nova::kubeclient::with_user_agent(config, &agent))?;
             let cfg = nova::operator::Config {
                 state_url: state,
                 http_addr,

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::PostParams;
 use kube::runtime::wait::await_condition;
@@ -155,5 +155,67 @@ async fn sigterm_releases_the_lease() -> Result<()> {
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(took < Duration::from_secs(30), "took {took:?} to stop");
     assert_eq!(holder(&client, &ns).await?, None, "the lease is released");
+    Ok(())
+}
+
+/// A frozen leader (SIGSTOP) loses the lease to the standby; woken (SIGCONT) with work queued
+/// for it, it writes nothing at all after the standby took over: its fence closed on its own
+/// clock while it slept, and it exits. Counted in the apiserver's audit log by User-Agent.
+#[tokio::test]
+async fn a_frozen_leader_writes_nothing_after_it_lost_the_lease() -> Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "frozen").await?;
+    let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
+    let (a, b) = (format!("{ns}-a"), format!("{ns}-b"));
+    let mut ops = vec![spawn(cp, &ns, &a)?, spawn(cp, &ns, &b)?];
+    let first = wait_for_holder(&client, &ns, &[&a, &b], Duration::from_secs(60)).await?;
+    create_and_await_ready(&platforms, "before").await?;
+    let (old, new) = if first == a { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+    let old_pid = nix::unistd::Pid::from_raw(i32::try_from(
+        ops.iter().find(|o| o.identity == old).unwrap().child.id(),
+    )?);
+
+    kill(old_pid, Signal::SIGSTOP)?;
+    wait_for_holder(&client, &ns, &[&new], Duration::from_secs(40)).await?;
+    let leases = |agent: &str| -> Result<Vec<test_cluster::AuditedWrite>> {
+        Ok(cp
+            .audited_writes(&nova::kubeclient::operator_agent(agent), std::time::UNIX_EPOCH)?
+            .into_iter()
+            .filter(|w| w.uri.contains("/leases/nova-operator") && w.code < 300)
+            .collect())
+    };
+    let took_over = leases(&new)?.first().map(|w| w.at).context("the standby's first lease write")?;
+    // Work queued for the frozen one: a spec change its watch delivers when it wakes.
+    let scale = json!({"spec": {"replicas": 2}});
+    platforms.patch("before", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(scale)).await?;
+    kill(old_pid, Signal::SIGCONT)?;
+    let old_op = ops.iter_mut().find(|o| o.identity == old).unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(status) = old_op.child.try_wait()? {
+                return anyhow::Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .context("the old leader exits once it learns it lost the lease")??;
+    assert!(!exited.success(), "it exits with an error: {exited}");
+    // The new leader carries the change out.
+    let two =
+        |p: Option<&Platform>| p.and_then(|p| p.status.as_ref()).and_then(|s| s.ready_replicas) == Some(2);
+    tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "before", two))
+        .await??;
+
+    let after: Vec<_> = cp
+        .audited_writes(&nova::kubeclient::operator_agent(&old), took_over)?
+        .into_iter()
+        .map(|w| format!("{} {} -> {}", w.verb, w.uri, w.code))
+        .collect();
+    assert!(after.is_empty(), "the old leader wrote after it lost the lease: {after:#?}");
+    assert!(!leases(&old)?.is_empty(), "the audit log does see the old leader's writes (from before)");
     Ok(())
 }

@@ -114,6 +114,22 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
+/// Writes only, at Metadata level (verb, URI, user, user agent, status), once each.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n\
+- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n";
+const AUDIT_LOG: &str = "audit.log";
+
+/// One write the apiserver received, from its audit log.
+#[derive(Clone, Debug)]
+pub struct AuditedWrite {
+    pub verb: String,
+    pub uri: String,
+    pub user_agent: String,
+    pub code: i64,
+    /// When the apiserver received it.
+    pub at: std::time::SystemTime,
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     std::fs::write(&path, contents).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -218,6 +234,7 @@ impl ControlPlane {
         let serving_crt = write(&d, "apiserver.crt", &serving.cert_pem)?;
         let serving_key = write(&d, "apiserver.key", &serving.key_pem)?;
 
+        let audit_policy = write(&d, "audit-policy.yaml", AUDIT_POLICY)?;
         let [etcd_client, etcd_peer, api_port] = free_ports::<3>()?;
         let server = format!("https://127.0.0.1:{api_port}");
 
@@ -283,6 +300,12 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                // Every write, with who sent it: tests count what Nova writes (a quiet
+                // operator writes nothing; a fenced one writes nothing more).
+                format!("--audit-policy-file={}", audit_policy.display()),
+                format!("--audit-log-path={}", d.join(AUDIT_LOG).display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
             ]),
         )?;
 
@@ -500,6 +523,34 @@ impl ControlPlane {
     }
 
     /// The built `kubectl`, already pointed at this control plane.
+    /// The writes in the audit log whose User-Agent starts with `agent`, received at or after
+    /// `since`.
+    pub fn audited_writes(&self, agent: &str, since: std::time::SystemTime) -> Result<Vec<AuditedWrite>> {
+        let path = self.dir.path().join(AUDIT_LOG);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let ua = v["userAgent"].as_str().unwrap_or_default();
+            let at = v["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .map(std::time::SystemTime::from);
+            let Some(at) = at else { continue };
+            if ua.starts_with(agent) && at >= since {
+                out.push(AuditedWrite {
+                    verb: v["verb"].as_str().unwrap_or_default().to_owned(),
+                    uri: v["requestURI"].as_str().unwrap_or_default().to_owned(),
+                    user_agent: ua.to_owned(),
+                    code: v["responseStatus"]["code"].as_i64().unwrap_or_default(),
+                    at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub fn kubectl(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(self.bin.join("kubectl"));
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 
 pub use binaries::{bin_dir, pinned_version};
-pub use cluster::{ControlPlane, Mode, Options, eventually};
+pub use cluster::{AuditedWrite, ControlPlane, Mode, Options, eventually};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
