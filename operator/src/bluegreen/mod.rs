@@ -97,8 +97,6 @@ fn live_state(d: &Deployment) -> ColorLive {
 
 async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Instant) -> Result<Action, Error> {
     let ns = bg.namespace().ok_or_else(|| Error::Bug("a BlueGreenDeployment without a namespace".into()))?;
-    let name = bg.name_any();
-
     if bg.spec.template.is_none()
         && let Some(r) = &bg.spec.platform_ref
         && let Some(p) = Api::<Platform>::namespaced(ctx.client.clone(), &ns)
@@ -110,6 +108,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         return hosts::reconcile(bg, &p, ctx, started).await;
     }
 
+    // Observe.
     let template = template_of(bg, ctx, &ns).await?;
     let port =
         desired::check_names(bg).and_then(|_| desired::app_port(&template)).map_err(Blocked::invalid)?;
@@ -118,6 +117,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     let green = live(ctx, &ns, &desired::deployment_name(bg, Color::Green));
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == revision);
     let status = ctx.status.bluegreens.current(bg);
+    // Decide (pure), with a gate round first when the plan asks for one.
     let mut input = Input {
         spec: &bg.spec,
         desired: &revision,
@@ -134,7 +134,33 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         input.round = Some(run_gate(bg, ctx, &ns, p.gate_due).await?);
         p = plan::plan(&input);
     }
+    // Act, record, status.
+    let release = Release { template: &template, revision: &revision, port, blue: &blue, green: &green };
+    act(bg, ctx, &ns, &p, &release, started).await?;
+    record(bg, ctx, &ns, &p, &status, &release).await?;
+    write_status(bg, ctx, p.status.clone(), p.phase, &p.conditions).await?;
+    Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
+}
 
+/// What is being released and what runs now.
+struct Release<'a> {
+    template: &'a PodTemplateSpec,
+    revision: &'a str,
+    port: i32,
+    blue: &'a Option<Arc<Deployment>>,
+    green: &'a Option<Arc<Deployment>>,
+}
+
+/// Applies the plan: the active Service first (the switch is one selector change), then the
+/// colours, then the preview Service.
+async fn act(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    p: &plan::Plan,
+    r: &Release<'_>,
+    started: Instant,
+) -> Result<(), Error> {
     let st = &p.status;
     let (Some(active), Some(active_rev)) = (st.active_color, st.active_revision.as_deref()) else {
         return Err(Error::Bug("the plan named no active colour".into()));
@@ -143,9 +169,8 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
         (Some(c), Some(r)) => (c, r),
         _ => (active, active_rev),
     };
-    // The switch: one apply that changes the active Service's selector.
-    let active_svc = desired::service(bg, desired::active_service(bg), active, active_rev, port);
-    ensure(&ctx.client, &ctx.children.services, &ns, &desired::active_service(bg), &active_svc, true).await?;
+    let active_svc = desired::service(bg, desired::active_service(bg), active, active_rev, r.port);
+    ensure(&ctx.client, &ctx.children.services, ns, &desired::active_service(bg), &active_svc, true).await?;
     if let Some(sw) = &p.switch {
         let took = started.elapsed();
         ctx.metrics.bluegreen.switched(sw.rollback, took);
@@ -153,10 +178,10 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     }
     // Traffic first, then the colours: a switch only ever goes to a colour that is available
     // already, so the only Deployment change that follows it is the other colour's scale-down.
-    for (c, want, live) in [(Color::Blue, p.blue, &blue), (Color::Green, p.green, &green)] {
+    for (c, want, live) in [(Color::Blue, p.blue, r.blue), (Color::Green, p.green, r.green)] {
         let Some(want) = want else { continue };
         let (tpl, rev) = match (want.template, live) {
-            (Template::Spec, _) => (template.clone(), revision.clone()),
+            (Template::Spec, _) => (r.template.clone(), r.revision.to_owned()),
             (Template::Live, Some(d)) => {
                 let t = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
                 (t, d.annotations().get(REVISION_ANNOTATION).cloned().unwrap_or_default())
@@ -165,38 +190,43 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
             (Template::Live, None) => continue,
         };
         let d = desired::deployment(bg, c, &tpl, &rev, want.replicas);
-        ensure(&ctx.client, &ctx.children.deployments, &ns, &desired::deployment_name(bg, c), &d, true)
+        ensure(&ctx.client, &ctx.children.deployments, ns, &desired::deployment_name(bg, c), &d, true)
             .await?;
     }
-
-    let preview_svc = desired::service(bg, desired::preview_service(bg), preview, preview_rev, port);
-    ensure(&ctx.client, &ctx.children.services, &ns, &desired::preview_service(bg), &preview_svc, true)
+    let preview_svc = desired::service(bg, desired::preview_service(bg), preview, preview_rev, r.port);
+    ensure(&ctx.client, &ctx.children.services, ns, &desired::preview_service(bg), &preview_svc, true)
         .await?;
+    Ok(())
+}
 
-    if status.preview_revision != p.status.preview_revision || status.active_revision.is_none() {
-        revisions::save(&ctx.client, bg, &revision, &template).await?;
+/// Revision history, release and audit records, and the plan's events.
+async fn record(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    p: &plan::Plan,
+    before: &BlueGreenDeploymentStatus,
+    r: &Release<'_>,
+) -> Result<(), Error> {
+    let name = bg.name_any();
+    if before.preview_revision != p.status.preview_revision || before.active_revision.is_none() {
+        revisions::save(&ctx.client, bg, r.revision, r.template).await?;
     }
     if let Some(sw) = &p.switch {
-        let image = template
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        let spec = r.template.spec.as_ref();
+        let image = spec.and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default();
         if !sw.rollback {
-            ctx.state.record_release(KIND, &ns, &name, &sw.revision, &image).await?;
+            ctx.state.record_release(KIND, ns, &name, &sw.revision, &image).await?;
         }
         let action = if sw.rollback { "rollback" } else { "switch" };
-        ctx.state
-            .audit(KIND, &ns, &name, action, &format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision))
-            .await?;
+        let detail = format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision);
+        ctx.state.audit(KIND, ns, &name, action, &detail).await?;
     }
     for (warning, reason, msg) in &p.events {
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
-    write_status(bg, ctx, p.status.clone(), p.phase, &p.conditions).await?;
-    Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
+    Ok(())
 }
 
 async fn run_gate(

@@ -7,6 +7,7 @@ pub mod dns01;
 pub mod ingress;
 pub mod issuer;
 pub mod metrics;
+mod order;
 pub mod plan;
 #[cfg(test)]
 mod verify;
@@ -19,20 +20,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::acme::{self, Challenger, keys, solver::Http01};
-use crate::api::tls::{AcmeIssuer, RotationPolicy, TlsCertificate, TlsCertificateStatus};
+use crate::acme::solver::Http01;
+use crate::api::tls::{AcmeIssuer, TlsCertificate, TlsCertificateStatus};
 use crate::conditions::{self, Cond, CondType};
-use crate::context::{Call, Context, Error, FIELD_MANAGER};
+use crate::context::{Call, Context, Error};
 use crate::kit;
 use plan::Current;
 
@@ -167,7 +166,44 @@ async fn read_secret(c: &TlsCertificate, ctx: &Context, ns: &str) -> Result<Opti
     Ok(Some(Found { chain, current, key_pem }))
 }
 
+/// What a reconcile saw: the Secret's certificate, the status to build on, and the
+/// certificate that is being served (valid, and not to be replaced for a reason other than
+/// renewal).
+struct Seen {
+    ns: String,
+    now: Timestamp,
+    old: TlsCertificateStatus,
+    found: Option<Found>,
+    status: TlsCertificateStatus,
+    serving: Option<Current>,
+}
+
+impl Seen {
+    fn ready(&self) -> Cond {
+        ready_cond(self.serving.as_ref())
+    }
+}
+
+fn ready_cond(serving: Option<&Current>) -> Cond {
+    match serving {
+        Some(cur) => Cond::new(CondType::Ready, true, "Valid", format!("valid until {}", cur.leaf.not_after)),
+        None => Cond::new(CondType::Ready, false, "NotIssued", "no valid certificate in the Secret yet"),
+    }
+}
+
 async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
+    let (seen, reason) = observe(c, ctx).await?;
+    match reason {
+        None => up_to_date(c, ctx, seen).await,
+        Some(reason) => match in_backoff(c, ctx, &seen).await? {
+            Some(wait) => Ok(wait),
+            None => issue(c, ctx, seen, reason).await,
+        },
+    }
+}
+
+/// Reads the Secret and decides whether to issue (pure: [`plan::reason_to_issue`]).
+async fn observe(c: &TlsCertificate, ctx: &Context) -> Result<(Seen, Option<plan::Reason>), Error> {
     let ns = c.namespace().unwrap_or_default();
     let now = Timestamp::now();
     let old = ctx.status.certificates.current(c);
@@ -179,157 +215,174 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
         _ => None,
     };
     let reason = plan::reason_to_issue(found.as_ref().map(|f| &f.current), &c.spec, renewal, now);
-    let serving = found.as_ref().and_then(|f| f.current.as_ref().ok()).filter(|cur| {
+    let serving = found.as_ref().and_then(|f| f.current.as_ref().ok()).cloned().filter(|cur| {
         !matches!(reason, Some(ref r) if !matches!(r, plan::Reason::Due(_))) && now < cur.leaf.not_after
     });
-    let mut status = TlsCertificateStatus { conditions: old.conditions.clone(), ..old.clone() };
-    if let Some(cur) = serving {
+    let mut status = old.clone();
+    if let Some(cur) = &serving {
         describe(&mut status, cur, renewal.unwrap_or_else(|| plan::renewal_time(&cur.leaf, &c.spec)));
-        ctx.metrics.certs.certificate(
-            &ns,
-            &c.name_any(),
-            cur.leaf.not_after,
-            status.renewal_time.as_ref().map(|t| t.0),
-        );
+        let at = status.renewal_time.as_ref().map(|t| t.0);
+        ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, at);
     }
-    let ready = |serving: Option<&Current>| match serving {
-        Some(cur) => Cond::new(CondType::Ready, true, "Valid", format!("valid until {}", cur.leaf.not_after)),
-        None => Cond::new(CondType::Ready, false, "NotIssued", "no valid certificate in the Secret yet"),
-    };
-    let Some(reason) = reason else {
-        let Some(cur) = serving else {
-            return Err(Error::Bug("no reason to issue, yet no certificate to serve".into()));
-        };
-        // The server's renewal information can move renewal forward at any time (a revoked
-        // or mis-issued certificate): asked on each reconcile when the server offers it.
-        if let Some(at) = ari_point(c, ctx, cur).await? {
-            describe(&mut status, cur, at);
-            ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
-        }
-        let mut conds = vec![
-            ready(Some(cur)),
-            Cond::new(CondType::Issuing, false, "UpToDate", "the certificate is current"),
-        ];
-        if let Some(f) = found.as_ref() {
-            conds.extend(distributed(c, ctx, &f.chain, f.key_pem.as_deref().unwrap_or_default()).await?);
-        }
-        write_status(c, ctx, status.clone(), &conds).await?;
-        let at = status.renewal_time.as_ref().map(|t| t.0).unwrap_or(now);
-        return Ok(Action::requeue(until(now, at).min(recheck(&conds))));
-    };
+    Ok((Seen { ns, now, old, found, status, serving }, reason))
+}
 
-    // Never hammer the server: after failures, wait out the backoff first.
-    let attempts = old.failed_issuance_attempts.unwrap_or(0);
-    if attempts > 0
-        && let Some(last) = old.last_failure_time.as_ref().map(|t| t.0)
-    {
-        let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
-        let next = last + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
-        if now < next {
-            // The failure as it was reported, without the "next attempt" this branch adds: the
-            // message must come out the same on every reconcile of the window, or each write
-            // would trigger the next reconcile and grow the message.
-            let last = conditions_message(&old, "Issuing");
-            let failure = last.split(NEXT_ATTEMPT).next().unwrap_or_default();
-            let msg = format!("{failure}{NEXT_ATTEMPT}{next}");
-            let conds = [ready(serving), Cond::new(CondType::Issuing, false, "Backoff", msg)];
-            write_status(c, ctx, status, &conds).await?;
-            return Ok(Action::requeue(until(now, next)));
-        }
+/// Nothing to issue: ask ARI, keep the hosts' copies in shape, say so.
+async fn up_to_date(c: &TlsCertificate, ctx: &Context, mut seen: Seen) -> Result<Action, Error> {
+    let Some(cur) = seen.serving.clone() else {
+        return Err(Error::Bug("no reason to issue, yet no certificate to serve".into()));
+    };
+    // The server's renewal information can move renewal forward at any time (a revoked or
+    // mis-issued certificate): asked on each reconcile when the server offers it.
+    if let Some(at) = ari_point(c, ctx, &cur).await? {
+        describe(&mut seen.status, &cur, at);
+        ctx.metrics.certs.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
     }
+    let mut conds =
+        vec![seen.ready(), Cond::new(CondType::Issuing, false, "UpToDate", "the certificate is current")];
+    if let Some(f) = seen.found.as_ref() {
+        conds.extend(distributed(c, ctx, &f.chain, f.key_pem.as_deref().unwrap_or_default()).await?);
+    }
+    let at = seen.status.renewal_time.as_ref().map(|t| t.0).unwrap_or(seen.now);
+    write_status(c, ctx, seen.status, &conds).await?;
+    Ok(Action::requeue(until(seen.now, at).min(recheck(&conds))))
+}
 
-    let issuer_name = &c.spec.issuer_ref.name;
+/// After failures the server is not asked again before the backoff is over: the wait, when
+/// there is one.
+async fn in_backoff(c: &TlsCertificate, ctx: &Context, seen: &Seen) -> Result<Option<Action>, Error> {
+    let attempts = seen.old.failed_issuance_attempts.unwrap_or(0);
+    let Some(last) = seen.old.last_failure_time.as_ref().map(|t| t.0).filter(|_| attempts > 0) else {
+        return Ok(None);
+    };
+    let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
+    let next = last + SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX);
+    if seen.now >= next {
+        return Ok(None);
+    }
+    // The failure as it was reported, without the "next attempt" this branch adds: the message
+    // must come out the same on every reconcile of the window, or each write would trigger the
+    // next reconcile and grow the message.
+    let last = conditions_message(&seen.old, "Issuing");
+    let failure = last.split(NEXT_ATTEMPT).next().unwrap_or_default();
+    let msg = format!("{failure}{NEXT_ATTEMPT}{next}");
+    let conds = [seen.ready(), Cond::new(CondType::Issuing, false, "Backoff", msg)];
+    write_status(c, ctx, seen.status.clone(), &conds).await?;
+    Ok(Some(Action::requeue(until(seen.now, next))))
+}
+
+/// The issuer and its account, or the wait when there is none to order with (said in status).
+async fn ready_issuer(
+    c: &TlsCertificate,
+    ctx: &Context,
+    seen: &Seen,
+) -> Result<Result<(AcmeIssuer, issuer::Ready), Action>, Error> {
+    let name = &c.spec.issuer_ref.name;
     let iss = Api::<AcmeIssuer>::all(ctx.client.clone())
-        .get_opt(issuer_name)
+        .get_opt(name)
         .await
-        .call(|| format!("reading AcmeIssuer {issuer_name} (spec.issuerRef)"))?;
+        .call(|| format!("reading AcmeIssuer {name} (spec.issuerRef)"))?;
+    let not_ready =
+        |reason: &'static str, msg: String| [seen.ready(), Cond::new(CondType::Issuing, false, reason, msg)];
     let Some(iss) = iss else {
-        let msg = format!("AcmeIssuer {issuer_name:?} named in spec.issuerRef does not exist");
+        let msg = format!("AcmeIssuer {name:?} named in spec.issuerRef does not exist");
         ctx.metrics.reconcile.blocked(KIND, "IssuerNotFound");
-        write_status(
-            c,
-            ctx,
-            status,
-            &[ready(serving), Cond::new(CondType::Issuing, false, "IssuerNotFound", msg)],
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        write_status(c, ctx, seen.status.clone(), &not_ready("IssuerNotFound", msg)).await?;
+        return Ok(Err(Action::requeue(Duration::from_secs(60))));
     };
     if let Some(msg) = unprovable(c, &iss) {
-        write_status(
-            c,
-            ctx,
-            status,
-            &[ready(serving), Cond::new(CondType::Issuing, false, "InvalidSpec", msg)],
-        )
-        .await?;
-        return Ok(Action::await_change());
+        write_status(c, ctx, seen.status.clone(), &not_ready("InvalidSpec", msg)).await?;
+        return Ok(Err(Action::await_change()));
     }
-    let account = match issuer::account(&iss, ctx, false).await {
-        Ok(a) => a,
+    match issuer::account(&iss, ctx, false).await {
+        Ok(a) => Ok(Ok((iss, a))),
         Err(e @ (Error::Blocked(_) | Error::Acme(_))) => {
-            let msg = e.to_string();
-            let conds = [ready(serving), Cond::new(CondType::Issuing, false, "IssuerNotReady", msg)];
-            write_status(c, ctx, status, &conds).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            write_status(c, ctx, seen.status.clone(), &not_ready("IssuerNotReady", e.to_string())).await?;
+            Ok(Err(Action::requeue(Duration::from_secs(30))))
         }
-        Err(e) => return Err(e),
-    };
+        Err(e) => Err(e),
+    }
+}
 
+/// Orders a certificate and records what came of it.
+async fn issue(
+    c: &TlsCertificate,
+    ctx: &Context,
+    mut seen: Seen,
+    reason: plan::Reason,
+) -> Result<Action, Error> {
+    let (iss, account) = match ready_issuer(c, ctx, &seen).await? {
+        Ok(ready) => ready,
+        Err(wait) => return Ok(wait),
+    };
     // Issuing: say so first, so `kubectl get` shows it while the order runs.
     let why = reason.to_string();
-    let conds = [ready(serving), Cond::new(CondType::Issuing, true, "Ordering", format!("ordering: {why}"))];
-    write_status(c, ctx, status.clone(), &conds).await?;
+    let conds = [seen.ready(), Cond::new(CondType::Issuing, true, "Ordering", format!("ordering: {why}"))];
+    write_status(c, ctx, seen.status.clone(), &conds).await?;
     let started = Instant::now();
     // A renewal names the certificate it replaces (RFC 9773), when the server takes ARI.
-    let replaces = match (&reason, found.as_ref().map(|f| &f.current)) {
+    let replaces = match (&reason, seen.found.as_ref().map(|f| &f.current)) {
         (plan::Reason::Due(_), Some(Ok(cur))) => cur.leaf.ari_id.clone(),
         _ => None,
     };
-    let outcome = order(c, ctx, &iss, &account, found.as_ref(), replaces.as_deref()).await;
+    let outcome = order::order(c, ctx, &iss, &account, seen.found.as_ref(), replaces.as_deref()).await;
     ctx.metrics.certs.issued(outcome.is_ok(), started.elapsed());
-    let conds_now = Timestamp::now();
+    seen.now = Timestamp::now();
     match outcome {
-        Ok(chain_and_key) => {
-            let (chain, key) = chain_and_key;
-            let leaf = x509::leaf(&chain)
-                .map_err(|e| Error::Acme(format!("the ACME server sent an unreadable chain: {e}")))?;
-            write_secret(c, ctx, &ns, &chain, &key).await?;
-            let cur = Current { leaf, key_matches: true, issuer: Some(issuer_name.clone()) };
-            let at = ari_renewal(&account, &cur, &c.spec).await;
-            describe(&mut status, &cur, at);
-            status.failed_issuance_attempts = None;
-            status.last_failure_time = None;
-            ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, Some(at));
-            let msg = format!(
-                "issued serial {} for {} ({why}); valid until {}, renewal at {at}",
-                cur.leaf.serial,
-                cur.leaf.dns_names.join(", "),
-                cur.leaf.not_after
-            );
-            publish(ctx, c, EventType::Normal, "Issued", &msg).await;
-            let mut conds = vec![ready(Some(&cur)), Cond::new(CondType::Issuing, false, "Issued", msg)];
-            conds.extend(distributed(c, ctx, &chain, &key).await?);
-            write_status(c, ctx, status, &conds).await?;
-            Ok(Action::requeue(until(conds_now, at).min(recheck(&conds))))
-        }
-        Err(msg) => {
-            let attempts = attempts + 1;
-            let wait =
-                plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
-            status.failed_issuance_attempts = Some(attempts);
-            status.last_failure_time = Some(Time(conds_now));
-            let text = format!("attempt {attempts} failed: {msg}");
-            publish(ctx, c, EventType::Warning, "IssuanceFailed", &text).await;
-            let mut ready = ready(serving);
-            if serving.is_none() {
-                ready = Cond::new(CondType::Ready, false, "IssuanceFailed", &text);
-            }
-            write_status(c, ctx, status, &[ready, Cond::new(CondType::Issuing, false, "Failed", text)])
-                .await?;
-            Ok(Action::requeue(wait))
-        }
+        Ok((chain, key)) => issued(c, ctx, seen, &account, &why, &chain, &key).await,
+        Err(msg) => failed_issuance(c, ctx, seen, &msg).await,
     }
+}
+
+async fn issued(
+    c: &TlsCertificate,
+    ctx: &Context,
+    mut seen: Seen,
+    account: &issuer::Ready,
+    why: &str,
+    chain: &str,
+    key: &str,
+) -> Result<Action, Error> {
+    let leaf = x509::leaf(chain)
+        .map_err(|e| Error::Acme(format!("the ACME server sent an unreadable chain: {e}")))?;
+    order::write_secret(c, ctx, &seen.ns, chain, key).await?;
+    let cur = Current { leaf, key_matches: true, issuer: Some(c.spec.issuer_ref.name.clone()) };
+    let at = ari_renewal(account, &cur, &c.spec).await;
+    describe(&mut seen.status, &cur, at);
+    seen.status.failed_issuance_attempts = None;
+    seen.status.last_failure_time = None;
+    ctx.metrics.certs.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
+    let msg = format!(
+        "issued serial {} for {} ({why}); valid until {}, renewal at {at}",
+        cur.leaf.serial,
+        cur.leaf.dns_names.join(", "),
+        cur.leaf.not_after
+    );
+    publish(ctx, c, EventType::Normal, "Issued", &msg).await;
+    let mut conds = vec![ready_cond(Some(&cur)), Cond::new(CondType::Issuing, false, "Issued", msg)];
+    conds.extend(distributed(c, ctx, chain, key).await?);
+    write_status(c, ctx, seen.status, &conds).await?;
+    Ok(Action::requeue(until(seen.now, at).min(recheck(&conds))))
+}
+
+async fn failed_issuance(
+    c: &TlsCertificate,
+    ctx: &Context,
+    mut seen: Seen,
+    msg: &str,
+) -> Result<Action, Error> {
+    let attempts = seen.old.failed_issuance_attempts.unwrap_or(0) + 1;
+    let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
+    seen.status.failed_issuance_attempts = Some(attempts);
+    seen.status.last_failure_time = Some(Time(seen.now));
+    let text = format!("attempt {attempts} failed: {msg}");
+    publish(ctx, c, EventType::Warning, "IssuanceFailed", &text).await;
+    let ready = match seen.serving {
+        Some(_) => seen.ready(),
+        None => Cond::new(CondType::Ready, false, "IssuanceFailed", &text),
+    };
+    write_status(c, ctx, seen.status, &[ready, Cond::new(CondType::Issuing, false, "Failed", text)]).await?;
+    Ok(Action::requeue(wait))
 }
 
 /// The Distributed condition after installing on the hosts of `spec.distributeTo` (none
@@ -442,147 +495,6 @@ async fn ari_point(c: &TlsCertificate, ctx: &Context, cur: &Current) -> Result<O
         Err(e) => return Err(e),
     };
     Ok(Some(ari_renewal(&account, cur, &c.spec).await))
-}
-
-/// Runs one order; returns the chain and key, or what failed (for status; no key material).
-async fn order(
-    c: &TlsCertificate,
-    ctx: &Context,
-    iss: &AcmeIssuer,
-    account: &issuer::Ready,
-    found: Option<&Found>,
-    replaces: Option<&str>,
-) -> Result<(String, String), String> {
-    let reuse = c.spec.private_key.rotation_policy == RotationPolicy::Never;
-    let key_pem = match found.and_then(|f| f.key_pem.clone()) {
-        Some(k) if reuse && keys::shape(&k).ok() == Some(keys::Shape::of(&c.spec.private_key)) => k,
-        _ => keys::generate(&c.spec.private_key).map_err(|e| e.to_string())?,
-    };
-    let mut solvers: Vec<Box<dyn Challenger>> = Vec::new();
-    for s in &iss.spec.solvers {
-        if let Some(h) = &s.http01
-            && let Some(ing) = &h.ingress
-        {
-            solvers.push(Box::new(ingress::IngressHttp01::new(
-                &ctx.certs.http01,
-                ctx.client.clone(),
-                c,
-                ing.class_name.clone(),
-                ctx.certs.settings.solver_endpoint,
-            )));
-        }
-        if let Some(h) = &s.http01
-            && let Some(w) = &h.webroot
-        {
-            let Some(d) = &c.spec.distribute_to else {
-                return Err(
-                    "the issuer's http01.webroot solver writes tokens on the hosts of spec.distributeTo, \
-                            which this certificate does not have"
-                        .into(),
-                );
-            };
-            let hosts = distribute::selected_hosts(ctx, &d.hosts).await.map_err(|e| e.to_string())?;
-            let mut conns = Vec::new();
-            for h in &hosts {
-                match crate::host::connect(h, ctx).await {
-                    Ok(conn) => conns.push((h.name_any(), conn)),
-                    Err(e) => return Err(format!("webroot solver: {e}")),
-                }
-            }
-            if conns.is_empty() {
-                return Err("the webroot solver found no Host selected by spec.distributeTo.hosts".into());
-            }
-            solvers.push(Box::new(webroot::Webroot::new(&w.path, conns)));
-        }
-        if let Some(d) = &s.dns01 {
-            let r = &d.rfc2136;
-            let secret = issuer::secret_value(
-                ctx,
-                &r.tsig_secret_ref.name,
-                &r.tsig_secret_ref.key,
-                "spec.solvers[].dns01.rfc2136.tsigSecretRef",
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            use base64::Engine;
-            let text = String::from_utf8_lossy(&secret);
-            let key = base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| {
-                "spec.solvers[].dns01.rfc2136.tsigSecretRef: the TSIG secret is not base64".to_owned()
-            })?;
-            solvers.push(Box::new(dns01::Rfc2136::new(
-                &r.nameserver,
-                &r.tsig_key_name,
-                r.tsig_algorithm,
-                key,
-            )?));
-        }
-    }
-    let refs: Vec<&dyn Challenger> = solvers.iter().map(|b| b.as_ref()).collect();
-    let quoted_replaces = json!(replaces.unwrap_or_default()).to_string();
-    let req = acme::Request {
-        names: &c.spec.dns_names,
-        key_pem: &key_pem,
-        profile: c.spec.profile.as_deref(),
-        replaces: replaces
-            .and_then(|id| serde_json::from_str(&quoted_replaces).ok().filter(|_| !id.is_empty())),
-        timeout: ctx.certs.settings.order_timeout,
-    };
-    let issued = acme::issue_with(&account.directory, &account.account, &req, &refs)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((issued.chain_pem, issued.key_pem))
-}
-
-async fn write_secret(
-    c: &TlsCertificate,
-    ctx: &Context,
-    ns: &str,
-    chain: &str,
-    key: &str,
-) -> Result<(), Error> {
-    let certs = x509::chain_der(chain).unwrap_or_default();
-    // ca.crt: the topmost CA certificate the server sent (ACME does not hand out the root).
-    let ca = if certs.len() > 1 {
-        chain
-            .split_inclusive("-----END CERTIFICATE-----")
-            .filter(|b| b.contains("BEGIN"))
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-            + "\n"
-    } else {
-        String::new()
-    };
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(c.spec.secret_name.clone()),
-            namespace: Some(ns.to_owned()),
-            labels: Some([("app.kubernetes.io/managed-by".to_owned(), "nova".to_owned())].into()),
-            annotations: Some(
-                [
-                    (ISSUER_ANNOTATION.to_owned(), c.spec.issuer_ref.name.clone()),
-                    (CERTIFICATE_ANNOTATION.to_owned(), c.name_any()),
-                ]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(
-            [
-                ("tls.crt".to_owned(), ByteString(chain.as_bytes().to_vec())),
-                ("tls.key".to_owned(), ByteString(key.as_bytes().to_vec())),
-                ("ca.crt".to_owned(), ByteString(ca.into_bytes())),
-            ]
-            .into(),
-        ),
-        ..Default::default()
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch(&c.spec.secret_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await?;
-    Ok(())
 }
 
 /// Writes status through the kit (only when it changed against what this process last wrote).
