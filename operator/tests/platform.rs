@@ -155,17 +155,25 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
         Api::<Deployment>::namespaced(client.clone(), &ns).get_opt("api").await?.is_none(),
         "nothing is applied while a dependency is missing"
     );
+    // Blocked on the user, not failing: counted apart from errors, and said in Stalled.
     let metrics = op.metrics().await?;
     assert!(
-        metrics.contains(r#"nova_reconcile_errors_total{category="missing_dependency",kind="Platform"}"#),
+        metrics.contains(r#"nova_reconcile_blocked_total{kind="Platform",reason="MissingDependency"}"#),
         "{metrics}"
     );
+    assert!(!metrics.contains("nova_reconcile_errors_total{"), "{metrics}");
+    let p = platforms.get("api").await?;
+    let stalled = p.status.unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Stalled");
+    assert_eq!(stalled.map(|c| (c.status, c.reason)), Some(("True".into(), "MissingDependency".into())));
 
     let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "db-credentials"},
                                                       "stringData": {"PASSWORD": "hunter2"}}))?;
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await?;
     tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "api", ready)).await??;
-    let text = serde_json::to_string(&platforms.get("api").await?.status)?;
+    let recovered = platforms.get("api").await?;
+    let stalled = recovered.status.clone().unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Stalled");
+    assert_eq!(stalled.map(|c| c.status), Some("False".into()), "no longer stalled");
+    let text = serde_json::to_string(&recovered.status)?;
     assert!(!text.contains("hunter2"), "secret values never reach status");
     op.stop().await
 }
