@@ -54,7 +54,7 @@ pub struct Context {
     pub applied: Mutex<HashMap<String, i64>>,
     pub status: Writers,
     /// Certificates: settings, HTTP-01 answers, ACME accounts.
-    pub certs: crate::certs::Shared,
+    pub certs: crate::acme::shared::Shared,
     /// SSH sessions to Hosts, kept between reconciles.
     pub ssh: crate::ssh::Pool,
 }
@@ -69,7 +69,7 @@ impl Context {
         metrics: Metrics,
         state: State,
         children: ChildStores,
-        certs: crate::certs::Shared,
+        certs: crate::acme::shared::Shared,
         fence: kit::Fence,
     ) -> Arc<Self> {
         // Health checks go to pod addresses: never through a proxy from the environment. A
@@ -127,7 +127,7 @@ impl Context {
             ingresses: store().0,
             bluegreens: store().0,
         };
-        let certs = crate::certs::Shared::new(Default::default(), Default::default());
+        let certs = crate::acme::shared::Shared::new(Default::default(), Default::default());
         Self::new(client, "nova-system".into(), Metrics::new(), state, children, certs, kit::Fence::open())
     }
 }

@@ -181,8 +181,10 @@ async fn run_controllers(
                 .reflect_shared(bw),
         ),
     );
+    // Everything the controllers write goes through the fence; watches are reads.
+    let writer = crate::kit::fence::fenced_client(client.clone(), fence.clone());
     let ctx = Context::new(
-        client.clone(),
+        writer,
         cfg.lease.namespace.clone(),
         metrics,
         state,
@@ -232,7 +234,7 @@ async fn run_controllers(
     let hosts = host_controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_c)
-        .run(host::reconcile, host::error_policy, ctx_hosts.clone())
+        .run(host::controller::reconcile, host::controller::error_policy, ctx_hosts.clone())
         .for_each(log_controller_error);
     let prune = forget_deleted(ctx_hosts.clone(), platform_store, bg_stores, host_store);
     let certs = certificates(&client, ns, cfg, ctx_hosts, shared_stop);

@@ -498,8 +498,9 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
     // Deleted while a site still names its files: the files stay (the site would fail its next
     // reload without them), an event says so, and the certificate goes.
     th.ssh("rm -f /etc/nginx/conf.d/broken.conf")?;
+    let uid = certs.get("shop").await?.metadata.uid.context("uid")?;
     certs.delete("shop", &DeleteParams::default()).await?;
-    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "shop", is_deleted("")))
+    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "shop", is_deleted(&uid)))
         .await
         .context("the certificate goes")??;
     assert_eq!(th.ssh("test -f /etc/nova/tls/shop-tls/tls.key && echo kept")?.trim(), "kept");
@@ -514,8 +515,9 @@ async fn webroot_challenge_and_distribution_to_a_host_served_by_its_nginx() -> R
         .await?;
     wait_cert(&certs, "api", 120, "distribution of the second certificate", distributed).await?;
     assert_eq!(th.ssh("ls /etc/nova/tls/api-tls")?.split_whitespace().count(), 2, "tls.crt and tls.key");
+    let uid = certs.get("api").await?.metadata.uid.context("uid")?;
     certs.delete("api", &DeleteParams::default()).await?;
-    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "api", is_deleted("")))
+    tokio::time::timeout(Duration::from_secs(60), await_condition(certs.clone(), "api", is_deleted(&uid)))
         .await
         .context("the second certificate goes")??;
     assert_eq!(th.ssh("ls -A /etc/nova/tls/api-tls 2>/dev/null || true")?.trim(), "", "its files are gone");

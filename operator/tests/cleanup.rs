@@ -95,10 +95,14 @@ async fn deletion_removes_the_application_and_waits_for_an_unreachable_host() ->
     assert!(!leftovers(&th, &id)?.trim().is_empty(), "the application is on the host");
 
     // Deleted: nothing of it is left, nginx runs and serves the other site.
+    let uid = platforms.get("shop").await?.uid().context("uid")?;
     platforms.delete("shop", &DeleteParams::default()).await?;
-    tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "shop", is_deleted("")))
-        .await
-        .context("the Platform goes once cleaned up")??;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(platforms.clone(), "shop", is_deleted(&uid)),
+    )
+    .await
+    .context("the Platform goes once cleaned up")??;
     assert_eq!(leftovers(&th, &id)?.trim(), "", "nothing of the application is left");
     assert_eq!(th.ssh(&format!("systemctl is-active nova-{id}-blue || true"))?.trim(), "inactive");
     assert_eq!(th.ssh("systemctl is-active nginx")?.trim(), "active");
@@ -111,6 +115,7 @@ async fn deletion_removes_the_application_and_waits_for_an_unreachable_host() ->
         .context("second Platform Ready")??;
     let hosts: Api<Host> = Api::all(client.clone());
     hosts.patch(&hostname, &PatchParams::default(), &Patch::Merge(json!({"spec": {"port": 1}}))).await?;
+    let uid = platforms.get("blog").await?.uid().context("uid")?;
     platforms.delete("blog", &DeleteParams::default()).await?;
     let stalled = |p: Option<&Platform>| {
         p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
@@ -131,9 +136,12 @@ async fn deletion_removes_the_application_and_waits_for_an_unreachable_host() ->
     // A person lets it go: gone, the application stays on the host as the annotation says.
     let skip = json!({"metadata": {"annotations": {"nova.infra.dev/skip-cleanup": "true"}}});
     platforms.patch("blog", &PatchParams::default(), &Patch::Merge(skip)).await?;
-    tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "blog", is_deleted("")))
-        .await
-        .context("released by the annotation")??;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(platforms.clone(), "blog", is_deleted(&uid)),
+    )
+    .await
+    .context("released by the annotation")??;
     assert!(!leftovers(&th, &format!("{ns}-blog"))?.trim().is_empty(), "left on the host, as asked");
     hosts.delete(&hostname, &DeleteParams::default()).await?;
     op.stop().await

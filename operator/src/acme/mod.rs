@@ -6,6 +6,7 @@
 //! which the certificates issue asks for; `acme2` needs OpenSSL and has neither.
 
 pub mod keys;
+pub mod shared;
 pub mod solver;
 
 use std::path::PathBuf;

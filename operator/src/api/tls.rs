@@ -113,8 +113,11 @@ pub struct Http01Webroot {
     pub path: String,
 }
 
+/// Where the nginx site Nova renders on hosts serves `/.well-known/acme-challenge/` from.
+pub const DEFAULT_WEBROOT: &str = "/var/lib/nova/acme";
+
 fn default_webroot() -> String {
-    crate::hostapp::desired::ACME_WEBROOT.into()
+    DEFAULT_WEBROOT.into()
 }
 
 /// DNS-01 through RFC 2136 dynamic updates.

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::api::bluegreen::{BlueGreenDeployment, Color};
-use crate::platform::desired::{REVISION_ANNOTATION, SERVICE_PORT};
+use crate::workload::{REVISION_ANNOTATION, SERVICE_PORT};
 
 /// Label naming the BlueGreenDeployment a pod belongs to.
 pub const BLUEGREEN_LABEL: &str = "nova.infra.dev/bluegreen";

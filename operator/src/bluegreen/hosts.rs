@@ -111,7 +111,7 @@ pub async fn reconcile(
 async fn connect_all(chosen: &[&Host], ctx: &Context) -> Result<Vec<HostConn>, Error> {
     let mut hosts = Vec::new();
     for h in chosen {
-        match crate::host::connect(h, ctx).await {
+        match crate::hostaccess::connect(h, ctx).await {
             Ok(conn) => hosts.push(HostConn { name: h.name_any(), conn }),
             Err(e) => {
                 for h in hosts {

@@ -5,11 +5,11 @@
 //! asks for them, applies what the plan wants, and writes status, events, metrics and history.
 
 pub mod desired;
-pub mod gate;
 pub mod hosts;
 pub mod metrics;
-pub mod plan;
 pub mod revisions;
+
+pub use crate::rollouts::{gate, plan};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ use crate::apply::ensure;
 use crate::conditions::{Cond, CondType};
 use crate::context::{Blocked, Call, Context, Error};
 use crate::kit;
-use crate::platform::desired::{REVISION_ANNOTATION, revision_of};
+use crate::workload::{REVISION_ANNOTATION, revision_of};
 use plan::{ColorLive, GateRound, Input, Template};
 
 const KIND: &str = "BlueGreenDeployment";
@@ -67,7 +67,7 @@ async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Resul
         .await
         .call(|| format!("reading Platform {ns}/{} (spec.platformRef)", r.name))?
     {
-        Some(p) => Ok(crate::platform::desired::pod_template(&p)),
+        Some(p) => Ok(crate::workload::pod_template(&p)),
         None => Err(Blocked::missing(format!(
             "Platform {:?} named in spec.platformRef does not exist in namespace {ns}",
             r.name

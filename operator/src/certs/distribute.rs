@@ -49,7 +49,7 @@ pub async fn run(
     }
     for h in &selected {
         let name = h.name_any();
-        let conn = match crate::host::connect(h, ctx).await {
+        let conn = match crate::hostaccess::connect(h, ctx).await {
             Ok(conn) => conn,
             // A Host that cannot be reached or has no key is reported in Distributed and
             // retried; the other hosts still get the certificate.
@@ -147,7 +147,7 @@ pub async fn remove(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> 
         selected_hosts(ctx, &d.hosts).await.call(|| "listing Hosts (spec.distributeTo.hosts)".into())?;
     let mut kept = Vec::new();
     for h in &selected {
-        let conn = crate::host::connect(h, ctx).await.map_err(|e| match e {
+        let conn = crate::hostaccess::connect(h, ctx).await.map_err(|e| match e {
             Error::Host(msg) => Blocked::new(
                 "CleanupBlocked",
                 format!(

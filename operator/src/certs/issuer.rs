@@ -23,12 +23,7 @@ pub const ACCOUNT_KEY: &str = "tls.key";
 /// Registration is checked again this often (a key rotated by hand, a deactivated account).
 const REFRESH: Duration = Duration::from_secs(3600);
 
-/// An account ready to order with, and the directory it belongs to.
-#[derive(Clone)]
-pub struct Ready {
-    pub account: instant_acme::Account,
-    pub directory: Directory,
-}
+pub use crate::acme::shared::Ready;
 
 pub async fn reconcile(i: Arc<AcmeIssuer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let c = ctx.clone();

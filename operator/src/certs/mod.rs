@@ -14,10 +14,7 @@ mod verify;
 pub mod webroot;
 pub mod x509;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -28,7 +25,6 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::acme::solver::Http01;
 use crate::api::tls::{AcmeIssuer, TlsCertificate, TlsCertificateStatus};
 use crate::conditions::{self, Cond, CondType};
 use crate::context::{Call, Context, Error};
@@ -44,77 +40,7 @@ const RECHECK: Duration = Duration::from_secs(8 * 3600);
 /// How a message in backoff says when the next attempt is.
 const NEXT_ATTEMPT: &str = "; next attempt at ";
 
-/// How issuance behaves; the defaults suit public CAs.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Wait after the first failed issuance; doubles with each further failure.
-    pub backoff_base: Duration,
-    /// The longest wait between attempts.
-    pub backoff_cap: Duration,
-    /// How long one order may take at each stage before it counts as failed.
-    pub order_timeout: Duration,
-    /// Where the Ingress for HTTP-01 sends the ACME server: the operator's pod address and
-    /// HTTP port.
-    pub solver_endpoint: SocketAddr,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            backoff_base: Duration::from_secs(300),
-            backoff_cap: Duration::from_secs(24 * 3600),
-            order_timeout: Duration::from_secs(120),
-            solver_endpoint: ([127, 0, 0, 1], 8080).into(),
-        }
-    }
-}
-
-/// Where HTTP-01 traffic for the operator goes: `ip` (the pod's), else the listen address
-/// unless it is unspecified, else loopback; always the HTTP port.
-pub fn solver_endpoint(ip: Option<std::net::IpAddr>, http: SocketAddr) -> SocketAddr {
-    let ip = ip.unwrap_or_else(|| if http.ip().is_unspecified() { [127, 0, 0, 1].into() } else { http.ip() });
-    SocketAddr::new(ip, http.port())
-}
-
-/// What the certificate controllers share: settings, the HTTP-01 answers served on the
-/// operator's port, and the issuers' accounts.
-pub struct Shared {
-    pub settings: Settings,
-    pub http01: Http01,
-    accounts: Mutex<HashMap<String, (String, issuer::Ready)>>,
-    roots: PathBuf,
-}
-
-impl Shared {
-    pub fn new(settings: Settings, http01: Http01) -> Self {
-        let roots = std::env::temp_dir().join(format!("nova-acme-roots-{}", std::process::id()));
-        Self { settings, http01, accounts: Mutex::new(HashMap::new()), roots }
-    }
-
-    fn cached(&self, issuer: &str, fingerprint: &str) -> Option<issuer::Ready> {
-        let map = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(issuer).filter(|(f, _)| f == fingerprint).map(|(_, r)| r.clone())
-    }
-
-    fn remember(&self, issuer: &str, fingerprint: &str, ready: issuer::Ready) {
-        self.accounts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(issuer.to_owned(), (fingerprint.to_owned(), ready));
-    }
-
-    /// The CA bundle of an issuer as a file (the ACME client reads roots from a path).
-    fn root_file(&self, issuer: &str, pem: &[u8]) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(&self.roots)?;
-        let path = self.roots.join(format!("{issuer}.pem"));
-        if std::fs::read(&path).ok().as_deref() != Some(pem) {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, pem)?;
-            std::fs::rename(tmp, &path)?;
-        }
-        Ok(path)
-    }
-}
+pub use crate::acme::shared::{Settings, Shared, solver_endpoint};
 
 pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
     let cx = ctx.clone();

@@ -15,7 +15,7 @@ pub const PORTS: [u16; 2] = [5001, 5002];
 /// Where the proxy includes live; the site files go to `sites-enabled`.
 pub const NGINX_INCLUDE_DIR: &str = "/etc/nginx/nova";
 /// Served for ACME http-01 challenges (the certificates issue writes tokens here).
-pub const ACME_WEBROOT: &str = "/var/lib/nova/acme";
+pub const ACME_WEBROOT: &str = crate::api::tls::DEFAULT_WEBROOT;
 /// Runs Docker's compose plugin where installed, else docker-compose (v1, Debian 12's).
 pub const COMPOSE_WRAPPER: &str = "/usr/local/lib/nova/compose";
 pub const COMPOSE_WRAPPER_SCRIPT: &str = "#!/bin/sh\n\

@@ -1,5 +1,5 @@
 //! Blue-green on SSH hosts: what the hosts run (observe), one decision of the same state
-//! machine as on Kubernetes (`bluegreen::plan`), and the actions it asks for (act). Each colour
+//! machine as on Kubernetes (`rollouts::plan`), and the actions it asks for (act). Each colour
 //! is a systemd unit on its own port (the program itself, or the colour's compose project); a
 //! switch rewrites the nginx upstream, checks it with `nginx -t` and reloads gracefully. Every action is idempotent, so a round cut off half-way
 //! is completed by the next one.
@@ -11,10 +11,10 @@ use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, GateCheck};
-use crate::bluegreen::gate;
-use crate::bluegreen::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
 use crate::host::{bootstrap, services};
 use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR, Runtime};
+use crate::rollouts::gate;
+use crate::rollouts::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
 use crate::ssh::{self, Connection, quote};
 
 #[derive(Debug, thiserror::Error)]

@@ -15,8 +15,8 @@ use kube::ResourceExt;
 use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Phase};
 use crate::api::common::HostSelector;
 use crate::api::host::Host;
-use crate::bluegreen::plan::Plan;
 use crate::conditions;
+use crate::rollouts::plan::Plan;
 pub use desired::App;
 pub use engine::{Error, HostConn, Requests};
 

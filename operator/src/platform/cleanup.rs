@@ -39,7 +39,7 @@ pub async fn hosts(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         .items;
     let mut done = Vec::new();
     for h in hostapp::select(&all, sel) {
-        let conn = match crate::host::connect(h, ctx).await {
+        let conn = match crate::hostaccess::connect(h, ctx).await {
             Ok(c) => c,
             Err(e) => {
                 let why = format!(
