@@ -170,7 +170,7 @@ async fn a_frozen_leader_writes_nothing_after_it_lost_the_lease() -> Result<()> 
     let ns = cp.namespace(&client, "frozen").await?;
     let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
     let (a, b) = (format!("{ns}-a"), format!("{ns}-b"));
-    let mut ops = vec![spawn(cp, &ns, &a)?, spawn(cp, &ns, &b)?];
+    let mut ops = [spawn(cp, &ns, &a)?, spawn(cp, &ns, &b)?];
     let first = wait_for_holder(&client, &ns, &[&a, &b], Duration::from_secs(60)).await?;
     create_and_await_ready(&platforms, "before").await?;
     let (old, new) = if first == a { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
