@@ -62,15 +62,8 @@ enum Command {
     /// Apply Hosts and host-targeted Platforms from YAML with no cluster: over SSH, with status
     /// kept in the state database. Waits until each rollout settles, printing its progress.
     Apply {
-        /// A YAML file, or a directory of them.
-        #[arg(short, long)]
-        file: PathBuf,
-        /// Private SSH key (OpenSSH format) to log in to the hosts with.
-        #[arg(short, long)]
-        identity: PathBuf,
-        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
-        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
-        state: String,
+        #[command(flatten)]
+        from: Files,
         /// Promote a preview that waits for manual promotion.
         #[arg(long)]
         promote: bool,
@@ -85,15 +78,8 @@ enum Command {
     /// Delete what a YAML file describes, with no cluster: each Platform is removed from its
     /// hosts (units, files, nginx site) and forgotten; Hosts are only forgotten.
     Delete {
-        /// A YAML file, or a directory of them.
-        #[arg(short, long)]
-        file: PathBuf,
-        /// Private SSH key (OpenSSH format) to log in to the hosts with.
-        #[arg(short, long)]
-        identity: PathBuf,
-        /// State database: a file path or sqlite:// URL, or a postgres:// URL.
-        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
-        state: String,
+        #[command(flatten)]
+        from: Files,
     },
     /// List what `nova apply` manages, like `kubectl get`.
     Get {
@@ -178,6 +164,20 @@ struct HostArgs {
     identity: PathBuf,
 }
 
+/// What `nova apply` and `nova delete` read, how they log in, where they keep state.
+#[derive(clap::Args)]
+struct Files {
+    /// A YAML file, or a directory of them.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Private SSH key (OpenSSH format) to log in to the hosts with.
+    #[arg(short, long)]
+    identity: PathBuf,
+    /// State database: a file path or sqlite:// URL, or a postgres:// URL.
+    #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+    state: String,
+}
+
 #[derive(clap::Args)]
 struct Target {
     /// BlueGreenDeployment (a Platform with strategy BlueGreen has one of the same name).
@@ -233,22 +233,22 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Host(cmd) => host(cmd).await?,
-        Command::Apply { file, identity, state, promote, abort, no_wait } => {
-            let objs = nova::local::load(&file)?;
-            let state = nova::state::State::connect(&state).await?;
+        Command::Apply { from, promote, abort, no_wait } => {
+            let objs = nova::local::load(&from.file)?;
+            let state = nova::state::State::connect(&from.state).await?;
             let cfg = nova::local::Apply {
-                identity,
+                identity: from.identity,
                 requests: nova::hostapp::Requests { promote, abort },
                 wait_scale_down: !no_wait,
             };
             let failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
             anyhow::ensure!(failed == 0, "{failed} object(s) failed; `nova get` shows their state");
         }
-        Command::Delete { file, identity, state } => {
-            let objs = nova::local::load(&file)?;
-            let state = nova::state::State::connect(&state).await?;
+        Command::Delete { from } => {
+            let objs = nova::local::load(&from.file)?;
+            let state = nova::state::State::connect(&from.state).await?;
             let failed =
-                nova::local::delete(&state, &objs, &identity, &mut |line| println!("{line}")).await?;
+                nova::local::delete(&state, &objs, &from.identity, &mut |line| println!("{line}")).await?;
             anyhow::ensure!(failed == 0, "{failed} object(s) could not be deleted");
         }
         Command::Status { name, namespace, state } => {

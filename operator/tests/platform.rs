@@ -171,7 +171,8 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await?;
     tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "api", ready)).await??;
     let recovered = platforms.get("api").await?;
-    let stalled = recovered.status.clone().unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Stalled");
+    let stalled =
+        recovered.status.clone().unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Stalled");
     assert_eq!(stalled.map(|c| c.status), Some("False".into()), "no longer stalled");
     let text = serde_json::to_string(&recovered.status)?;
     assert!(!text.contains("hunter2"), "secret values never reach status");
