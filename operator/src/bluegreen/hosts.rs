@@ -86,6 +86,8 @@ pub async fn reconcile(
             return Err(Error::Host(msg));
         }
     };
+    // Status before the records, as on Kubernetes: a switch is recorded at most once.
+    write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     if let Some(sw) = &plan.switch {
         let took = started.elapsed();
         ctx.metrics.bluegreen.switched(sw.rollback, took);
@@ -102,7 +104,6 @@ pub async fn reconcile(
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
-    write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     let next = plan.requeue.unwrap_or(Duration::from_secs(300));
     Ok(Action::requeue(if plan.phase == Phase::Progressing { next.min(MOVING) } else { next }))
 }

@@ -137,8 +137,11 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     // Act, record, status.
     let release = Release { template: &template, revision: &revision, port, blue: &blue, green: &green };
     act(bg, ctx, &ns, &p, &release, started).await?;
-    record(bg, ctx, &ns, &p, &status, &release).await?;
+    // The status first: it is what the next reconcile decides from, so a process killed after
+    // it never repeats the step; one killed before it repeats only the idempotent apply above,
+    // and records the step then, once.
     write_status(bg, ctx, p.status.clone(), p.phase, &p.conditions).await?;
+    record(bg, ctx, &ns, &p, &status, &release).await?;
     Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
 }
 
