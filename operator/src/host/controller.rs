@@ -87,7 +87,8 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
                 Cond::new(CondType::Ready, false, "FactsFailed", &msg),
             ];
             write_status(h, ctx, old, &conds).await?;
-            return Ok(());
+            // Said in status, and counted and retried like any failure.
+            return Err(Error::Host(format!("Host {}: {msg}", h.name_any())));
         }
     };
     let fingerprint = ssh::fingerprint(conn.host_key()).ok();
@@ -113,15 +114,24 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
         fingerprint.unwrap_or_default()
     );
     let mut conds = vec![Cond::new(CondType::Reachable, true, "Connected", &reach)];
+    let mut failed = None;
     match &h.spec.bootstrap {
         None => conds.push(Cond::new(CondType::Ready, true, "FactsGathered", "reachable, facts gathered")),
         Some(_) => {
             let (bootstrapped, ready) = run_bootstrap(h, ctx, conn, &mut new).await?;
+            if bootstrapped.reason == "Failed" {
+                failed = Some(bootstrapped.message.clone());
+            }
             conds.push(bootstrapped);
             conds.push(ready);
         }
     }
-    write_status(h, ctx, new, &conds).await
+    write_status(h, ctx, new, &conds).await?;
+    // A failed bootstrap is said in status, and counted and retried like any failure.
+    match failed {
+        Some(msg) => Err(Error::Host(format!("Host {}: {msg}", h.name_any()))),
+        None => Ok(()),
+    }
 }
 
 /// Runs the bootstrap; returns the Bootstrapped and Ready conditions. Steps changed on a run
