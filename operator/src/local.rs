@@ -262,7 +262,9 @@ async fn apply_platform(
                     use mode Secret with the files in /etc/nova/tls/<secretName>/tls.{crt,key}"
             .into());
     }
-    let sel = &p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).expect("checked at load").hosts;
+    let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
+        return Err("spec.target.hosts is required without a cluster".into());
+    };
     let chosen = hostapp::select(hosts, sel);
     if chosen.is_empty() {
         return Err(

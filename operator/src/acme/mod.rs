@@ -274,7 +274,12 @@ async fn issue_inner(
                 kinds.join(", ")
             )));
         };
-        let mut challenge = authz.challenge(solver.kind()).expect("offered, checked above");
+        let Some(mut challenge) = authz.challenge(solver.kind()) else {
+            return Err(Error::Challenge(format!(
+                "the server withdrew the {:?} challenge for {shown}",
+                solver.kind()
+            )));
+        };
         let ka = challenge.key_authorization();
         let value = match solver.kind() {
             ChallengeType::Dns01 => ka.dns_value(),

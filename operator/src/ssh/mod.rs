@@ -99,7 +99,7 @@ impl client::Handler for Checker {
     type Error = russh::Error;
 
     async fn check_server_key(&mut self, key: &PublicKey) -> Result<bool, Self::Error> {
-        *self.seen.lock().expect("seen key") = Some(key.clone());
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
         Ok(self.expected.as_ref().is_none_or(|want| want.key_data() == key.key_data()))
     }
 }
@@ -159,7 +159,7 @@ impl Connection {
             Ok(Err(russh::Error::UnknownKey)) => {
                 let presented = seen
                     .lock()
-                    .expect("seen key")
+                    .unwrap_or_else(|p| p.into_inner())
                     .as_ref()
                     .map(|k| k.fingerprint(HashAlg::Sha256).to_string());
                 return Err(Error::HostKeyMismatch {
@@ -177,7 +177,7 @@ impl Connection {
         };
         let host_key = seen
             .lock()
-            .expect("seen key")
+            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .and_then(|k| k.to_openssh().ok())
             .ok_or_else(|| Error::Lost { target: name.clone(), reason: "no host key seen".into() })?;
@@ -359,5 +359,6 @@ pub async fn open_with_retry(t: &Target, attempts: u32) -> Result<Connection, Er
             Err(e) => return Err(e),
         }
     }
-    Err(last.expect("at least one attempt"))
+    Err(last
+        .unwrap_or_else(|| Error::Lost { target: t.address.clone(), reason: "no attempt was made".into() }))
 }
