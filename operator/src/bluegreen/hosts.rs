@@ -86,7 +86,12 @@ pub async fn reconcile(
             return Err(Error::Host(msg));
         }
     };
-    // Status before the records, as on Kubernetes: a switch is recorded at most once.
+    // Events, then the status, then the records, as on Kubernetes: a switch is recorded at
+    // most once.
+    for (warning, reason, msg) in &plan.events {
+        let t = if *warning { EventType::Warning } else { EventType::Normal };
+        publish(ctx, bg, t, reason, msg).await;
+    }
     write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     if let Some(sw) = &plan.switch {
         let took = started.elapsed();
@@ -99,10 +104,6 @@ pub async fn reconcile(
         let detail =
             format!("{} -> {} on {} host(s): revision {}", sw.from, sw.to, spec.replicas, sw.revision);
         ctx.state.audit(KIND, &ns, &name, action, &detail).await?;
-    }
-    for (warning, reason, msg) in &plan.events {
-        let t = if *warning { EventType::Warning } else { EventType::Normal };
-        publish(ctx, bg, t, reason, msg).await;
     }
     let next = plan.requeue.unwrap_or(Duration::from_secs(300));
     Ok(Action::requeue(if plan.phase == Phase::Progressing { next.min(MOVING) } else { next }))

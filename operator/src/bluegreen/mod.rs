@@ -137,11 +137,14 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     // Act, record, status.
     let release = Release { template: &template, revision: &revision, port, blue: &blue, green: &green };
     act(bg, ctx, &ns, &p, &release, started).await?;
-    // The status first: it is what the next reconcile decides from, so a process killed after
-    // it never repeats the step; one killed before it repeats only the idempotent apply above,
-    // and records the step then, once.
+    // Revision history and events before the status, as `nova rollout` and watchers expect to
+    // find them once the status shows the step. The status before the release and audit
+    // records: it is what the next reconcile decides from, so a process killed after it never
+    // repeats the step; one killed before it repeats only idempotent work, and records the
+    // step then, once.
+    announce(bg, ctx, &p, &status, &release).await?;
     write_status(bg, ctx, p.status.clone(), p.phase, &p.conditions).await?;
-    record(bg, ctx, &ns, &p, &status, &release).await?;
+    record(bg, ctx, &ns, &p, &release).await?;
     Ok(Action::requeue(p.requeue.unwrap_or(Duration::from_secs(300))))
 }
 
@@ -202,33 +205,42 @@ async fn act(
     Ok(())
 }
 
-/// Revision history, release and audit records, and the plan's events.
-async fn record(
+/// Revision history and the plan's events.
+async fn announce(
     bg: &BlueGreenDeployment,
     ctx: &Context,
-    ns: &str,
     p: &plan::Plan,
     before: &BlueGreenDeploymentStatus,
     r: &Release<'_>,
 ) -> Result<(), Error> {
-    let name = bg.name_any();
     if before.preview_revision != p.status.preview_revision || before.active_revision.is_none() {
         revisions::save(&ctx.client, bg, r.revision, r.template).await?;
-    }
-    if let Some(sw) = &p.switch {
-        let spec = r.template.spec.as_ref();
-        let image = spec.and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default();
-        if !sw.rollback {
-            ctx.state.record_release(KIND, ns, &name, &sw.revision, &image).await?;
-        }
-        let action = if sw.rollback { "rollback" } else { "switch" };
-        let detail = format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision);
-        ctx.state.audit(KIND, ns, &name, action, &detail).await?;
     }
     for (warning, reason, msg) in &p.events {
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
     }
+    Ok(())
+}
+
+/// Release and audit records of a switch (at most once: see the caller).
+async fn record(
+    bg: &BlueGreenDeployment,
+    ctx: &Context,
+    ns: &str,
+    p: &plan::Plan,
+    r: &Release<'_>,
+) -> Result<(), Error> {
+    let Some(sw) = &p.switch else { return Ok(()) };
+    let name = bg.name_any();
+    let spec = r.template.spec.as_ref();
+    let image = spec.and_then(|s| s.containers.first()).and_then(|c| c.image.clone()).unwrap_or_default();
+    if !sw.rollback {
+        ctx.state.record_release(KIND, ns, &name, &sw.revision, &image).await?;
+    }
+    let action = if sw.rollback { "rollback" } else { "switch" };
+    let detail = format!("{} -> {}: revision {}", sw.from, sw.to, sw.revision);
+    ctx.state.audit(KIND, ns, &name, action, &detail).await?;
     Ok(())
 }
 
