@@ -57,6 +57,25 @@ pub struct Context {
     pub certs: crate::acme::shared::Shared,
     /// SSH sessions to Hosts, kept between reconciles.
     pub ssh: crate::ssh::Pool,
+    /// One lock per host-targeted Platform (by UID): its rollout rounds and its cleanup on
+    /// deletion never overlap, and no round runs after the cleanup began.
+    pub host_apps: HostAppLocks,
+}
+
+/// Per Platform UID, a lock whose value says whether the Platform's cleanup has begun.
+#[derive(Default)]
+pub struct HostAppLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>);
+
+impl HostAppLocks {
+    pub fn get(&self, uid: &str) -> Arc<tokio::sync::Mutex<bool>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(uid.to_owned()).or_default().clone()
+    }
+
+    /// Drops the locks of Platforms not in `live` (deleted ones).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|uid, _| live.contains(uid));
+    }
 }
 
 /// How long an unused SSH session to a Host stays open (Hosts are re-checked every few minutes).
@@ -89,6 +108,7 @@ impl Context {
             status: Writers::default(),
             certs,
             ssh: crate::ssh::Pool::new(SSH_IDLE),
+            host_apps: HostAppLocks::default(),
         })
     }
 

@@ -275,6 +275,7 @@ async fn forget_deleted(
     loop {
         tokio::time::sleep(FORGET_DELETED).await;
         ctx.status.platforms.retain(&uids(&platforms));
+        ctx.host_apps.retain(&uids(&platforms));
         ctx.status.bluegreens.retain(&uids(&bluegreens));
         ctx.status.hosts.retain(&uids(&hosts));
     }

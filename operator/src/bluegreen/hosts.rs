@@ -66,11 +66,21 @@ pub async fn reconcile(
         Err(e) => return Err(e),
     };
 
+    // Not beside the Platform's cleanup: a round waits for it, and after it does nothing.
+    let lock = ctx.host_apps.get(&p.uid().unwrap_or_default());
+    let removing = lock.lock().await;
+    if *removing {
+        for h in hosts {
+            h.conn.close().await;
+        }
+        return Ok(Action::await_change());
+    }
     let mut spec = bg.spec.clone();
     spec.replicas = i32::try_from(hosts.len()).unwrap_or(i32::MAX);
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == app.revision);
     let req = Requests { promote: asked(PROMOTE_ANNOTATION), abort: asked(ABORT_ANNOTATION) };
     let round = hostapp::engine::round(&hosts, &app, &spec, &status, req).await;
+    drop(removing);
     for h in hosts {
         h.conn.close().await;
     }

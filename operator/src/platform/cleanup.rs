@@ -37,6 +37,10 @@ pub async fn hosts(p: &Platform, ctx: &Context) -> Result<Action, Error> {
         .await
         .call(|| "listing Hosts".into())?
         .items;
+    // Waits for a rollout round in flight, and keeps any later one from starting.
+    let lock = ctx.host_apps.get(&p.uid().unwrap_or_default());
+    let mut removing = lock.lock().await;
+    *removing = true;
     let mut done = Vec::new();
     for h in hostapp::select(&all, sel) {
         let conn = match crate::hostaccess::connect(h, ctx).await {
