@@ -61,18 +61,8 @@ impl<K: Reconciled> StatusWriter<K> {
             return Ok(false);
         }
         kit.fenced()?;
-        let api: Api<K> = obj.api_for(kit.client.clone());
-        let patch = json!({"apiVersion": K::api_version(&()), "kind": K::KIND, "status": new});
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::apply(super::FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await
-        .call(|| format!("writing the status of {} {}", K::KIND, describe(obj)))?;
-        let uid = obj.uid().unwrap_or_default();
-        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, new);
-        // Events after the write: a failed write is retried, and must not announce twice.
+        // Events before the write: whoever sees the new status finds its events already (a write
+        // that fails is retried and may announce again; the recorder counts a repeat as a series).
         // Conditions raised together for one cause (Stalled and Degraded) make one event.
         let mut told = Vec::new();
         for c in &wanted {
@@ -85,6 +75,17 @@ impl<K: Reconciled> StatusWriter<K> {
                 told.push((c.reason, &c.message));
             }
         }
+        let api: Api<K> = obj.api_for(kit.client.clone());
+        let patch = json!({"apiVersion": K::api_version(&()), "kind": K::KIND, "status": new});
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(super::FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await
+        .call(|| format!("writing the status of {} {}", K::KIND, describe(obj)))?;
+        let uid = obj.uid().unwrap_or_default();
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, new);
         Ok(true)
     }
 

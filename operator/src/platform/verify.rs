@@ -45,13 +45,13 @@ async fn a_missing_secret_blocks_once_and_then_writes_nothing() {
         ]
     };
     let mut script = reads();
-    script.push(Expect::patch(STATUS, serde_json::to_value(&*p).expect("json")));
     script.push(Expect::post(EVENTS));
+    script.push(Expect::patch(STATUS, serde_json::to_value(&*p).expect("json")));
     let fake = verifier.run(script);
     let action = reconcile(&p, &ctx).await;
     assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(15)));
     let (seen, verifier) = fake.await.expect("the fake apiserver");
-    let conds = seen[2]["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let conds = seen[3]["status"]["conditions"].as_array().cloned().unwrap_or_default();
     let stalled = conds.iter().find(|c| c["type"] == "Stalled").expect("a Stalled condition");
     assert_eq!(
         (stalled["status"].as_str(), stalled["reason"].as_str()),
@@ -62,7 +62,7 @@ async fn a_missing_secret_blocks_once_and_then_writes_nothing() {
         "{stalled}"
     );
     let reasons: Vec<_> =
-        seen[3..].iter().map(|e| e["reason"].as_str().unwrap_or_default().to_owned()).collect();
+        seen[2..3].iter().map(|e| e["reason"].as_str().unwrap_or_default().to_owned()).collect();
     assert_eq!(reasons, ["MissingDependency"]);
     let metrics = ctx.metrics.render();
     assert!(
