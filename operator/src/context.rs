@@ -19,6 +19,15 @@ use crate::telemetry::Metrics;
 
 pub use crate::kit::{Blocked, Call, Error, FIELD_MANAGER};
 
+/// The error policy of every controller: the kit's per-object backoff.
+pub fn error_policy<K: kit::Reconciled>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    kit::error_policy(obj, err, &ctx.kit)
+}
+
 /// Caches of the objects Nova owns, fed by the same watches that trigger reconciles. Reading
 /// them costs no API request, so a reconcile with nothing to change writes nothing.
 #[derive(Clone)]

@@ -205,7 +205,7 @@ async fn run_controllers(
         .owns_shared_stream(b_plat)
         .with_config(config.clone())
         .graceful_shutdown_on(stop_a)
-        .run(platform::reconcile, platform::error_policy, ctx.clone())
+        .run(platform::reconcile, crate::context::error_policy, ctx.clone())
         .for_each(log_controller_error);
     let bg_store = bluegreens.clone();
     let bg_stores = bluegreens.clone();
@@ -227,14 +227,14 @@ async fn run_controllers(
         })
         .with_config(config)
         .graceful_shutdown_on(stop_b)
-        .run(bluegreen::reconcile, bluegreen::error_policy, ctx)
+        .run(bluegreen::reconcile, crate::context::error_policy, ctx)
         .for_each(log_controller_error);
     let host_controller = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
     let host_store = host_controller.store();
     let hosts = host_controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_c)
-        .run(host::controller::reconcile, host::controller::error_policy, ctx_hosts.clone())
+        .run(host::controller::reconcile, crate::context::error_policy, ctx_hosts.clone())
         .for_each(log_controller_error);
     let prune = forget_deleted(ctx_hosts.clone(), platform_store, bg_stores, host_store);
     let certs = certificates(&client, ns, cfg, ctx_hosts, shared_stop);
@@ -298,7 +298,7 @@ async fn certificates(
     let issuers = issuer_controller
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone())
-        .run(certs::issuer::reconcile, certs::issuer::error_policy, ctx.clone())
+        .run(certs::issuer::reconcile, crate::context::error_policy, ctx.clone())
         .for_each(log_controller_error);
     let cert_api = api::<TlsCertificate>(client, ns);
     let controller = Controller::new(cert_api, watcher::Config::default());
@@ -321,7 +321,7 @@ async fn certificates(
         })
         .with_config(config)
         .graceful_shutdown_on(stop)
-        .run(certs::reconcile, certs::error_policy, ctx.clone())
+        .run(certs::reconcile, crate::context::error_policy, ctx.clone())
         .for_each(log_controller_error);
     // A deleted certificate is never reconciled again (no finalizer): its gauges and what the
     // status writers remember of it go here.

@@ -46,10 +46,6 @@ pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resul
     .await
 }
 
-pub fn error_policy(bg: Arc<BlueGreenDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
-    kit::error_policy(bg, err, &ctx.kit)
-}
-
 /// The pod template to release: the spec's own, or the one of the referenced Platform;
 /// blocked when neither is there.
 async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<PodTemplateSpec, Error> {

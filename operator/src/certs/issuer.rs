@@ -30,10 +30,6 @@ pub async fn reconcile(i: Arc<AcmeIssuer>, ctx: Arc<Context>) -> Result<Action, 
     kit::run(i, &ctx.kit, &ctx.status.issuers, &[], |i| async move { reconcile_inner(&i, &c).await }).await
 }
 
-pub fn error_policy(i: Arc<AcmeIssuer>, err: &Error, ctx: Arc<Context>) -> Action {
-    kit::error_policy(i, err, &ctx.kit)
-}
-
 async fn reconcile_inner(i: &AcmeIssuer, ctx: &Context) -> Result<Action, Error> {
     match account(i, ctx, true).await {
         Ok(r) => {

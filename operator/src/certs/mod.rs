@@ -64,10 +64,6 @@ async fn finalized(c: Arc<TlsCertificate>, ctx: &Context) -> Result<Action, Erro
     .await
 }
 
-pub fn error_policy(c: Arc<TlsCertificate>, err: &Error, ctx: Arc<Context>) -> Action {
-    kit::error_policy(c, err, &ctx.kit)
-}
-
 /// The certificate and key found in the Secret, parsed.
 struct Found {
     chain: String,

@@ -30,10 +30,6 @@ pub async fn reconcile(h: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Error>
     .await
 }
 
-pub fn error_policy(h: Arc<Host>, err: &Error, ctx: Arc<Context>) -> Action {
-    kit::error_policy(h, err, &ctx.kit)
-}
-
 async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
     let old = ctx.status.hosts.current(h);
     let key = hostaccess::private_key(h, ctx).await?;

@@ -32,10 +32,6 @@ pub async fn reconcile(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Er
     kit::run(p, &ctx.kit, &ctx.status.platforms, &[CondType::Degraded], |p| reconcile_inner(p, c)).await
 }
 
-pub fn error_policy(p: Arc<Platform>, err: &Error, ctx: Arc<Context>) -> Action {
-    kit::error_policy(p, err, &ctx.kit)
-}
-
 fn targets_hosts(p: &Platform) -> bool {
     p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
 }
