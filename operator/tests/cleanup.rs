@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions::is_deleted};
 use kube::{Api, Client, ResourceExt};
@@ -53,21 +52,8 @@ async fn start(client: &Client, name: &str) -> Result<(String, TestHost, Operato
     let cp = shared(Mode::ApiServer).await?;
     install_crds(client).await?;
     let ns = cp.namespace(client, name).await?;
-    let th = tokio::task::spawn_blocking(|| TestHost::start("clean")).await??;
-    std::fs::create_dir_all(th.root().join("opt"))?;
-    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
-    let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "key"}, "stringData": {"id_ed25519": th.client_key}}),
-    )?;
-    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    let (th, hostname) = common::app_host(client, &ns, "clean").await?;
     let op = Operator::start(client.clone(), &ns).await?;
-    let hostname = format!("clean-{}", ns.rsplit('-').next().unwrap_or("x"));
-    let h: Host = serde_json::from_value(json!({
-        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": hostname},
-        "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
-                 "sshKeySecretRef": {"name": "key", "key": "id_ed25519"}},
-    }))?;
-    Api::<Host>::all(client.clone()).create(&PostParams::default(), &h).await?;
     Ok((ns, th, op, hostname))
 }
 

@@ -9,13 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+use nova::api::Platform;
 use nova::api::bluegreen::{BlueGreenDeployment, Phase};
-use nova::api::{Host, Platform};
 use serde_json::json;
-use test_cluster::testhost::TestHost;
 use test_cluster::{ControlPlane, Mode, eventually, shared};
 
 mod common;
@@ -85,24 +83,6 @@ async fn apply_all(platforms: &Api<Platform>, host: &str, version: u32) -> Resul
     Ok(())
 }
 
-async fn host_setup(client: &Client, ns: &str) -> Result<(TestHost, String)> {
-    let th = tokio::task::spawn_blocking(|| TestHost::start("crash")).await??;
-    std::fs::create_dir_all(th.root().join("opt"))?;
-    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
-    let s: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "key"}, "stringData": {"id_ed25519": th.client_key}}),
-    )?;
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await?;
-    let name = format!("crash-{}", ns.rsplit('-').next().unwrap_or("x"));
-    let h: Host = serde_json::from_value(json!({
-        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": name},
-        "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
-                 "sshKeySecretRef": {"name": "key", "key": "id_ed25519"}},
-    }))?;
-    Api::<Host>::all(client.clone()).create(&PostParams::default(), &h).await?;
-    Ok((th, name))
-}
-
 // Not in CI yet: about one run in ten fails on the host-targeted Platform (an active colour
 // restarted after a kill; docs/hosts.md "Known issues"). A flaky test would block every
 // submission; run it with `cargo test -p nova --test crash -- --ignored`.
@@ -113,7 +93,7 @@ async fn killed_at_random_points_everything_converges_once() -> Result<()> {
     let client = cp.client().await?;
     common::install_crds(&client).await?;
     let ns = cp.namespace(&client, "crash").await?;
-    let (th, host) = host_setup(&client, &ns).await?;
+    let (th, host) = common::app_host(&client, &ns, "crash").await?;
     let state = tempfile::tempdir()?;
     let platforms: Api<Platform> = Api::namespaced(client.clone(), &ns);
     let mut rng = Rng::new();

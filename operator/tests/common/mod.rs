@@ -109,3 +109,30 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 "#;
+
+/// A test host running the test application (`/opt/app.py`), its key in Secret `key` of `ns`,
+/// and a Host named `<prefix>-<namespace suffix>` for it with its key pinned. Returns the host
+/// and the Host's name.
+pub async fn app_host(
+    client: &Client,
+    ns: &str,
+    prefix: &'static str,
+) -> Result<(test_cluster::testhost::TestHost, String)> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+    let th = tokio::task::spawn_blocking(move || test_cluster::testhost::TestHost::start(prefix)).await??;
+    std::fs::create_dir_all(th.root().join("opt"))?;
+    std::fs::write(th.root().join("opt/app.py"), TEST_APP)?;
+    let s: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "key"}, "stringData": {"id_ed25519": th.client_key}}),
+    )?;
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &s).await?;
+    let name = format!("{prefix}-{}", ns.rsplit('-').next().unwrap_or("x"));
+    let h: nova::api::Host = serde_json::from_value(serde_json::json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": name},
+        "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
+                 "sshKeySecretRef": {"name": "key", "key": "id_ed25519"}},
+    }))?;
+    Api::<nova::api::Host>::all(client.clone()).create(&PostParams::default(), &h).await?;
+    Ok((th, name))
+}
