@@ -12,6 +12,7 @@
 
 mod binaries;
 pub mod bind;
+pub mod cgroup;
 mod cluster;
 pub mod images;
 pub mod netns;

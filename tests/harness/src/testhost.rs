@@ -177,6 +177,28 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
         .map_err(|e| Error::io(format!("chmod {}", path.display()), e))
 }
 
+/// Joins a cgroup of its own in every hierarchy (`$1`, see [`crate::cgroup`]), then execs the
+/// rest of its arguments. systemd takes the cgroup it starts in as its root: hosts started from
+/// one cgroup shared every unit's cgroup, so stopping `nginx.service` on one host killed the
+/// nginx (or a compose run) of every host running beside it. Before `ip netns exec`, which
+/// mounts a /sys of its own without the cgroup file systems.
+const JOIN: &str = r#"set -e
+cg=$1; shift
+while IFS=: read -r _ ctrl path; do
+  case $ctrl in
+    '') d=/sys/fs/cgroup/unified; [ -d "$d" ] || d=/sys/fs/cgroup ;;
+    name=*) d=/sys/fs/cgroup/${ctrl#name=} ;;
+    *) d=/sys/fs/cgroup/$ctrl ;;
+  esac
+  [ -f "$d/cgroup.procs" ] || continue
+  parent=$d${path%/}; p=$parent/$cg
+  mkdir -p "$p" || continue
+  for f in cpuset.cpus cpuset.mems; do [ -f "$p/$f" ] && cat "$parent/$f" > "$p/$f" || true; done
+  echo $$ > "$p/cgroup.procs" || true
+done < /proc/self/cgroup
+exec "$@"
+"#;
+
 /// Mounts what systemd needs and becomes it, inside the new namespaces.
 const BOOT: &str = r#"set -e
 R=$1
@@ -187,6 +209,11 @@ mount --rbind /dev "$R/dev"
 mount --bind -o ro "$2" "$R/srv/nova-apt"
 exec chroot "$R" /lib/systemd/systemd
 "#;
+
+/// The host's cgroup name: its directory's, unique among the hosts alive.
+fn cgroup_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "nova-host".into())
+}
 
 impl TestHost {
     /// Boots a host and waits until its sshd accepts connections.
@@ -225,7 +252,17 @@ impl TestHost {
         write(&boot, BOOT, 0o755)?;
 
         let netns = NetNs::create()?;
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or_else(|| Error::Other("`ip` not found (apt-get install iproute2)".into()))?;
+        let join = dir.path().join("join.sh");
+        write(&join, JOIN, 0o755)?;
         let args: Vec<OsString> = vec![
+            join.into(),
+            cgroup_name(dir.path()).into(),
+            ip.into(),
             "netns".into(),
             "exec".into(),
             netns.name().into(),
@@ -240,12 +277,7 @@ impl TestHost {
             root.clone().into(),
             repo_dir(&base).into(),
         ];
-        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-            .ok_or_else(|| Error::Other("`ip` not found (apt-get install iproute2)".into()))?;
-        let process = Process::start("testhost", ip, args, dir.path())?;
+        let process = Process::start("testhost", Path::new("/bin/sh"), args, dir.path())?;
         let ssh_addr = SocketAddr::from((netns.ip, 22));
         let mut host = Self {
             name: name.to_owned(),
@@ -303,7 +335,7 @@ impl TestHost {
     /// PID (in this namespace) of the host's PID 1, systemd.
     pub fn pid1(&self) -> Option<u32> {
         let unshare = self.process.as_ref()?.pid();
-        // ip execs unshare; unshare forks the namespace's PID 1 (sh, which execs systemd).
+        // sh execs ip, ip execs unshare; unshare forks the namespace's PID 1 (sh, which execs systemd).
         let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).ok()?;
         children.split_whitespace().next()?.parse().ok()
     }
@@ -354,5 +386,6 @@ impl Drop for TestHost {
         self.kill();
         // The mounts inside the host went with its mount namespace; the overlay is out here.
         let _ = Command::new("umount").arg("-l").arg(&self.root).status();
+        crate::cgroup::remove(&cgroup_name(self.dir.path()));
     }
 }

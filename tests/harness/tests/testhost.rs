@@ -1,5 +1,5 @@
 //! Test hosts boot systemd and sshd, side by side, each with its own address and host key, and
-//! stop entirely when killed.
+//! stop entirely when killed, each in cgroups of its own.
 
 use std::net::TcpStream;
 use std::time::Duration;
@@ -29,6 +29,19 @@ fn two_hosts_boot_side_by_side_and_die_with_their_pid1() {
     // apt works with no route out: the local repository is mounted in.
     let policy = a.ssh("apt-get -qq update && apt-cache policy jq | grep Candidate").unwrap();
     assert!(policy.contains("Candidate: 1."), "{policy}");
+
+    // Each host's units live in cgroups of its own: stopping a unit on one host leaves the
+    // unit of the same name on the other running (they once shared one cgroup, and a stop on
+    // one host killed the other's processes).
+    for h in [&a, &b] {
+        h.ssh("systemd-run --unit=nova-probe sleep 600").unwrap();
+    }
+    let pid = b.ssh("systemctl show -p MainPID --value nova-probe").unwrap();
+    a.ssh("systemctl stop nova-probe").unwrap();
+    assert_eq!(b.ssh("systemctl is-active nova-probe || true").unwrap().trim(), "active");
+    assert_eq!(b.ssh("systemctl show -p MainPID --value nova-probe").unwrap(), pid, "b's sleep untouched");
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", a.pid1().unwrap())).unwrap();
+    assert!(!own.contains(":/init.scope"), "a's systemd is not at the root: {own}");
 
     let addr = a.ssh_addr;
     a.kill();
