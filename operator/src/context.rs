@@ -53,6 +53,8 @@ pub struct Context {
     pub client: Client,
     /// The operator's own namespace: where cluster-scoped objects' Secrets live (Host keys).
     pub namespace: String,
+    /// Namespaces that may use a Host without `spec.allowedNamespaces` (see [`crate::tenancy`]).
+    pub trusted_namespaces: Vec<String>,
     pub metrics: Metrics,
     pub state: State,
     pub children: ChildStores,
@@ -87,13 +89,27 @@ impl HostAppLocks {
     }
 }
 
+/// The operator's namespace, and those it trusts on Hosts that do not list their namespaces.
+pub struct Namespaces {
+    pub own: String,
+    pub trusted: Vec<String>,
+}
+
+impl Namespaces {
+    /// `trusted` as configured; empty means the operator's own namespace alone.
+    pub fn new(own: String, trusted: Vec<String>) -> Self {
+        let trusted = if trusted.is_empty() { vec![own.clone()] } else { trusted };
+        Self { own, trusted }
+    }
+}
+
 /// How long an unused SSH session to a Host stays open (Hosts are re-checked every few minutes).
 pub const SSH_IDLE: Duration = Duration::from_secs(600);
 
 impl Context {
     pub fn new(
         client: Client,
-        namespace: String,
+        namespaces: Namespaces,
         metrics: Metrics,
         state: State,
         children: ChildStores,
@@ -108,7 +124,8 @@ impl Context {
         Arc::new(Self {
             kit: shared,
             client,
-            namespace,
+            namespace: namespaces.own,
+            trusted_namespaces: namespaces.trusted,
             metrics,
             state,
             children,
@@ -157,6 +174,7 @@ impl Context {
             bluegreens: store().0,
         };
         let certs = crate::acme::shared::Shared::new(Default::default(), Default::default());
-        Self::new(client, "nova-system".into(), Metrics::new(), state, children, certs, kit::Fence::open())
+        let ns = Namespaces::new("nova-system".into(), Vec::new());
+        Self::new(client, ns, Metrics::new(), state, children, certs, kit::Fence::open())
     }
 }

@@ -28,4 +28,5 @@ pub mod rollouts;
 pub mod ssh;
 pub mod state;
 pub mod telemetry;
+pub mod tenancy;
 pub mod workload;

@@ -271,6 +271,13 @@ async fn apply_platform(
             "spec.target.hosts selects no Host (apply the Hosts in the same or an earlier run)".into()
         );
     }
+    // As the operator refuses it, but with the files' author trusted: there is no other party
+    // here, so a Host without spec.allowedNamespaces takes any namespace, and one with the
+    // field takes what it lists (a selector only as `{}`: namespaces have no labels here).
+    let ns = p.namespace().unwrap_or_else(|| "default".into());
+    for h in &chosen {
+        crate::tenancy::admits(h, &ns, &Default::default(), std::slice::from_ref(&ns))?;
+    }
     let mut conns = Vec::new();
     for h in &chosen {
         let conn = cli::connect(h, &cfg.identity).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;

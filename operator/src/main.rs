@@ -24,7 +24,7 @@ enum Command {
     /// Run the controllers against the cluster of the current kubeconfig (or in-cluster).
     Operator {
         /// State database: a file path or sqlite:// URL (SQLite), or a postgres:// URL.
-        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
         state: String,
         /// Address of the HTTP port (/metrics, /healthz, /readyz).
         #[arg(long, env = "NOVA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -51,6 +51,10 @@ enum Command {
         /// The longest wait between failed issuances, seconds.
         #[arg(long, default_value_t = 86400)]
         acme_backoff_cap_seconds: u64,
+        /// Namespaces that may place work on Hosts without spec.allowedNamespaces (comma-separated);
+        /// default: the operator's own namespace (--lease-namespace).
+        #[arg(long, env = "NOVA_TRUSTED_NAMESPACES", value_delimiter = ',')]
+        trusted_namespaces: Vec<String>,
     },
     /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
     /// when this binary is on PATH as `kubectl-nova`.
@@ -84,7 +88,7 @@ enum Command {
     /// List what `nova apply` manages, like `kubectl get`.
     Get {
         /// State database: a file path or sqlite:// URL, or a postgres:// URL.
-        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
         state: String,
     },
     /// Show the status `nova apply` stored for a Platform or Host.
@@ -95,7 +99,7 @@ enum Command {
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// State database: a file path or sqlite:// URL, or a postgres:// URL.
-        #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+        #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
         state: String,
     },
 }
@@ -174,7 +178,7 @@ struct Files {
     #[arg(short, long)]
     identity: PathBuf,
     /// State database: a file path or sqlite:// URL, or a postgres:// URL.
-    #[arg(long, env = "NOVA_STATE", default_value = "nova-state.db")]
+    #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
     state: String,
 }
 
@@ -207,6 +211,7 @@ async fn main() -> Result<()> {
             solver_address,
             acme_backoff_seconds,
             acme_backoff_cap_seconds,
+            trusted_namespaces,
         } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
@@ -222,6 +227,7 @@ async fn main() -> Result<()> {
                 lease: nova::operator::default_lease(lease_namespace, identity),
                 concurrency,
                 watch_namespace,
+                trusted_namespaces,
                 acme: nova::certs::Settings {
                     backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),
                     backoff_cap: std::time::Duration::from_secs(acme_backoff_cap_seconds),

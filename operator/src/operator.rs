@@ -33,6 +33,8 @@ pub struct Config {
     pub watch_namespace: Option<String>,
     /// Certificate issuance (backoff, order timeout, where HTTP-01 is routed).
     pub acme: crate::certs::Settings,
+    /// Namespaces that may use Hosts without `spec.allowedNamespaces`; empty: the operator's own.
+    pub trusted_namespaces: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +187,7 @@ async fn run_controllers(
     let writer = crate::kit::fence::fenced_client(client.clone(), fence.clone());
     let ctx = Context::new(
         writer,
-        cfg.lease.namespace.clone(),
+        crate::context::Namespaces::new(cfg.lease.namespace.clone(), cfg.trusted_namespaces.clone()),
         metrics,
         state,
         ChildStores { deployments, services, ingresses, bluegreens: bluegreens.clone() },

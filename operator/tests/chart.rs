@@ -120,6 +120,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     install_without_operator(cp, &release_ns)?;
 
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
+    let sa_client_for_reads = sa_client.clone();
     let state = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let cfg = nova::operator::Config {
@@ -128,6 +129,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
         lease: nova::operator::default_lease(release_ns.clone(), "rbac-test".into()),
         concurrency: 2,
         watch_namespace: None,
+        trusted_namespaces: Vec::new(),
         acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -152,6 +154,10 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
         let result = operator.await?;
         anyhow::bail!("not Ready under the chart's RBAC; operator ended with {result:?}");
     }
+
+    // What a Host's spec.allowedNamespaces selector needs: the namespace's labels.
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(sa_client_for_reads.clone());
+    namespaces.get(&apps_ns).await.context("reading a Namespace under the chart's RBAC")?;
 
     // Removing the domain makes the operator delete the Ingress: the delete verb is granted too.
     platforms
@@ -223,6 +229,7 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
         lease: nova::operator::default_lease(release_ns.clone(), "rbac-certs".into()),
         concurrency: 2,
         watch_namespace: None,
+        trusted_namespaces: Vec::new(),
         // A pod IP stands in: the apiserver refuses loopback endpoints.
         acme: nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() },
     };

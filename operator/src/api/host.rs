@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,26 @@ pub struct HostSpec {
     /// The desired shape of the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<Bootstrap>,
+    /// Which namespaces may place work on this Host (Platforms, BlueGreenDeployments,
+    /// TlsCertificate distributeTo, Backups, TrainingJobs). Absent: only the namespaces the
+    /// operator trusts (its `--trusted-namespaces`, by default its own namespace). An object from
+    /// any other namespace is refused with a condition naming the Host, and nothing is done on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Namespaces allowed on a Host: those named, and those whose labels the selector matches (an
+/// empty selector, `{}`, matches every namespace).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespaces allowed by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "dns_label_list")]
+    pub names: Vec<String>,
+    /// Namespaces allowed by their labels; `{}` allows every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
 }
 
 fn ssh_port() -> i32 {

@@ -6,8 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Conditions, HostSelector, LocalRef, SecretKeyRef, SecretRef, abs_path_list, conditions_schema,
-    wildcard_domain_list,
+    Conditions, HostSelector, LocalRef, SecretKeyRef, SecretRef, conditions_schema, wildcard_domain_list,
 };
 
 /// An ACME account at a directory (Let's Encrypt or any RFC 8555 server).
@@ -273,23 +272,36 @@ pub enum RotationPolicy {
 pub struct Distribution {
     /// Which hosts.
     pub hosts: HostSelector,
-    /// Path of the full chain. Default `/etc/nova/tls/<secretName>/tls.crt` (where a Platform on
-    /// hosts with `tls.mode: Secret` reads it).
+    /// Path of the full chain, under `/etc/nova/tls/` (Nova's directory: a namespaced object
+    /// writes nowhere else on a host). Default `/etc/nova/tls/<secretName>/tls.crt` (where a
+    /// Platform on hosts with `tls.mode: Secret` reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
+    #[schemars(length(max = 1024), regex(pattern = r"^/etc/nova/tls(/[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*)+$"))]
     pub certificate_path: Option<String>,
-    /// Path of the key (mode 0600). Default `/etc/nova/tls/<secretName>/tls.key`.
+    /// Path of the key (mode 0600), under `/etc/nova/tls/`. Default
+    /// `/etc/nova/tls/<secretName>/tls.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
+    #[schemars(length(max = 1024), regex(pattern = r"^/etc/nova/tls(/[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*)+$"))]
     pub key_path: Option<String>,
-    /// Other paths to copy the chain to.
+    /// Other paths to copy the chain to, under `/etc/nova/tls/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "abs_path_list")]
+    #[schemars(schema_with = "nova_tls_path_list")]
     pub extra_paths: Vec<String>,
     /// Reload after install; nginx is tested with `nginx -t` first. Default nginx.
     #[serde(default)]
     pub reload: Reload,
 }
+
+fn nova_tls_path_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {"type": "string", "maxLength": 1024, "pattern": NOVA_TLS_PATH},
+    })
+}
+
+/// A file under Nova's TLS directory on hosts; no component starts with a dot (no `..`).
+pub const NOVA_TLS_PATH: &str = r"^/etc/nova/tls(/[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*)+$";
 
 /// What to reload after installing a certificate.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

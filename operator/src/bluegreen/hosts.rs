@@ -57,7 +57,11 @@ pub async fn reconcile(
         let msg = format!("spec.target.hosts of Platform {} selects no Host", p.name_any());
         return Err(Blocked::missing(msg).retry(Duration::from_secs(30)).into());
     }
-    let hosts = match connect_all(&chosen, ctx).await {
+    // Every Host must allow the namespace before any is touched: nothing is half-applied.
+    for h in &chosen {
+        crate::hostaccess::allowed(h, ctx, &ns).await?;
+    }
+    let hosts = match connect_all(&chosen, ctx, &ns).await {
         Ok(h) => h,
         Err(Error::Host(msg)) => {
             write_failed(bg, ctx, &failed("HostUnreachable", &msg)).await?;
@@ -120,10 +124,10 @@ pub async fn reconcile(
 }
 
 /// Connects to every chosen Host; on the first that fails, closes the others.
-async fn connect_all(chosen: &[&Host], ctx: &Context) -> Result<Vec<HostConn>, Error> {
+async fn connect_all(chosen: &[&Host], ctx: &Context, ns: &str) -> Result<Vec<HostConn>, Error> {
     let mut hosts = Vec::new();
     for h in chosen {
-        match crate::hostaccess::connect(h, ctx).await {
+        match crate::hostaccess::connect(h, ctx, ns).await {
             Ok(conn) => hosts.push(HostConn { name: h.name_any(), conn }),
             Err(e) => {
                 for h in hosts {

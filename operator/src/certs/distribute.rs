@@ -27,6 +27,16 @@ pub fn paths(c: &TlsCertificate, d: &Distribution) -> (String, String) {
     )
 }
 
+/// A path a certificate may be written to: a file under Nova's TLS directory (admission says so
+/// too; this holds for objects stored before it did).
+fn in_nova_dir(p: &str) -> Result<(), String> {
+    valid_remote_path(p)?;
+    if !p.starts_with("/etc/nova/tls/") {
+        return Err(format!("{p:?} is outside /etc/nova/tls/, where distributeTo paths must lie"));
+    }
+    Ok(())
+}
+
 /// The Hosts `sel` picks.
 pub async fn selected_hosts(ctx: &Context, sel: &HostSelector) -> Result<Vec<Host>, kube::Error> {
     let hosts = Api::<Host>::all(ctx.client.clone()).list(&Default::default()).await?.items;
@@ -49,7 +59,7 @@ pub async fn run(
     }
     for h in &selected {
         let name = h.name_any();
-        let conn = match crate::hostaccess::connect(h, ctx).await {
+        let conn = match crate::hostaccess::connect(h, ctx, &c.namespace().unwrap_or_default()).await {
             Ok(conn) => conn,
             // A Host that cannot be reached or has no key is reported in Distributed and
             // retried; the other hosts still get the certificate.
@@ -82,7 +92,7 @@ async fn install(
         files.push((extra.clone(), chain, 0o644));
     }
     for (p, _, _) in &files {
-        valid_remote_path(p)?;
+        in_nova_dir(p)?;
     }
     // Keep the old files until nginx accepts the new ones.
     let backup: Vec<String> = files
@@ -141,13 +151,18 @@ pub async fn remove(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> 
     let mut files = vec![cert, key];
     files.extend(d.extra_paths.iter().cloned());
     for p in &files {
-        valid_remote_path(p).map_err(|e| Error::Bug(format!("a distributed path: {e}")))?;
+        in_nova_dir(p).map_err(|e| Error::Bug(format!("a distributed path: {e}")))?;
     }
     let selected =
         selected_hosts(ctx, &d.hosts).await.call(|| "listing Hosts (spec.distributeTo.hosts)".into())?;
     let mut kept = Vec::new();
     for h in &selected {
-        let conn = crate::hostaccess::connect(h, ctx).await.map_err(|e| match e {
+        let conn = match crate::hostaccess::connect(h, ctx, &c.namespace().unwrap_or_default()).await {
+            // A Host that does not allow the namespace never got the files.
+            Err(Error::Blocked(b)) if b.reason == crate::hostaccess::NOT_ALLOWED => continue,
+            other => other,
+        };
+        let conn = conn.map_err(|e| match e {
             Error::Host(msg) => Blocked::new(
                 "CleanupBlocked",
                 format!(

@@ -54,7 +54,7 @@ pub(super) async fn order(
             let hosts = distribute::selected_hosts(ctx, &d.hosts).await.map_err(|e| e.to_string())?;
             let mut conns = Vec::new();
             for h in &hosts {
-                match crate::hostaccess::connect(h, ctx).await {
+                match crate::hostaccess::connect(h, ctx, &c.namespace().unwrap_or_default()).await {
                     Ok(conn) => conns.push((h.name_any(), conn)),
                     Err(e) => return Err(format!("webroot solver: {e}")),
                 }

@@ -28,22 +28,7 @@ pub fn select<'a>(hosts: &'a [Host], sel: &HostSelector) -> Vec<&'a Host> {
             if !sel.names.is_empty() {
                 return sel.names.iter().any(|n| *n == h.name_any());
             }
-            let Some(s) = &sel.selector else { return false };
-            let labels = h.labels();
-            let by_labels =
-                s.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|x| x == v));
-            let by_expr = s.match_expressions.iter().flatten().all(|e| {
-                let have = labels.get(&e.key);
-                let values = e.values.clone().unwrap_or_default();
-                match e.operator.as_str() {
-                    "In" => have.is_some_and(|v| values.contains(v)),
-                    "NotIn" => have.is_none_or(|v| !values.contains(v)),
-                    "Exists" => have.is_some(),
-                    "DoesNotExist" => have.is_none(),
-                    _ => false,
-                }
-            });
-            by_labels && by_expr
+            sel.selector.as_ref().is_some_and(|s| crate::tenancy::matches(s, h.labels()))
         })
         .collect()
 }

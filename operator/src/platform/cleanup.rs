@@ -42,9 +42,12 @@ pub async fn hosts(p: &Platform, ctx: &Context) -> Result<Action, Error> {
     let mut removing = lock.lock().await;
     *removing = true;
     let mut done = Vec::new();
+    let ns = p.namespace().unwrap_or_default();
     for h in hostapp::select(&all, sel) {
-        let conn = match crate::hostaccess::connect(h, ctx).await {
+        let conn = match crate::hostaccess::connect(h, ctx, &ns).await {
             Ok(c) => c,
+            // A Host that does not allow the namespace never ran anything of it.
+            Err(Error::Blocked(b)) if b.reason == crate::hostaccess::NOT_ALLOWED => continue,
             Err(e) => {
                 let why = format!(
                     "cleaning up on Host {} failed: {e}; the Platform stays until its application is removed \

@@ -46,6 +46,7 @@ impl Operator {
             lease: nova::operator::default_lease(ns.to_owned(), format!("test-{ns}")),
             concurrency: 4,
             watch_namespace: Some(ns.to_owned()),
+            trusted_namespaces: Vec::new(),
             acme: nova::certs::Settings {
                 backoff_base: Duration::from_secs(2),
                 order_timeout: Duration::from_secs(30),
