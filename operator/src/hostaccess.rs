@@ -136,9 +136,7 @@ mod tests {
         let (client, verifier) = verifier::client();
         let ctx = Context::for_test(client).await;
         let h = host(json!({"allowedNamespaces": {"selector": {"matchLabels": {"team": "b"}}}}));
-        let ns = |labels: serde_json::Value| {
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b", "labels": labels}})
-        };
+        let ns = |labels: serde_json::Value| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-b", "labels": labels}});
         let fake = verifier.run(vec![
             Expect::get("/api/v1/namespaces/team-b", StatusCode::OK, ns(json!({"team": "a"}))),
             Expect::get("/api/v1/namespaces/team-b", StatusCode::OK, ns(json!({"team": "b"}))),

@@ -23,7 +23,8 @@ use crate::state::State;
 use crate::telemetry::Metrics;
 use crate::{bluegreen, certs, host, http, platform};
 
-#[derive(Clone, Debug)]
+/// Debug shows the state URL without its password (see [`crate::state::redact`]).
+#[derive(Clone)]
 pub struct Config {
     pub state_url: String,
     pub http_addr: SocketAddr,
@@ -35,6 +36,20 @@ pub struct Config {
     pub acme: crate::certs::Settings,
     /// Namespaces that may use Hosts without `spec.allowedNamespaces`; empty: the operator's own.
     pub trusted_namespaces: Vec<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("state_url", &crate::state::redact(&self.state_url))
+            .field("http_addr", &self.http_addr)
+            .field("lease", &self.lease)
+            .field("concurrency", &self.concurrency)
+            .field("watch_namespace", &self.watch_namespace)
+            .field("acme", &self.acme)
+            .field("trusted_namespaces", &self.trusted_namespaces)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,5 +397,26 @@ pub fn default_lease(namespace: String, identity: String) -> LeaseConfig {
         identity,
         lease_duration: Duration::from_secs(15),
         renew_every: Duration::from_secs(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_of_the_config_holds_no_password() {
+        let cfg = super::Config {
+            state_url: "postgres://nova:hunter2@db/nova?sslpassword=k3y".into(),
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            lease: super::default_lease("nova-system".into(), "a".into()),
+            concurrency: 1,
+            watch_namespace: None,
+            acme: Default::default(),
+            trusted_namespaces: Vec::new(),
+        };
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("k3y") && text.contains("postgres://nova:***@db"),
+            "{text}"
+        );
     }
 }

@@ -270,16 +270,33 @@ impl State {
     }
 }
 
-/// A URL with any password replaced, for error text and logs.
+/// A URL with any password replaced, for error text and logs: the one in the user information
+/// and any query parameter whose name holds `password` (`?password=`, `sslpassword=`).
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
+            let userinfo = &base[scheme + 3..at];
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+            format!("{}://{user}:***@{}", &base[..scheme], &base[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 #[cfg(test)]
@@ -290,6 +307,12 @@ mod tests {
     fn passwords_never_leave_redact() {
         assert_eq!(redact("postgres://nova:s3cret@db:5432/nova"), "postgres://nova:***@db:5432/nova");
         assert_eq!(redact("sqlite:///var/lib/nova/state.db"), "sqlite:///var/lib/nova/state.db");
+        assert_eq!(
+            redact("postgres://db/nova?user=nova&password=s3cret&sslmode=require"),
+            "postgres://db/nova?user=nova&password=***&sslmode=require"
+        );
+        assert_eq!(redact("postgres://u:p@db/n?sslpassword=k3y"), "postgres://u:***@db/n?sslpassword=***");
+        assert_eq!(redact("sqlite:///tmp/x.db?mode=rwc"), "sqlite:///tmp/x.db?mode=rwc");
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub enum Runtime {
     },
 }
 
-/// An application as it runs on hosts, built from a Platform.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An application as it runs on hosts, built from a Platform. Debug shows the environment's
+/// names, never its values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct App {
     /// `<namespace>-<name>`: unit, file and nginx names derive from it.
     pub id: String,
@@ -58,6 +59,24 @@ pub struct App {
     /// System user the application runs as with systemd (made by Nova, no login, no home).
     pub user: String,
     pub memory_max: Option<String>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self.env.iter().map(|(k, _)| format!("{k}=***")).collect();
+        f.debug_struct("App")
+            .field("id", &self.id)
+            .field("revision", &self.revision)
+            .field("runtime", &self.runtime)
+            .field("env", &env)
+            .field("health_path", &self.health_path)
+            .field("domains", &self.domains)
+            .field("tls", &self.tls)
+            .field("tls_when_installed", &self.tls_when_installed)
+            .field("user", &self.user)
+            .field("memory_max", &self.memory_max)
+            .finish()
+    }
 }
 
 impl App {
@@ -407,6 +426,14 @@ mod tests {
         assert!(u.contains("User=nova-prod-shop"));
         let s = site(&a, Color::Green).unwrap();
         assert!(s.site.contains("server 127.0.0.1:5002;"));
+    }
+
+    #[test]
+    fn debug_names_the_environment_without_its_values() {
+        let mut b = base();
+        b["env"] = json!([{"name": "DB_PASSWORD", "value": "hunter2-secret"}]);
+        let text = format!("{:?}", app(&platform(b)).expect("valid"));
+        assert!(text.contains("DB_PASSWORD=***") && !text.contains("hunter2"), "{text}");
     }
 
     #[test]
