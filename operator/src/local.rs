@@ -117,7 +117,7 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
     for h in &objs.hosts {
         let name = h.name_any();
         let spec = serde_json::to_string(h).unwrap_or_default();
-        let status = match apply_host(h, cfg, say).await {
+        let status = match apply_host(h, cfg, state, say).await {
             Ok(s) => s,
             Err(msg) => {
                 failed += 1;
@@ -135,7 +135,7 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
         let old = state.local("Platform", &ns, &name).await?;
         let mut status: BlueGreenDeploymentStatus =
             old.and_then(|o| serde_json::from_str(&o.status).ok()).unwrap_or_default();
-        let result = apply_platform(p, &hosts, cfg, &mut status, say).await;
+        let result = apply_platform(p, &hosts, cfg, state, &mut status, say).await;
         if let Err(msg) = &result {
             failed += 1;
             say(&format!("platform/{name}: {msg}"));
@@ -177,7 +177,7 @@ pub async fn delete(
     for p in &objs.platforms {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
         let name = p.name_any();
-        match remove_platform(p, &hosts, identity).await {
+        match remove_platform(p, &hosts, identity, state).await {
             Ok(done) => {
                 state.delete_local("Platform", &ns, &name).await?;
                 say(&format!(
@@ -199,14 +199,20 @@ pub async fn delete(
     Ok(failed)
 }
 
-async fn remove_platform(p: &Platform, hosts: &[Host], identity: &Path) -> Result<Vec<String>, String> {
+async fn remove_platform(
+    p: &Platform,
+    hosts: &[Host],
+    identity: &Path,
+    state: &State,
+) -> Result<Vec<String>, String> {
     let id = desired::app_id(p)?;
     let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
     for h in hostapp::select(hosts, sel) {
-        let conn = cli::connect(h, identity).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
+        let conn =
+            cli::connect(h, identity, state).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
         let hc = HostConn { name: h.name_any(), conn };
         let removed = hostapp::engine::remove(&hc, &id).await;
         hc.conn.close().await;
@@ -216,9 +222,14 @@ async fn remove_platform(p: &Platform, hosts: &[Host], identity: &Path) -> Resul
     Ok(done)
 }
 
-async fn apply_host(h: &Host, cfg: &Apply, say: Progress<'_>) -> Result<serde_json::Value, String> {
+async fn apply_host(
+    h: &Host,
+    cfg: &Apply,
+    state: &State,
+    say: Progress<'_>,
+) -> Result<serde_json::Value, String> {
     // One connection for facts and bootstrap.
-    let conn = cli::connect(h, &cfg.identity).await.map_err(|e| e.to_string())?;
+    let conn = cli::connect(h, &cfg.identity, state).await.map_err(|e| e.to_string())?;
     let result = host_steps(h, &conn, say).await;
     conn.close().await;
     result
@@ -252,6 +263,7 @@ async fn apply_platform(
     p: &Platform,
     hosts: &[Host],
     cfg: &Apply,
+    state: &State,
     status: &mut BlueGreenDeploymentStatus,
     say: Progress<'_>,
 ) -> Result<(), String> {
@@ -280,7 +292,8 @@ async fn apply_platform(
     }
     let mut conns = Vec::new();
     for h in &chosen {
-        let conn = cli::connect(h, &cfg.identity).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
+        let conn =
+            cli::connect(h, &cfg.identity, state).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
         conns.push(HostConn { name: h.name_any(), conn });
     }
     let spec = desired::rollout_spec(p, conns.len());

@@ -166,6 +166,10 @@ struct HostArgs {
     /// Private SSH key (OpenSSH format) to log in with.
     #[arg(short, long)]
     identity: PathBuf,
+    /// State database (host keys recorded under AcceptNew): a file path or sqlite:// URL, or a
+    /// postgres:// URL.
+    #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
+    state: String,
 }
 
 /// What `nova apply` and `nova delete` read, how they log in, where they keep state.
@@ -311,18 +315,19 @@ async fn host(cmd: HostCmd) -> Result<()> {
         HostCmd::Bootstrap { host, dry_run } => (host, Some(*dry_run)),
     };
     let hosts = cli::load_hosts(&args.file)?;
+    let state = nova::state::State::connect(&args.state).await?;
     let mut failed = 0;
     for h in &hosts {
         let name = kube::ResourceExt::name_any(h);
         match dry_run {
-            None => match cli::facts(h, &args.identity).await {
+            None => match cli::facts(h, &args.identity, &state).await {
                 Ok(f) => println!("{name}:\n{}", serde_yaml::to_string(&f)?),
                 Err(e) => {
                     failed += 1;
                     eprintln!("{name}: {e}");
                 }
             },
-            Some(dry) => match cli::bootstrap(h, &args.identity, dry).await {
+            Some(dry) => match cli::bootstrap(h, &args.identity, &state, dry).await {
                 Ok(r) => println!("{name}:\n{}", nova::host::bootstrap::describe(&r, dry)),
                 Err(e) => {
                     failed += 1;

@@ -208,6 +208,31 @@ impl State {
             .fetch_optional(&self.pool)
             .await?)
     }
+
+    /// The key the CLI recorded for `address:port` under AcceptNew, if any.
+    pub async fn known_host(&self, address: &str, port: u16) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar("SELECT host_key FROM known_hosts WHERE address = $1 AND port = $2")
+            .bind(address)
+            .bind(i64::from(port))
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Records the first key seen at `address:port`; an existing record is kept (a changed key
+    /// is refused before this is reached, never overwritten).
+    pub async fn record_host_key(&self, address: &str, port: u16, key: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO known_hosts (address, port, host_key, recorded_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (address, port) DO NOTHING",
+        )
+        .bind(address)
+        .bind(i64::from(port))
+        .bind(key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 impl State {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use nova::api::host::Host;
 use nova::host::bootstrap::Outcome;
 use nova::host::cli;
+use nova::state::State;
 use serde_json::json;
 use test_cluster::eventually;
 use test_cluster::testhost::TestHost;
@@ -16,9 +17,16 @@ const DEPLOY_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6tWcG5dU0m3X3Yk3Yk3Yk deploy@ci";
 
 struct Files {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     host: PathBuf,
     key: PathBuf,
+}
+
+impl Files {
+    /// The state database the CLI keeps (host keys recorded under AcceptNew).
+    async fn state(&self) -> Result<State> {
+        Ok(State::connect(&self.dir.path().join("state.db").display().to_string()).await?)
+    }
 }
 
 fn files(th: &TestHost, bootstrap: serde_json::Value) -> Result<Files> {
@@ -33,7 +41,7 @@ fn files(th: &TestHost, bootstrap: serde_json::Value) -> Result<Files> {
     std::fs::write(&host_path, serde_yaml::to_string(&host)?)?;
     let key = dir.path().join("id");
     std::fs::write(&key, &th.client_key)?;
-    Ok(Files { host: host_path, key, _dir: dir })
+    Ok(Files { host: host_path, key, dir })
 }
 
 fn spec() -> serde_json::Value {
@@ -54,6 +62,7 @@ async fn dry_run_apply_idempotence_and_drift() -> Result<()> {
     // Dry run through the command: says what would change, changes nothing.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
         .args(["host", "bootstrap", "--dry-run", "-f"])
+        .env("NOVA_STATE", f.dir.path().join("state.db"))
         .arg(&f.host)
         .arg("-i")
         .arg(&f.key)
@@ -73,7 +82,7 @@ async fn dry_run_apply_idempotence_and_drift() -> Result<()> {
 
     // The real run changes all three, and the host is as described.
     let h = one(&f.host)?;
-    let report = cli::bootstrap(&h, &f.key, false).await?;
+    let report = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(report.iter().all(|r| matches!(r.outcome, Outcome::Changed(_))), "{report:?}");
     assert_eq!(th.ssh("jq -n 1+1")?.trim(), "2", "installed from the local repository by apt");
     assert_eq!(th.ssh("cat ~deploy/.ssh/authorized_keys")?.trim(), DEPLOY_KEY);
@@ -83,12 +92,12 @@ async fn dry_run_apply_idempotence_and_drift() -> Result<()> {
     assert!(th.ssh("sshd -T")?.lines().any(|l| l == "permitrootlogin without-password"));
 
     // Second run: nothing to do.
-    let again = cli::bootstrap(&h, &f.key, false).await?;
+    let again = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
 
     // Drift: someone removes the key and the sudo rule; the next run reports and corrects it.
     th.ssh("rm ~deploy/.ssh/authorized_keys /etc/sudoers.d/nova-deploy")?;
-    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let drift = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     let user = drift.iter().find(|r| r.name == "user deploy").context("user step")?;
     match &user.outcome {
         Outcome::Changed(what) => {
@@ -120,7 +129,8 @@ async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
         "touch {HOLD} && printf '%s\\n' 'DPkg::Pre-Invoke {{ \"touch {HELD}; while [ -e {HOLD} ]; do sleep 0.1; done\"; }};' > {HOOK}"
     ))?;
     let h2 = h.clone();
-    let first = tokio::spawn(async move { cli::bootstrap(&h2, &key, false).await });
+    let state = f.state().await?;
+    let first = tokio::spawn(async move { cli::bootstrap(&h2, &key, &state, false).await });
     eventually("apt to reach the held point", Duration::from_secs(120), || async {
         Ok::<_, anyhow::Error>(th.ssh(&format!("test -e {HELD} && echo held || true"))?.trim() == "held")
     })
@@ -131,11 +141,11 @@ async fn a_connection_cut_half_way_completes_on_the_next_run() -> Result<()> {
     assert!(cut.is_err(), "the first run was cut: {cut:?}");
     th.ssh(&format!("rm -f {HOOK} {HOLD}"))?;
 
-    let done = cli::bootstrap(&h, &f.key, false).await?;
+    let done = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(done.iter().any(|r| r.name == "packages"), "{done:?}");
     assert_eq!(th.ssh("jq -n 2+2")?.trim(), "4");
     assert_eq!(th.ssh("dpkg --audit")?.trim(), "", "no half-configured packages left");
-    let clean = cli::bootstrap(&h, &f.key, false).await?;
+    let clean = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(clean.iter().all(|r| r.outcome == Outcome::Unchanged), "{clean:?}");
     Ok(())
 }
@@ -164,7 +174,7 @@ async fn firewall_fail2ban_upgrades_and_node_exporter() -> Result<()> {
                "unattendedUpgrades": true, "nodeExporter": true}),
     )?;
     let h = one(&f.host)?;
-    let report = cli::bootstrap(&h, &f.key, false).await?;
+    let report = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     let names: Vec<&str> = report.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["packages", "firewall", "fail2ban", "unattended upgrades", "node_exporter"]);
     // node_exporter may already be in shape: Debian's package enables and starts it.
@@ -180,13 +190,13 @@ async fn firewall_fail2ban_upgrades_and_node_exporter() -> Result<()> {
     let metrics = "timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100; printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3' | grep -c '^node_'";
     assert!(th.ssh(metrics)?.trim().parse::<u32>()? > 10, "node_exporter serves node metrics");
 
-    let again = cli::bootstrap(&h, &f.key, false).await?;
+    let again = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
 
     // Drift: someone flushes the rules; the next run reloads them.
     th.ssh("nft flush ruleset")?;
     assert!(reachable(&th, 8080), "flushed: open");
-    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let drift = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     let changed: Vec<&str> =
         drift.iter().filter(|r| r.outcome != Outcome::Unchanged).map(|r| r.name.as_str()).collect();
     assert_eq!(changed, ["firewall"], "{drift:?}");
@@ -199,7 +209,7 @@ async fn docker_engine_and_compose() -> Result<()> {
     let th = tokio::task::spawn_blocking(|| TestHost::start("dock")).await??;
     let f = files(&th, json!({"docker": true}))?;
     let h = one(&f.host)?;
-    let report = cli::bootstrap(&h, &f.key, false).await?;
+    let report = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     let names: Vec<&str> = report.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["packages", "docker"]);
     assert!(matches!(report[0].outcome, Outcome::Changed(_)), "{report:?}");
@@ -208,15 +218,58 @@ async fn docker_engine_and_compose() -> Result<()> {
     assert!(version.trim().chars().next().is_some_and(|c| c.is_ascii_digit()), "engine version: {version}");
     assert!(th.ssh("docker-compose version --short || docker compose version --short")?.trim().len() > 2);
 
-    let again = cli::bootstrap(&h, &f.key, false).await?;
+    let again = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     assert!(again.iter().all(|r| r.outcome == Outcome::Unchanged), "{again:?}");
 
     // Drift: the engine stopped and disabled; the next run brings it back.
     th.ssh("systemctl disable -q --now docker.socket docker")?;
-    let drift = cli::bootstrap(&h, &f.key, false).await?;
+    let drift = cli::bootstrap(&h, &f.key, &f.state().await?, false).await?;
     let changed: Vec<&str> =
         drift.iter().filter(|r| r.outcome != Outcome::Unchanged).map(|r| r.name.as_str()).collect();
     assert_eq!(changed, ["docker"], "{drift:?}");
     assert!(!th.ssh("docker info --format '{{.ServerVersion}}'")?.trim().is_empty());
+    Ok(())
+}
+
+/// Without a cluster, AcceptNew works as ssh's known_hosts: the first key is recorded in the
+/// state database, and a host presenting another one later is refused with HostKeyMismatch.
+#[tokio::test]
+async fn the_cli_records_a_new_host_key_and_refuses_a_changed_one() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("tofu")).await??;
+    let f = files(&th, json!(null))?;
+    let mut doc: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&f.host)?)?;
+    doc["spec"].as_object_mut().context("spec")?.remove("hostKey");
+    doc["spec"].as_object_mut().context("spec")?.remove("bootstrap");
+    doc["spec"]["hostKeyPolicy"] = json!("AcceptNew");
+    std::fs::write(&f.host, serde_yaml::to_string(&doc)?)?;
+    let facts = || async {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+            .args(["host", "facts", "-f"])
+            .arg(&f.host)
+            .arg("-i")
+            .arg(&f.key)
+            .env("NOVA_STATE", f.dir.path().join("state.db"))
+            .output()
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        anyhow::Ok((out.status.success(), text))
+    };
+    let (ok, text) = facts().await?;
+    assert!(ok && text.contains("bookworm"), "{text}");
+    let addr = th.ssh_addr.ip().to_string();
+    let recorded = f.state().await?.known_host(&addr, 22).await?.context("a recorded key")?;
+    assert_eq!(nova::ssh::fingerprint(&recorded)?, nova::ssh::fingerprint(&th.host_key)?);
+    let (ok, text) = facts().await?;
+    assert!(ok, "the recorded key is accepted: {text}");
+
+    // The machine's key changes (a rebuilt host, or someone in the middle): refused.
+    th.ssh(
+        "rm -f /etc/ssh/ssh_host_ed25519_key* && ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key \
+         && systemctl restart ssh",
+    )?;
+    let (ok, text) = facts().await?;
+    assert!(!ok && text.contains("host key mismatch"), "{text}");
+    let still = f.state().await?.known_host(&addr, 22).await?;
+    assert_eq!(still.as_deref(), Some(recorded.as_str()), "the record is kept, not replaced");
     Ok(())
 }

@@ -219,7 +219,8 @@ async fn connect(th: &TestHost) -> Result<HostConn> {
     let h: nova::api::host::Host = serde_json::from_value(host_doc(th))?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("id"), &th.client_key)?;
-    let conn = nova::host::cli::connect(&h, &dir.path().join("id")).await?;
+    let state = nova::state::State::connect(&dir.path().join("state.db").display().to_string()).await?;
+    let conn = nova::host::cli::connect(&h, &dir.path().join("id"), &state).await?;
     Ok(HostConn { name: th.name.clone(), conn })
 }
 

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::api::host::Host;
+use crate::api::host::{Host, HostKeyPolicy};
 use crate::host::{bootstrap, facts};
 use crate::ssh;
+use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,6 +17,8 @@ pub enum Error {
     Ssh(#[from] ssh::Error),
     #[error("{0}")]
     Bootstrap(#[from] bootstrap::Error),
+    #[error("{0}")]
+    State(#[from] crate::state::Error),
 }
 
 /// Every Host in a YAML file (several documents allowed; other kinds are skipped).
@@ -40,13 +43,23 @@ pub fn load_hosts(path: &Path) -> Result<Vec<Host>, Error> {
 
 use serde::Deserialize as _;
 
-/// Connects to `h` with the private key in `identity`.
-pub async fn connect(h: &Host, identity: &Path) -> Result<ssh::Connection, Error> {
+/// Connects to `h` with the private key in `identity`. Under AcceptNew the first key the host
+/// presents is recorded in the state database (as ssh's known_hosts) and enforced from then on:
+/// a changed key is refused with the same HostKeyMismatch as in the operator.
+pub async fn connect(h: &Host, identity: &Path, state: &State) -> Result<ssh::Connection, Error> {
     let pem = std::fs::read_to_string(identity)
         .map_err(|e| Error::Input(format!("{}: {e}", identity.display())))?;
     let key = ssh::private_key(&pem, &identity.display().to_string())?;
-    let target = super::target(h, key, None).map_err(Error::Input)?;
-    Ok(ssh::open_with_retry(&target, 3).await?)
+    let port = u16::try_from(h.spec.port)
+        .map_err(|_| Error::Input(format!("spec.port {} is not a port", h.spec.port)))?;
+    let accept_new = h.spec.host_key_policy == HostKeyPolicy::AcceptNew;
+    let recorded = if accept_new { state.known_host(&h.spec.address, port).await? } else { None };
+    let target = super::target(h, key, recorded.clone()).map_err(Error::Input)?;
+    let conn = ssh::open_with_retry(&target, 3).await?;
+    if accept_new && recorded.is_none() && h.spec.host_key.is_none() {
+        state.record_host_key(&h.spec.address, port, conn.host_key()).await?;
+    }
+    Ok(conn)
 }
 
 /// The facts of the machine this runs on (gathered by the same script the controller runs over
@@ -60,8 +73,8 @@ pub fn local_facts() -> Result<crate::api::host::HostFacts, Error> {
     Ok(facts::parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
-pub async fn facts(h: &Host, identity: &Path) -> Result<crate::api::host::HostFacts, Error> {
-    let c = connect(h, identity).await?;
+pub async fn facts(h: &Host, identity: &Path, state: &State) -> Result<crate::api::host::HostFacts, Error> {
+    let c = connect(h, identity, state).await?;
     let out = facts_on(&c).await;
     c.close().await;
     out
@@ -76,10 +89,11 @@ pub async fn facts_on(c: &ssh::Connection) -> Result<crate::api::host::HostFacts
 pub async fn bootstrap(
     h: &Host,
     identity: &Path,
+    state: &State,
     dry_run: bool,
 ) -> Result<Vec<bootstrap::StepReport>, Error> {
     let steps = bootstrap::steps(&h.spec)?;
-    let c = connect(h, identity).await?;
+    let c = connect(h, identity, state).await?;
     let report = bootstrap::run(&c, &steps, dry_run).await;
     c.close().await;
     Ok(report?)

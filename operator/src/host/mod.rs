@@ -32,7 +32,10 @@ pub fn target(
     };
     Ok(ssh::Target {
         address: h.spec.address.clone(),
-        port: u16::try_from(h.spec.port).unwrap_or(22),
+        port: u16::try_from(h.spec.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("spec.port {} is not a port (1-65535)", h.spec.port))?,
         user: h.spec.user.clone(),
         key: Arc::new(key),
         host_key: policy,
