@@ -58,7 +58,7 @@ pub struct Context {
     pub metrics: Metrics,
     pub state: State,
     pub children: ChildStores,
-    /// For the blue-green health gate and Prometheus analysis.
+    /// For the blue-green health gate and Prometheus analysis ([`crate::rollouts::gate::client`]).
     pub http: reqwest::Client,
     /// Per owner UID, the generation whose children were last applied in full. Only in memory:
     /// after a restart everything is applied once again.
@@ -116,9 +116,7 @@ impl Context {
         certs: crate::acme::shared::Shared,
         fence: kit::Fence,
     ) -> Arc<Self> {
-        // Health checks go to pod addresses: never through a proxy from the environment. A
-        // builder with no custom TLS cannot fail; fall back to the default client if it did.
-        let http = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
+        let http = crate::rollouts::gate::client().clone();
         let mut shared = kit::Shared::new(client.clone(), metrics.reconcile.clone());
         shared.fence = fence;
         Arc::new(Self {

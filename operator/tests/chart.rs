@@ -10,6 +10,7 @@ use kube::api::PostParams;
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client};
 use nova::api::Platform;
+use serde::Deserialize as _;
 use serde_json::json;
 use test_cluster::{ControlPlane, Mode, shared};
 use tokio::sync::oneshot;
@@ -67,6 +68,35 @@ fn bad_values_are_refused_with_a_reason() -> Result<()> {
         &["--set", "replicaCount=2", "--set", "state.postgres.existingSecret=nova-db"],
     )?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// The root file system is read-only, and the operator writes an ACME issuer's CA bundle as a
+/// file under the temporary directory (`/tmp` in the image, no TMPDIR set): a writable volume
+/// must be mounted there, or every private ACME server fails in a chart install.
+#[test]
+fn the_operator_can_write_its_files_under_a_read_only_root() -> Result<()> {
+    let out = render("nova-system", &[])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout)?;
+    let deployment = serde_yaml::Deserializer::from_str(&text)
+        .map(serde_yaml::Value::deserialize)
+        .filter_map(Result::ok)
+        .find(|d| d["kind"] == "Deployment")
+        .context("a Deployment")?;
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], serde_yaml::Value::Bool(true));
+    let written = nova::acme::shared::roots_dir_in(std::path::Path::new("/tmp"));
+    let mounts = container["volumeMounts"].as_sequence().context("volumeMounts")?;
+    let mount = mounts
+        .iter()
+        .find(|m| m["mountPath"].as_str().is_some_and(|p| written.starts_with(p)))
+        .with_context(|| format!("no volume mounted over {}", written.display()))?;
+    let volumes = pod["volumes"].as_sequence().context("volumes")?;
+    let volume = volumes.iter().find(|v| v["name"] == mount["name"]).context("the mounted volume")?;
+    assert!(volume.get("emptyDir").is_some(), "{volume:?}");
+    assert_ne!(mount["readOnly"], serde_yaml::Value::Bool(true));
     Ok(())
 }
 

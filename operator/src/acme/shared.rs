@@ -50,6 +50,12 @@ pub fn solver_endpoint(ip: Option<std::net::IpAddr>, http: SocketAddr) -> Socket
     SocketAddr::new(ip, http.port())
 }
 
+/// Where issuers' CA bundles are written under the temporary directory `tmp` (the chart mounts a
+/// writable volume there: the root file system is read-only).
+pub fn roots_dir_in(tmp: &std::path::Path) -> PathBuf {
+    tmp.join(format!("nova-acme-roots-{}", std::process::id()))
+}
+
 /// What the certificate controllers share: settings, the HTTP-01 answers served on the
 /// operator's port, and the issuers' accounts.
 pub struct Shared {
@@ -61,7 +67,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(settings: Settings, http01: Http01) -> Self {
-        let roots = std::env::temp_dir().join(format!("nova-acme-roots-{}", std::process::id()));
+        let roots = roots_dir_in(&std::env::temp_dir());
         Self { settings, http01, accounts: Mutex::new(HashMap::new()), roots }
     }
 

@@ -127,7 +127,8 @@ async fn install(
             let said = test.stdout.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" ");
             return Err(format!("nginx -t refused the new certificate, old files kept: {said}"));
         }
-        conn.run("systemctl reload nginx || nginx -s reload", TIMEOUT).await.map_err(|e| e.to_string())?;
+        // As a site switch does: returns once the workers serving the old files are gone.
+        conn.run(crate::render::NGINX_RELOAD, TIMEOUT).await.map_err(|e| e.to_string())?;
     }
     conn.run(&cleanup.join("; "), TIMEOUT).await.map_err(|e| e.to_string())?;
     Ok(())

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::api::bluegreen::{BlueGreenDeploymentSpec, BlueGreenDeploymentStatus, Color, GateCheck};
 use crate::host::{bootstrap, services};
 use crate::hostapp::desired::{self, App, NGINX_INCLUDE_DIR, Runtime};
+use crate::render::NGINX_RELOAD as RELOAD;
 use crate::rollouts::gate;
 use crate::rollouts::plan::{self, ColorLive, GateDue, GateRound, Input, Outcome, Plan, Template};
 use crate::ssh::{self, Connection, quote};
@@ -208,8 +209,7 @@ async fn gate_round(
     if due.analysis
         && let Some(a) = &spec.strategy.analysis
     {
-        let http = reqwest::Client::new();
-        round.analysis = Some(gate::analysis_round(&http, a).await);
+        round.analysis = Some(gate::analysis_round(gate::client(), a).await);
     }
     round
 }
@@ -316,15 +316,19 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     let unit = rendered("unit", desired::unit(app, c))?;
     let unit_changed = c_.upload(&app.unit_path(c), unit.as_bytes(), 0o644, None, TIMEOUT).await?;
     let reload = if unit_changed { "systemctl daemon-reload && " } else { "" };
-    // With compose the unit's own output is compose's (a pull refused, a port taken): worth
-    // showing. A program's output is the application's and may hold anything, so not that.
-    let why = if compose {
-        format!(
-            " || {{ journalctl -u {u} -n 20 --no-pager -o cat --since=-60s >&2; exit 1; }}",
-            u = quote(&app.unit(c))
-        )
-    } else {
-        String::new()
+    // With compose, why a start failed is worth saying (a pull refused, a port taken), but
+    // compose's output can quote the colour's environment: only fixed phrases found in it
+    // reach the error, never a line of it (and no value from `env`).
+    let why = match &app.runtime {
+        Runtime::Compose { image, .. } => format!(
+            " || {{ r=$(journalctl -u {u} -n 50 --no-pager -o cat --since=-300s | grep -Eo {pat} | head -n1); \
+             [ -n \"$r\" ] || r={fallback}; printf '%s %s\\n' {prefix} \"$r\" >&2; exit 1; }}",
+            u = quote(&app.unit(c)),
+            pat = quote(COMPOSE_FAILURES),
+            fallback = quote(&format!("the reason is in journalctl -u {} on the host", app.unit(c))),
+            prefix = quote(&format!("compose could not start image {image}:")),
+        ),
+        Runtime::Systemd { .. } => String::new(),
     };
     // Moving a colour from compose to systemd: its containers live in Docker's cgroups, not
     // the unit's, so the restart would not stop them and they would keep the port. The colour
@@ -350,6 +354,11 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
         .map_err(|e| redacted(app, step_err(h, &format!("starting {c}"), e)))?;
     Ok(())
 }
+
+/// What a failed compose start may say (an ERE of fixed phrases; see [`start`]).
+const COMPOSE_FAILURES: &str = "pull access denied|manifest unknown|repository does not exist|not found|no such host|\
+     network is unreachable|connection refused|port is already allocated|address already in use|no space left on device|\
+     permission denied|invalid reference format|Cannot connect to the Docker daemon";
 
 /// Replaces the application's environment values in an error's text: whatever a start printed,
 /// no value from `env` reaches status or events.
@@ -381,16 +390,6 @@ async fn resume(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     h.conn.run(&run, TIMEOUT).await.map_err(|e| step_err(h, &format!("starting {c} again"), e))?;
     Ok(())
 }
-
-/// Shell: reloads nginx gracefully and returns once every worker from before the reload has
-/// exited (at most 30 s), that is once no request can still go to the old upstream. `systemctl
-/// reload` only sends the signal; a colour stopped right after it would fail the requests the
-/// old workers are still finishing. `/proc` rather than pgrep: minimal images lack procps;
-/// `proces[s]` keeps the pattern from matching grep's own command line.
-const RELOAD: &str = "old=$(grep -ls 'nginx: worker proces[s]' /proc/[0-9]*/cmdline | cut -d/ -f3); \
-     systemctl reload nginx; \
-     for i in $(seq 1 300); do alive=; for p in $old; do [ -e /proc/$p ] && alive=1; done; \
-     [ -z \"$alive\" ] && break; sleep 0.1; done";
 
 /// Stops a colour. Traffic left it before: a switch returns only once the old nginx workers
 /// have exited (see [`RELOAD`]).

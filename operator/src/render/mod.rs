@@ -355,3 +355,14 @@ pub fn systemd_compose_service(s: &ComposeService) -> Result<String, Invalid> {
         },
     )
 }
+
+/// Shell, for every reload of nginx Nova does (site switches, certificate distribution): reloads
+/// nginx gracefully and returns once every worker from before the reload has
+/// exited (at most 30 s), that is once no request can still go to the old upstream. `systemctl
+/// reload` only sends the signal; a colour stopped right after it would fail the requests the
+/// old workers are still finishing. `/proc` rather than pgrep: minimal images lack procps;
+/// `proces[s]` keeps the pattern from matching grep's own command line.
+pub const NGINX_RELOAD: &str = "old=$(grep -ls 'nginx: worker proces[s]' /proc/[0-9]*/cmdline | cut -d/ -f3); \
+     { systemctl reload nginx || nginx -s reload; }; \
+     for i in $(seq 1 300); do alive=; for p in $old; do [ -e /proc/$p ] && alive=1; done; \
+     [ -z \"$alive\" ] && break; sleep 0.1; done";

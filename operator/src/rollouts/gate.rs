@@ -11,6 +11,15 @@ use serde::Deserialize;
 use super::plan::Outcome;
 use crate::api::bluegreen::{Analysis, GateCheck};
 
+/// The one HTTP client of health gates and analysis, on Kubernetes and on hosts: built once (its
+/// connection pool kept), never through a proxy from the environment (checks go to pod and
+/// Prometheus addresses inside the network, the same on both paths).
+pub fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    // A builder with no custom TLS cannot fail; fall back to the default client if it did.
+    CLIENT.get_or_init(|| reqwest::Client::builder().no_proxy().build().unwrap_or_default())
+}
+
 /// `addr:port` of every endpoint the preview Service would send traffic to.
 pub async fn ready_endpoints(
     client: &Client,
