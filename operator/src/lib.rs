@@ -4,6 +4,7 @@
 //! apply → status.
 
 pub mod acme;
+pub mod admission;
 pub mod api;
 pub mod apply;
 pub mod bluegreen;

@@ -63,6 +63,9 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
                 continue;
             }
             let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+            if kind == "Host" || kind == "Platform" {
+                crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
+            }
             match kind.as_str() {
                 "Host" => out.hosts.push(
                     serde_yaml::from_value(value).map_err(|e| Error::Input(format!("{at}: a Host: {e}")))?,

@@ -31,6 +31,7 @@ pub fn load_hosts(path: &Path) -> Result<Vec<Host>, Error> {
         if value.get("kind").and_then(|k| k.as_str()) != Some("Host") {
             continue;
         }
+        crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
         let h: Host = serde_yaml::from_value(value)
             .map_err(|e| Error::Input(format!("{}: a Host: {e}", path.display())))?;
         hosts.push(h);
