@@ -142,9 +142,12 @@ async fn the_cli_refuses_what_admission_refuses_and_admits_what_it_admits() -> R
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 
+    let by_labels =
+        json!({"spec": {"target": {"hosts": {"names": null, "selector": {"matchLabels": {"role": "web"}}}}}});
     for doc in [
         host(json!({})),
         platform(json!({})),
+        platform(by_labels),
         host(json!({"spec": {"hostKey": null, "hostKeyPolicy": "AcceptNew",
         "port": 2222, "bootstrap": {"packages": ["jq", "nginx-light=1.22.1-9"], "users": [{"name": "deploy", "groups": ["docker"]}]}}})),
     ] {

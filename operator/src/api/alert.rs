@@ -27,7 +27,7 @@ use super::common::{Conditions, DURATION, HostSelector, SecretKeyRef, conditions
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("size(self.groups) > 0 || size(self.packs) > 0").message("give at least one rule group or pack"))]
+#[x_kube(validation = Rule::new("(has(self.groups) && size(self.groups) > 0) || (has(self.packs) && size(self.packs) > 0)").message("give at least one rule group or pack"))]
 #[serde(rename_all = "camelCase")]
 pub struct AlertRuleSpec {
     /// Rule groups, as in a Prometheus rule file.

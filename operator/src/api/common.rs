@@ -42,7 +42,7 @@ pub struct LocalRef {
 /// Which Host objects an object applies to: by label selector or by name, not both.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.selector) != (size(self.names) > 0)").message("give exactly one of hosts.selector or hosts.names"))]
+#[x_kube(validation = Rule::new("has(self.selector) != (has(self.names) && size(self.names) > 0)").message("give exactly one of hosts.selector or hosts.names"))]
 pub struct HostSelector {
     /// Selects Hosts by their labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]

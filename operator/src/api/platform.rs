@@ -38,7 +38,7 @@ use super::common::{Conditions, HostSelector, HttpCheck, conditions_schema, doma
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.tls) || self.tls.mode == 'None' || size(self.domains) > 0").message("tls needs at least one entry in domains"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || self.tls.mode == 'None' || (has(self.domains) && size(self.domains) > 0)").message("tls needs at least one entry in domains"))]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformSpec {
     /// Container image, e.g. `ghcr.io/acme/shop:1.4.2` (a digest pins it: `...@sha256:...`).

@@ -27,7 +27,7 @@ use super::common::{
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("size(self.solvers) > 0").message("give at least one solver"))]
+#[x_kube(validation = Rule::new("has(self.solvers) && size(self.solvers) > 0").message("give at least one solver"))]
 #[serde(rename_all = "camelCase")]
 pub struct AcmeIssuerSpec {
     /// Directory URL, or a preset: `letsencrypt` or `letsencrypt-staging`.

@@ -34,7 +34,7 @@ use super::common::{Conditions, HostSelector, conditions_schema, one, string_map
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.trainer)").message("give exactly one of image (with command) or trainer"))]
-#[x_kube(validation = Rule::new("!has(self.image) || size(self.command) > 0").message("image needs a command"))]
+#[x_kube(validation = Rule::new("!has(self.image) || (has(self.command) && size(self.command) > 0)").message("image needs a command"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {
     /// Where the workers run. Default: this Kubernetes cluster.
