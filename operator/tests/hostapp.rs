@@ -396,3 +396,63 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
     assert_eq!(names.trim(), "nova-default-shop-green_app_1", "blue's containers gone: {names}");
     Ok(())
 }
+
+/// Three Platforms on one Host, with something not Nova's already listening on 5001: each gets
+/// its own pair of ports (the taken one skipped), recorded in status, each domain reaches its
+/// own application; deleting one frees its pair and the others keep serving.
+#[tokio::test]
+async fn three_platforms_on_one_host_each_get_their_own_ports() -> Result<()> {
+    let th = boot("ports").await?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("id");
+    std::fs::write(&key, &th.client_key)?;
+    let key = key.to_str().context("path")?.to_owned();
+    th.ssh("systemd-run --unit=squatter python3 -m http.server --bind 127.0.0.1 5001")?;
+    test_cluster::eventually("the squatter listens", Duration::from_secs(20), || async {
+        anyhow::Ok(th.ssh("ss -Hltn '( sport = :5001 )'")?.contains("5001"))
+    })
+    .await?;
+    let app = |name: &str| {
+        let mut doc = platform_doc(name, json!({"domains": [format!("{name}.test")]}));
+        doc["metadata"]["name"] = json!(name);
+        doc
+    };
+    let names = ["alpha", "beta", "gamma"];
+    let docs: Vec<_> = std::iter::once(host_doc(&th)).chain(names.iter().map(|n| app(n))).collect();
+    let file = write_yaml(dir.path(), "apps.yaml", &docs)?;
+    let (ok, out) = nova(&["apply", "-f", file.to_str().context("path")?, "-i", &key], dir.path()).await?;
+    assert!(ok, "{out}");
+    let serve = |name: &'static str| {
+        let ip = th.ssh_addr.ip();
+        async move {
+            let r = http().get(format!("http://{ip}/")).header("Host", format!("{name}.test")).send().await?;
+            anyhow::Ok(r.text().await?)
+        }
+    };
+    for n in names {
+        assert_eq!(serve(n).await?, format!("{n} blue\n"), "{n}.test reaches {n}");
+    }
+    let mut firsts = Vec::new();
+    for n in names {
+        let (ok, st) = nova(&["status", n], dir.path()).await?;
+        assert!(ok, "{st}");
+        let blue = st.lines().find_map(|l| l.trim().trim_start_matches("- ").strip_prefix("blue: ")).with_context(|| format!("hostPorts blue in {st}"))?;
+        firsts.push(blue.trim().parse::<u16>()?);
+    }
+    firsts.sort();
+    assert_eq!(firsts, [5003, 5005, 5007], "distinct pairs, 5001 (taken) skipped");
+    let still =
+        "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:5001').status)\"";
+    assert_eq!(th.ssh(still)?.trim(), "200", "the squatter was left alone");
+
+    let gone = write_yaml(dir.path(), "gone.yaml", &[app("beta")])?;
+    let (ok, out) = nova(&["delete", "-f", gone.to_str().context("path")?, "-i", &key], dir.path()).await?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        th.ssh("ls /var/lib/nova/ports")?.split_whitespace().collect::<Vec<_>>(),
+        ["default-alpha", "default-gamma"]
+    );
+    assert_eq!(serve("alpha").await?, "alpha blue\n");
+    assert_eq!(serve("gamma").await?, "gamma blue\n");
+    Ok(())
+}

@@ -345,8 +345,24 @@ pub struct BlueGreenDeploymentStatus {
     /// Recent revisions, newest first (the full history is in Nova's state database).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// On SSH hosts: the ports the colours listen on, per host (allocated on each host for this
+    /// application, kept there in /var/lib/nova/ports, freed when it is deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<HostPorts>,
     /// Ready, Progressing and Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
+}
+
+/// One host's colour ports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPorts {
+    /// The Host's name.
+    pub host: String,
+    /// Port of the blue colour on 127.0.0.1.
+    pub blue: i32,
+    /// Port of the green colour on 127.0.0.1.
+    pub green: i32,
 }

@@ -10,7 +10,8 @@ use crate::api::common::LocalRef;
 use crate::api::platform::{HostRuntime, Platform, StrategyType, TlsMode};
 use crate::render::{self, ComposeApp, ComposeService, RenderedSite, Service, Site, SiteTls, validate};
 
-/// Ports of the two colours on a host (Kamal and most hand-written scripts use a pair like it).
+/// The first colour port pair on a host (Kamal and most hand-written scripts use a pair like it);
+/// each application gets a pair of its own there (see [`super::ports`]).
 pub const PORTS: [u16; 2] = [5001, 5002];
 /// Where the proxy includes live; the site files go to `sites-enabled`.
 pub const NGINX_INCLUDE_DIR: &str = "/etc/nginx/nova";
@@ -59,6 +60,9 @@ pub struct App {
     /// System user the application runs as with systemd (made by Nova, no login, no home).
     pub user: String,
     pub memory_max: Option<String>,
+    /// The colours' ports on the host at hand: [`PORTS`] until [`super::ports`] resolves the
+    /// pair allocated there. Not part of the revision (hosts may differ).
+    pub ports: [u16; 2],
 }
 
 impl std::fmt::Debug for App {
@@ -75,6 +79,7 @@ impl std::fmt::Debug for App {
             .field("tls_when_installed", &self.tls_when_installed)
             .field("user", &self.user)
             .field("memory_max", &self.memory_max)
+            .field("ports", &self.ports)
             .finish()
     }
 }
@@ -82,8 +87,8 @@ impl std::fmt::Debug for App {
 impl App {
     pub fn port(&self, c: Color) -> u16 {
         match c {
-            Color::Blue => PORTS[0],
-            Color::Green => PORTS[1],
+            Color::Blue => self.ports[0],
+            Color::Green => self.ports[1],
         }
     }
 
@@ -232,6 +237,7 @@ pub fn app(p: &Platform) -> Result<App, String> {
         tls,
         user,
         memory_max,
+        ports: PORTS,
     };
     app.revision = revision(&app, &s.image);
     // Render once here so that a bad value is refused before anything reaches a host.

@@ -95,10 +95,14 @@ fn parse_observation(out: &str) -> [Instance; 2] {
     r
 }
 
-/// What every host runs, per colour: `[blue, green]` for each host in order.
-pub async fn observe(hosts: &[HostConn], app: &App) -> Result<Vec<[Instance; 2]>, Error> {
-    let script = observe_script(app);
-    let outs = join_all(hosts.iter().map(|h| h.conn.run(&script, TIMEOUT))).await;
+/// What every host runs, per colour: `[blue, green]` for each host in order (`apps`: the
+/// application as each host runs it, with its ports there).
+pub async fn observe(hosts: &[HostConn], apps: &[App]) -> Result<Vec<[Instance; 2]>, Error> {
+    let outs = join_all(hosts.iter().zip(apps).map(|(h, a)| async move {
+        let script = observe_script(a);
+        h.conn.run(&script, TIMEOUT).await
+    }))
+    .await;
     outs.into_iter().map(|o| Ok(parse_observation(&o?))).collect()
 }
 
@@ -122,12 +126,16 @@ pub fn colour_live(obs: &[[Instance; 2]], c: Color) -> Option<ColorLive> {
 }
 
 /// The gate's HTTP check, run on each host against the preview colour's port.
-async fn health_round(hosts: &[HostConn], app: &App, c: Color, check: &GateCheck) -> Outcome {
-    let port = check.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(app.port(c));
-    let script = format!("{PROBE}\nprobe {port} {}", quote(&check.path));
-    let outs = join_all(hosts.iter().map(|h| h.conn.run(&script, TIMEOUT))).await;
+async fn health_round(hosts: &[HostConn], apps: &[App], c: Color, check: &GateCheck) -> Outcome {
+    let port = |a: &App| check.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(a.port(c));
+    let outs = join_all(hosts.iter().zip(apps).map(|(h, a)| async move {
+        let script = format!("{PROBE}\nprobe {} {}", port(a), quote(&check.path));
+        h.conn.run(&script, TIMEOUT).await
+    }))
+    .await;
     let mut failures = Vec::new();
-    for (h, out) in hosts.iter().zip(outs) {
+    for ((h, a), out) in hosts.iter().zip(apps).zip(outs) {
+        let port = port(a);
         match out {
             Ok(code) if code.trim() == check.expected_status.to_string() => {}
             Ok(code) if code.trim().is_empty() => {
@@ -166,7 +174,8 @@ pub async fn round(
     status: &BlueGreenDeploymentStatus,
     req: Requests,
 ) -> Result<Plan, Error> {
-    let obs = observe(hosts, app).await?;
+    let apps = super::ports::resolve(hosts, app).await?;
+    let obs = observe(hosts, &apps).await?;
     let mut input = Input {
         spec,
         desired: &app.revision,
@@ -180,10 +189,11 @@ pub async fn round(
     };
     let mut p = plan::plan(&input);
     if p.gate_due.any() {
-        input.round = Some(gate_round(hosts, app, spec, status, p.gate_due).await);
+        input.round = Some(gate_round(hosts, &apps, spec, status, p.gate_due).await);
         p = plan::plan(&input);
     }
-    let results = join_all(hosts.iter().zip(&obs).map(|(h, o)| act(h, app, &p, o))).await;
+    p.status.host_ports = super::ports::status(hosts, &apps);
+    let results = join_all(hosts.iter().zip(&apps).zip(&obs).map(|((h, a), o)| act(h, a, &p, o))).await;
     let waiting = results.into_iter().collect::<Result<Vec<bool>, Error>>()?;
     if waiting.contains(&true) {
         // Look again soon: the certificate's distribution does not trigger this rollout.
@@ -194,7 +204,7 @@ pub async fn round(
 
 async fn gate_round(
     hosts: &[HostConn],
-    app: &App,
+    apps: &[App],
     spec: &BlueGreenDeploymentSpec,
     status: &BlueGreenDeploymentStatus,
     due: GateDue,
@@ -204,7 +214,7 @@ async fn gate_round(
     if due.health
         && let Some(check) = &spec.strategy.health_check
     {
-        round.health = Some(health_round(hosts, app, preview, check).await);
+        round.health = Some(health_round(hosts, apps, preview, check).await);
     }
     if due.analysis
         && let Some(a) = &spec.strategy.analysis
@@ -240,8 +250,12 @@ async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<b
         }
     }
     // Every round, not only on a switch: domains or TLS may change without a new revision.
+    // Only to a colour seen healthy here: a first release is checked before nginx sends it
+    // anything (the plan makes it active at once, with nothing to fall back to).
     let mut waiting = false;
-    if let Some(active) = p.status.active_color {
+    if let Some(active) = p.status.active_color
+        && obs[usize::from(active == Color::Green)].healthy
+    {
         waiting = ensure_site(h, app, active).await?;
     }
     for c in [Color::Blue, Color::Green] {
@@ -289,8 +303,18 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
             work = quote(&app.work_dir()),
         )
     };
+    // A stopped colour's port must be free: something else listening there (not Nova's) would
+    // take the colour's traffic, or keep it from starting.
+    let port_free = format!(
+        "if ! systemctl is-active -q {u} && command -v ss >/dev/null && [ -n \"$(ss -Hltn '( sport = :{p} )')\" ]; then \
+         echo \"port {p} (colour {c} of {id}) is in use by something else on this host: \
+         $(ss -Hltnp '( sport = :{p} )' | awk '{{print $6}}' | head -n1)\" >&2; exit 1; fi",
+        u = quote(&app.unit(c)),
+        p = app.port(c),
+        id = app.id,
+    );
     let prepare = format!(
-        "set -e; {setup}; mkdir -p {state} {etc}; chmod 0700 {etc}; rm -f {marker}",
+        "set -e; {port_free}; {setup}; mkdir -p {state} {etc}; chmod 0700 {etc}; rm -f {marker}",
         state = quote(&format!("/var/lib/nova/state/{}", app.id)),
         etc = quote(&format!("/etc/nova/apps/{}", app.id)),
         marker = quote(&app.marker_path(c)),
@@ -494,12 +518,13 @@ pub fn removal_script(id: &str) -> String {
     let include = quote(&format!("{NGINX_INCLUDE_DIR}/proxy_{id}.conf"));
     format!(
         "set -e; reload=; {colours}if [ -n \"$reload\" ]; then systemctl daemon-reload; fi; \
-         rm -rf {etc} {state} {work}; \
+         rm -rf {etc} {state} {work} {ports}; \
          if [ -e {site} ] || [ -e {include} ]; then rm -f {site} {include}; \
          if systemctl is-active -q nginx; then nginx -t -q; {RELOAD}; fi; fi",
         etc = quote(&format!("/etc/nova/apps/{id}")),
         state = quote(&format!("/var/lib/nova/state/{id}")),
         work = quote(&format!("/var/lib/nova/apps/{id}")),
+        ports = quote(&super::ports::record(id)),
     )
 }
 

@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod engine;
+pub mod ports;
 
 use std::time::Duration;
 
