@@ -29,8 +29,8 @@ pub fn script(id: &str) -> String {
         r#"set -e; mkdir -p {dir}; exec 9>{dir}/.lock; flock 9
 f={f}
 if [ -s "$f" ]; then cat "$f"; exit 0; fi
-taken=" $(cat {dir}/* 2>/dev/null | tr '\n' ' ') "
-listening=" $(command -v ss >/dev/null && ss -Hltn | awk '{{n=split($4,a,":"); print a[n]}}' | tr '\n' ' ') "
+taken=" $( (cat {dir}/* 2>/dev/null | tr '\n' ' ') || true) "
+listening=" $( (command -v ss >/dev/null && ss -Hltn | awk '{{n=split($4,a,":"); print a[n]}}' | tr '\n' ' ') || true) "
 b=
 if [ -d {state} ]; then case "$taken" in *" {first} "*) ;; *) b={first};; esac; fi
 if [ -z "$b" ]; then
