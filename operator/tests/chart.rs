@@ -15,6 +15,8 @@ use serde_json::json;
 use test_cluster::{ControlPlane, Mode, shared};
 use tokio::sync::oneshot;
 
+mod common;
+
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova");
 
 fn helm() -> Result<Command> {
@@ -149,6 +151,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
 
     install_without_operator(cp, &release_ns)?;
 
+    common::record_logs();
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
     let sa_client_for_reads = sa_client.clone();
     let state = tempfile::tempdir()?;
@@ -249,6 +252,7 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
     let apps_ns = cp.namespace(&admin, "certapps").await?;
     install_without_operator(cp, &release_ns)?;
 
+    common::record_logs();
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
     let state = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();

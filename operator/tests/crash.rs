@@ -33,7 +33,7 @@ fn start(cp: &ControlPlane, ns: &str, state: &std::path::Path) -> Result<Child> 
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", cp.kubeconfig())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(common::operator_log())
         .spawn()?)
 }
 

@@ -76,6 +76,9 @@ async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
         .output()
         .await?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if let Some(p) = test_cluster::record::file("cli") {
+        std::fs::write(p, &text)?;
+    }
     Ok((out.status.success(), text))
 }
 
@@ -436,7 +439,10 @@ async fn three_platforms_on_one_host_each_get_their_own_ports() -> Result<()> {
     for n in names {
         let (ok, st) = nova(&["status", n], dir.path()).await?;
         assert!(ok, "{st}");
-        let blue = st.lines().find_map(|l| l.trim().trim_start_matches("- ").strip_prefix("blue: ")).with_context(|| format!("hostPorts blue in {st}"))?;
+        let blue = st
+            .lines()
+            .find_map(|l| l.trim().trim_start_matches("- ").strip_prefix("blue: "))
+            .with_context(|| format!("hostPorts blue in {st}"))?;
         firsts.push(blue.trim().parse::<u16>()?);
     }
     firsts.sort();

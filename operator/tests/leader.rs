@@ -41,7 +41,7 @@ fn spawn(cp: &ControlPlane, ns: &str, identity: &str) -> Result<OperatorProcess>
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
         .env("KUBECONFIG", cp.kubeconfig())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(common::operator_log())
         .spawn()?;
     Ok(OperatorProcess { identity: identity.into(), port, child, _state: state })
 }

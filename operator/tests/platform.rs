@@ -13,6 +13,8 @@ use nova::api::bluegreen::BlueGreenDeployment;
 use serde_json::json;
 use test_cluster::{ControlPlane, Mode, eventually, shared};
 
+/// A password a test Secret holds (registered for the secret scan).
+const DB_PASSWORD: &str = "hunter2-shop-db-password";
 mod common;
 use common::{Operator, TIMEOUT, install_crds};
 
@@ -167,7 +169,8 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
     assert_eq!(stalled.map(|c| (c.status, c.reason)), Some(("True".into(), "MissingDependency".into())));
 
     let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "db-credentials"},
-                                                      "stringData": {"PASSWORD": "hunter2"}}))?;
+                                                      "stringData": {"PASSWORD": DB_PASSWORD}}))?;
+    test_cluster::record::secret(DB_PASSWORD);
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await?;
     tokio::time::timeout(TIMEOUT, await_condition(platforms.clone(), "api", ready)).await??;
     let recovered = platforms.get("api").await?;
@@ -175,7 +178,7 @@ async fn missing_secret_degrades_with_a_message_then_recovers() -> Result<()> {
         recovered.status.clone().unwrap_or_default().conditions.into_iter().find(|c| c.type_ == "Stalled");
     assert_eq!(stalled.map(|c| c.status), Some("False".into()), "no longer stalled");
     let text = serde_json::to_string(&recovered.status)?;
-    assert!(!text.contains("hunter2"), "secret values never reach status");
+    assert!(!text.contains(DB_PASSWORD), "secret values never reach status");
     op.stop().await
 }
 

@@ -36,6 +36,7 @@ type Running = (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), nova::op
 
 /// The operator watching every namespace, trusting only its own (`ns`).
 fn start_operator(client: Client, ns: &str, state: &tempfile::TempDir) -> Result<Running> {
+    common::record_logs();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let cfg = nova::operator::Config {
         state_url: state.path().join("state.db").display().to_string(),

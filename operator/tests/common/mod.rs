@@ -32,6 +32,30 @@ pub struct Operator {
     state: tempfile::TempDir,
 }
 
+/// Where an operator run as a process writes its log: recorded for the secret scan when the
+/// suite records (see `test_cluster::record`), else nowhere.
+pub fn operator_log() -> std::process::Stdio {
+    test_cluster::record::file("operator")
+        .and_then(|p| std::fs::File::create(p).ok())
+        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
+}
+
+/// Operators run in this process log, at debug level, into a recorded file for the secret
+/// scan (when the suite records).
+pub fn record_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Some(file) = test_cluster::record::file("operator").and_then(|p| std::fs::File::create(p).ok())
+        {
+            let _ = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+    });
+}
+
 impl Operator {
     pub async fn start(client: Client, ns: &str) -> Result<Self> {
         Self::start_with_state(client, ns, tempfile::tempdir()?).await
@@ -39,6 +63,7 @@ impl Operator {
 
     /// Starts with the state database in `state`: a restarted operator keeps its history.
     pub async fn start_with_state(client: Client, ns: &str, state: tempfile::TempDir) -> Result<Self> {
+        record_logs();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let cfg = nova::operator::Config {
             state_url: state.path().join("state.db").display().to_string(),

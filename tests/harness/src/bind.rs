@@ -41,6 +41,7 @@ impl Bind {
         let mut secret = [0u8; 32];
         getrandom(&mut secret)?;
         let key_secret = base64::engine::general_purpose::STANDARD.encode(secret);
+        crate::record::secret(&key_secret);
         let key_name = "nova-key".to_owned();
         let conf = format!(
             r#"options {{

@@ -76,6 +76,8 @@ pub struct ControlPlane {
     // Started in order, stopped in reverse; a Mutex so a shared (static) instance can be used
     // from every test and still be stopped through `&self` by the dev-cluster binary.
     processes: Mutex<Vec<Process>>,
+    /// The apiserver's audit log: in the state directory, or recorded for the secret scan.
+    audit_log: PathBuf,
     // Declared last: removed after the processes that write into it have stopped.
     dir: StateDir,
 }
@@ -114,9 +116,25 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
     Ok(ports)
 }
 
-/// Writes only, at Metadata level (verb, URI, user, user agent, status), once each.
-const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [\"RequestReceived\"]\nrules:\n\
-- level: Metadata\n  verbs: [\"create\", \"update\", \"patch\", \"delete\", \"deletecollection\"]\n- level: None\n";
+/// Writes only (verb, URI, user, user agent, status), once each; events and status writes with
+/// their request bodies, for the secret scan (see [`crate::record`]).
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Request
+  verbs: ["create", "update", "patch"]
+  resources:
+  - group: ""
+    resources: ["events", "*/status"]
+  - group: "events.k8s.io"
+    resources: ["events"]
+  - group: "nova.infra.dev"
+    resources: ["*/status"]
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+"#;
 const AUDIT_LOG: &str = "audit.log";
 
 /// One write the apiserver received, from its audit log.
@@ -235,6 +253,7 @@ impl ControlPlane {
         let serving_key = write(&d, "apiserver.key", &serving.key_pem)?;
 
         let audit_policy = write(&d, "audit-policy.yaml", AUDIT_POLICY)?;
+        let audit_log = crate::record::file("audit").unwrap_or_else(|| d.join(AUDIT_LOG));
         let [etcd_client, etcd_peer, api_port] = free_ports::<3>()?;
         let server = format!("https://127.0.0.1:{api_port}");
 
@@ -258,6 +277,7 @@ impl ControlPlane {
             ca_der: pki.ca_der.clone(),
             bin: bin.to_owned(),
             processes: Mutex::new(Vec::new()),
+            audit_log: audit_log.clone(),
             dir,
         };
 
@@ -303,7 +323,7 @@ impl ControlPlane {
                 // Every write, with who sent it: tests count what Nova writes (a quiet
                 // operator writes nothing; a fenced one writes nothing more).
                 format!("--audit-policy-file={}", audit_policy.display()),
-                format!("--audit-log-path={}", d.join(AUDIT_LOG).display()),
+                format!("--audit-log-path={}", audit_log.display()),
                 "--audit-log-format=json".into(),
                 "--audit-log-maxsize=0".into(),
             ]),
@@ -526,9 +546,9 @@ impl ControlPlane {
     /// The writes in the audit log whose User-Agent starts with `agent`, received at or after
     /// `since`.
     pub fn audited_writes(&self, agent: &str, since: std::time::SystemTime) -> Result<Vec<AuditedWrite>> {
-        let path = self.dir.path().join(AUDIT_LOG);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let path = &self.audit_log;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let mut out = Vec::new();
         for line in text.lines() {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };

@@ -21,6 +21,7 @@ mod pki;
 pub mod postgres;
 mod process;
 pub mod prometheus;
+pub mod record;
 pub mod testhost;
 
 use std::path::PathBuf;

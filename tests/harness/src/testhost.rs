@@ -239,6 +239,7 @@ impl TestHost {
         std::fs::create_dir_all(&keys).map_err(|e| Error::io("keys directory", e))?;
         let (host_private, host_key) = keypair(&keys, "ssh_host_ed25519_key")?;
         let (client_key, client_public_key) = keypair(&keys, "client")?;
+        crate::record::secret(&client_key);
         write(&root.join("etc/ssh/ssh_host_ed25519_key"), &host_private, 0o600)?;
         write(&root.join("etc/ssh/ssh_host_ed25519_key.pub"), &format!("{host_key}\n"), 0o644)?;
         write(&root.join("root/.ssh/authorized_keys"), &format!("{client_public_key}\n"), 0o600)?;
