@@ -1,5 +1,5 @@
 //! What every controller shares: the kit, the caches of owned objects, the state database,
-//! the SSH pool, and one status writer per kind.
+//! the SSH pool; and [`Own`], each controller's small context around it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use kube::Client;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 
-use crate::api::{AcmeIssuer, BlueGreenDeployment, Host, Platform, TlsCertificate};
+use crate::api::BlueGreenDeployment;
 use crate::kit::{self, StatusWriter};
 use crate::state::State;
 use crate::telemetry::Metrics;
@@ -20,10 +20,10 @@ use crate::telemetry::Metrics;
 pub use crate::kit::{Blocked, Call, Error, FIELD_MANAGER};
 
 /// The error policy of every controller: the kit's per-object backoff.
-pub fn error_policy<K: kit::Reconciled>(
+pub fn error_policy<K: kit::Reconciled, M>(
     obj: Arc<K>,
     err: &Error,
-    ctx: Arc<Context>,
+    ctx: Arc<Own<K, M>>,
 ) -> kube::runtime::controller::Action {
     kit::error_policy(obj, err, &ctx.kit)
 }
@@ -38,14 +38,29 @@ pub struct ChildStores {
     pub bluegreens: Store<BlueGreenDeployment>,
 }
 
-/// One status writer per kind (see [`kit::StatusWriter`]).
-#[derive(Default)]
-pub struct Writers {
-    pub platforms: StatusWriter<Platform>,
-    pub bluegreens: StatusWriter<BlueGreenDeployment>,
-    pub hosts: StatusWriter<Host>,
-    pub issuers: StatusWriter<AcmeIssuer>,
-    pub certificates: StatusWriter<TlsCertificate>,
+/// A controller's own small context around the shared one: the status writer of its kind and
+/// its own metric families (`M`; `()` for none), registered by the component itself. Derefs to
+/// the shared [`Context`], so what every controller shares reads the same everywhere.
+pub struct Own<K: kit::Reconciled, M = ()> {
+    pub shared: Arc<Context>,
+    pub status: StatusWriter<K>,
+    pub families: M,
+}
+
+impl<K: kit::Reconciled, M> Own<K, M>
+where
+    StatusWriter<K>: Default,
+{
+    pub fn new(shared: Arc<Context>, families: M) -> Arc<Self> {
+        Arc::new(Self { shared, status: StatusWriter::default(), families })
+    }
+}
+
+impl<K: kit::Reconciled, M> std::ops::Deref for Own<K, M> {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
 }
 
 pub struct Context {
@@ -63,7 +78,6 @@ pub struct Context {
     /// Per owner UID, the generation whose children were last applied in full. Only in memory:
     /// after a restart everything is applied once again.
     pub applied: Mutex<HashMap<String, i64>>,
-    pub status: Writers,
     /// Certificates: settings, HTTP-01 answers, ACME accounts.
     pub certs: crate::acme::shared::Shared,
     /// SSH sessions to Hosts, kept between reconciles.
@@ -129,7 +143,6 @@ impl Context {
             children,
             http,
             applied: Mutex::new(HashMap::new()),
-            status: Writers::default(),
             certs,
             ssh: crate::ssh::Pool::new(SSH_IDLE),
             host_apps: HostAppLocks::default(),

@@ -209,10 +209,17 @@ async fn run_controllers(
         crate::certs::Shared::new(cfg.acme.clone(), http01),
         fence,
     );
+    // Each controller's small context; each registers its own metric families (a duplicate
+    // name is a bug every test that starts an operator catches).
+    let registry = ctx.metrics.registry.clone();
+    let platform_ctx = crate::context::Own::<Platform>::new(ctx.clone(), ());
+    let switches =
+        bluegreen::metrics::Switches::register(&registry).expect("blue-green metrics register once");
+    let bg_ctx = crate::context::Own::new(ctx.clone(), switches);
+    let host_ctx = crate::context::Own::<Host>::new(ctx.clone(), ());
     let config = controller::Config::default().concurrency(cfg.concurrency);
     let shared_stop = futures::FutureExt::shared(Box::pin(stopping));
     let (stop_a, stop_b, stop_c) = (shared_stop.clone(), shared_stop.clone(), shared_stop.clone());
-    let ctx_hosts = ctx.clone();
     let platform_controller = Controller::new(api::<Platform>(&client, ns), watcher::Config::default());
     let platform_store = platform_controller.store();
     let platforms = platform_controller
@@ -222,7 +229,7 @@ async fn run_controllers(
         .owns_shared_stream(b_plat)
         .with_config(config.clone())
         .graceful_shutdown_on(stop_a)
-        .run(platform::reconcile, crate::context::error_policy, ctx.clone())
+        .run(platform::reconcile, crate::context::error_policy, platform_ctx.clone())
         .for_each(log_controller_error);
     let bg_store = bluegreens.clone();
     let bg_stores = bluegreens.clone();
@@ -244,17 +251,17 @@ async fn run_controllers(
         })
         .with_config(config)
         .graceful_shutdown_on(stop_b)
-        .run(bluegreen::reconcile, crate::context::error_policy, ctx)
+        .run(bluegreen::reconcile, crate::context::error_policy, bg_ctx.clone())
         .for_each(log_controller_error);
     let host_controller = Controller::new(Api::<Host>::all(client.clone()), watcher::Config::default());
     let host_store = host_controller.store();
     let hosts = host_controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop_c)
-        .run(host::controller::reconcile, crate::context::error_policy, ctx_hosts.clone())
+        .run(host::controller::reconcile, crate::context::error_policy, host_ctx.clone())
         .for_each(log_controller_error);
-    let prune = forget_deleted(ctx_hosts.clone(), platform_store, bg_stores, host_store);
-    let certs = certificates(&client, ns, cfg, ctx_hosts, shared_stop);
+    let prune = forget_deleted((platform_ctx, bg_ctx, host_ctx), platform_store, bg_stores, host_store);
+    let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
         _ = futures::future::join4(platforms, rollouts, hosts, certs) => {}
@@ -275,7 +282,7 @@ where
 
 /// Drops what the status writers remember of objects no longer in the caches (deleted).
 async fn forget_deleted(
-    ctx: Arc<Context>,
+    (pc, bc, hc): (Arc<platform::Ctx>, Arc<bluegreen::Ctx>, Arc<host::controller::Ctx>),
     platforms: reflector::Store<Platform>,
     bluegreens: reflector::Store<BlueGreenDeployment>,
     hosts: reflector::Store<Host>,
@@ -291,10 +298,10 @@ async fn forget_deleted(
     }
     loop {
         tokio::time::sleep(FORGET_DELETED).await;
-        ctx.status.platforms.retain(&uids(&platforms));
-        ctx.host_apps.retain(&uids(&platforms));
-        ctx.status.bluegreens.retain(&uids(&bluegreens));
-        ctx.status.hosts.retain(&uids(&hosts));
+        pc.status.retain(&uids(&platforms));
+        pc.host_apps.retain(&uids(&platforms));
+        bc.status.retain(&uids(&bluegreens));
+        hc.status.retain(&uids(&hosts));
     }
 }
 
@@ -309,13 +316,17 @@ async fn certificates(
     stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let config = controller::Config::default().concurrency(cfg.concurrency);
+    let families = certs::metrics::Certificates::register(&ctx.metrics.registry)
+        .expect("certificate metrics register once");
+    let issuer_ctx = crate::context::Own::<AcmeIssuer>::new(ctx.clone(), ());
+    let ctx = crate::context::Own::new(ctx, families);
     let issuer_controller =
         Controller::new(Api::<AcmeIssuer>::all(client.clone()), watcher::Config::default());
     let issuer_store = issuer_controller.store();
     let issuers = issuer_controller
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone())
-        .run(certs::issuer::reconcile, crate::context::error_policy, ctx.clone())
+        .run(certs::issuer::reconcile, crate::context::error_policy, issuer_ctx.clone())
         .for_each(log_controller_error);
     let cert_api = api::<TlsCertificate>(client, ns);
     let controller = Controller::new(cert_api, watcher::Config::default());
@@ -350,10 +361,10 @@ async fn certificates(
             tokio::time::sleep(CERTIFICATE_GAUGES_PRUNE).await;
             let live =
                 store.state().iter().map(|c| (c.namespace().unwrap_or_default(), c.name_any())).collect();
-            ctx.metrics.certs.keep_certificates(&live);
-            ctx.status.certificates.retain(&uids(&store));
+            ctx.families.keep_certificates(&live);
+            ctx.status.retain(&uids(&store));
             if issuer_store.wait_until_ready().await.is_ok() {
-                ctx.status.issuers.retain(&uids(&issuer_store));
+                issuer_ctx.status.retain(&uids(&issuer_store));
             }
         }
     };

@@ -1,5 +1,6 @@
-//! Metrics and logs. Each controller defines and registers its own metric families; this is
-//! the registry they share and what `/metrics` serves.
+//! Metrics and logs: the registry every component registers its own families in (the kit's
+//! reconcile metrics here; a controller's own in its small context, see `context::Own`), and
+//! what `/metrics` serves.
 
 use prometheus::{Registry, TextEncoder};
 
@@ -10,8 +11,6 @@ pub struct Metrics {
     pub registry: Registry,
     /// Every controller's reconciles, failures, blocks and durations (the kit's).
     pub reconcile: ReconcileMetrics,
-    pub bluegreen: crate::bluegreen::metrics::Switches,
-    pub certs: crate::certs::metrics::Certificates,
 }
 
 impl Default for Metrics {
@@ -26,11 +25,7 @@ impl Metrics {
         // Registering fresh families in a fresh registry fails only on a duplicate name: a bug
         // caught by every test that starts an operator.
         let reconcile = ReconcileMetrics::register(&registry).expect("reconcile metrics register once");
-        let bluegreen = crate::bluegreen::metrics::Switches::register(&registry)
-            .expect("blue-green metrics register once");
-        let certs = crate::certs::metrics::Certificates::register(&registry)
-            .expect("certificate metrics register once");
-        Self { registry, reconcile, bluegreen, certs }
+        Self { registry, reconcile }
     }
 
     pub fn render(&self) -> String {

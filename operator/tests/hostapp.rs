@@ -462,3 +462,30 @@ async fn three_platforms_on_one_host_each_get_their_own_ports() -> Result<()> {
     assert_eq!(serve("gamma").await?, "gamma blue\n");
     Ok(())
 }
+
+/// A release whose program exits at once, or runs without listening on its port, fails the
+/// apply saying so (not a health check that can never pass), and the serving colour stays.
+#[tokio::test]
+async fn a_program_that_exits_or_never_listens_is_reported() -> Result<()> {
+    let th = boot("bind").await?;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("id");
+    std::fs::write(&key, &th.client_key)?;
+    let key = key.to_str().context("path")?.to_owned();
+    let apply = |doc: serde_json::Value| {
+        let (dir, key) = (dir.path().to_owned(), key.clone());
+        let host = host_doc(&th);
+        async move {
+            let file = write_yaml(&dir, "app.yaml", &[host, doc])?;
+            nova(&["apply", "-f", file.to_str().context("path")?, "-i", &key], &dir).await
+        }
+    };
+    let (ok, out) = apply(platform_doc("v1", json!({}))).await?;
+    assert!(ok, "{out}");
+    let (ok, out) = apply(platform_doc("v2", json!({"command": ["/bin/false"]}))).await?;
+    assert!(!ok && out.contains("colour green exited right after it started"), "{out}");
+    let (ok, out) = apply(platform_doc("v3", json!({"command": ["/bin/sleep", "600"]}))).await?;
+    assert!(!ok && out.contains("colour green runs but nothing listens on its port"), "{out}");
+    assert_eq!(get(&http(), &th).await?, (200, "v1 blue\n".into()), "v1 keeps serving");
+    Ok(())
+}

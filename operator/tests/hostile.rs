@@ -156,3 +156,22 @@ async fn the_cli_refuses_what_admission_refuses_and_admits_what_it_admits() -> R
     }
     Ok(())
 }
+
+/// `--help` shows that NOVA_STATE exists, never its value (it can be a PostgreSQL URL with a
+/// password).
+#[test]
+fn help_never_prints_the_state_url() -> Result<()> {
+    let url = "postgres://nova:s3cret-in-the-environment@db/nova";
+    for args in
+        [&["operator", "--help"][..], &["apply", "--help"], &["host", "facts", "--help"], &["get", "--help"]]
+    {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+            .args(args)
+            .env("NOVA_STATE", url)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("NOVA_STATE"), "{args:?}: {text}");
+        assert!(!text.contains("s3cret"), "{args:?} printed the state URL: {text}");
+    }
+    Ok(())
+}

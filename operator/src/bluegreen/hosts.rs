@@ -10,12 +10,13 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
+use super::Ctx;
 use super::{ABORT_ANNOTATION, KIND, PROMOTE_ANNOTATION, publish, write_failed, write_status};
 use crate::api::Platform;
 use crate::api::bluegreen::{BlueGreenDeployment, Phase};
 use crate::api::host::Host;
 use crate::conditions::{Cond, CondType};
-use crate::context::{Blocked, Call, Context, Error};
+use crate::context::{Blocked, Call, Error};
 use crate::hostapp::{self, HostConn, Requests, desired};
 
 /// How often a rollout that is moving is looked at (processes starting, checks pending).
@@ -32,7 +33,7 @@ fn failed(reason: &'static str, msg: &str) -> [Cond; 3] {
 pub async fn reconcile(
     bg: &BlueGreenDeployment,
     p: &Platform,
-    ctx: &Context,
+    ctx: &Ctx,
     started: Instant,
 ) -> Result<Action, Error> {
     // The Platform is being deleted: its cleanup removes the application from the hosts, and a
@@ -42,7 +43,7 @@ pub async fn reconcile(
     }
     let ns = bg.namespace().unwrap_or_default();
     let name = bg.name_any();
-    let status = ctx.status.bluegreens.current(bg);
+    let status = ctx.status.current(bg);
     let app = desired::app(p).map_err(Blocked::invalid)?;
     let Some(sel) = p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).map(|h| &h.hosts) else {
         return Err(Error::Bug("a host rollout for a Platform without spec.target.hosts".into()));
@@ -109,7 +110,7 @@ pub async fn reconcile(
     write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     if let Some(sw) = &plan.switch {
         let took = started.elapsed();
-        ctx.metrics.bluegreen.switched(sw.rollback, took);
+        ctx.families.switched(sw.rollback, took);
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, "traffic switched on hosts");
         if !sw.rollback {
             ctx.state.record_release(KIND, &ns, &name, &sw.revision, &p.spec.image).await?;
@@ -124,7 +125,7 @@ pub async fn reconcile(
 }
 
 /// Connects to every chosen Host; on the first that fails, closes the others.
-async fn connect_all(chosen: &[&Host], ctx: &Context, ns: &str) -> Result<Vec<HostConn>, Error> {
+async fn connect_all(chosen: &[&Host], ctx: &Ctx, ns: &str) -> Result<Vec<HostConn>, Error> {
     let mut hosts = Vec::new();
     for h in chosen {
         match crate::hostaccess::connect(h, ctx, ns).await {

@@ -27,7 +27,7 @@ use crate::api::Platform;
 use crate::api::bluegreen::{BlueGreenDeployment, BlueGreenDeploymentStatus, Color, Phase};
 use crate::apply::ensure;
 use crate::conditions::{Cond, CondType};
-use crate::context::{Blocked, Call, Context, Error};
+use crate::context::{Blocked, Call, Error};
 use crate::kit;
 use crate::workload::{REVISION_ANNOTATION, revision_of};
 use plan::{ColorLive, GateRound, Input, Template};
@@ -38,9 +38,12 @@ pub const PROMOTE_ANNOTATION: &str = "nova.infra.dev/promote";
 /// `nova rollout abort` sets this to the revision it aborts.
 pub const ABORT_ANNOTATION: &str = "nova.infra.dev/abort";
 
-pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The blue-green controller's context: the shared one, its status writer and its switch metrics.
+pub type Ctx = crate::context::Own<BlueGreenDeployment, metrics::Switches>;
+
+pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(bg, &ctx.kit, &ctx.status.bluegreens, &[CondType::Degraded], |bg| async move {
+    kit::run(bg, &ctx.kit, &ctx.status, &[CondType::Degraded], |bg| async move {
         reconcile_inner(&bg, &c, Instant::now()).await
     })
     .await
@@ -48,7 +51,7 @@ pub async fn reconcile(bg: Arc<BlueGreenDeployment>, ctx: Arc<Context>) -> Resul
 
 /// The pod template to release: the spec's own, or the one of the referenced Platform;
 /// blocked when neither is there.
-async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Result<PodTemplateSpec, Error> {
+async fn template_of(bg: &BlueGreenDeployment, ctx: &Ctx, ns: &str) -> Result<PodTemplateSpec, Error> {
     if let Some(t) = &bg.spec.template {
         return Ok(t.clone());
     }
@@ -73,7 +76,7 @@ async fn template_of(bg: &BlueGreenDeployment, ctx: &Context, ns: &str) -> Resul
     }
 }
 
-fn live(ctx: &Context, ns: &str, name: &str) -> Option<Arc<Deployment>> {
+fn live(ctx: &Ctx, ns: &str, name: &str) -> Option<Arc<Deployment>> {
     ctx.children.deployments.get(&ObjectRef::new(name).within(ns))
 }
 
@@ -91,7 +94,7 @@ fn live_state(d: &Deployment) -> ColorLive {
     }
 }
 
-async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Instant) -> Result<Action, Error> {
+async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Ctx, started: Instant) -> Result<Action, Error> {
     let ns = bg.namespace().ok_or_else(|| Error::Bug("a BlueGreenDeployment without a namespace".into()))?;
     if bg.spec.template.is_none()
         && let Some(r) = &bg.spec.platform_ref
@@ -112,7 +115,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Context, started: Insta
     let blue = live(ctx, &ns, &desired::deployment_name(bg, Color::Blue));
     let green = live(ctx, &ns, &desired::deployment_name(bg, Color::Green));
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == revision);
-    let status = ctx.status.bluegreens.current(bg);
+    let status = ctx.status.current(bg);
     // Decide (pure), with a gate round first when the plan asks for one.
     let mut input = Input {
         spec: &bg.spec,
@@ -157,7 +160,7 @@ struct Release<'a> {
 /// colours, then the preview Service.
 async fn act(
     bg: &BlueGreenDeployment,
-    ctx: &Context,
+    ctx: &Ctx,
     ns: &str,
     p: &plan::Plan,
     r: &Release<'_>,
@@ -175,7 +178,7 @@ async fn act(
     ensure(&ctx.client, &ctx.children.services, ns, &desired::active_service(bg), &active_svc, true).await?;
     if let Some(sw) = &p.switch {
         let took = started.elapsed();
-        ctx.metrics.bluegreen.switched(sw.rollback, took);
+        ctx.families.switched(sw.rollback, took);
         info!(from = %sw.from, to = %sw.to, revision = %sw.revision, rollback = sw.rollback, ms = took.as_millis() as u64, "traffic switched");
     }
     // Traffic first, then the colours: a switch only ever goes to a colour that is available
@@ -204,7 +207,7 @@ async fn act(
 /// Revision history and the plan's events.
 async fn announce(
     bg: &BlueGreenDeployment,
-    ctx: &Context,
+    ctx: &Ctx,
     p: &plan::Plan,
     before: &BlueGreenDeploymentStatus,
     r: &Release<'_>,
@@ -222,7 +225,7 @@ async fn announce(
 /// Release and audit records of a switch (at most once: see the caller).
 async fn record(
     bg: &BlueGreenDeployment,
-    ctx: &Context,
+    ctx: &Ctx,
     ns: &str,
     p: &plan::Plan,
     r: &Release<'_>,
@@ -242,7 +245,7 @@ async fn record(
 
 async fn run_gate(
     bg: &BlueGreenDeployment,
-    ctx: &Context,
+    ctx: &Ctx,
     ns: &str,
     due: plan::GateDue,
 ) -> Result<GateRound, Error> {
@@ -265,23 +268,23 @@ async fn run_gate(
 /// Writes the planned status through the kit (only when it changed).
 async fn write_status(
     bg: &BlueGreenDeployment,
-    ctx: &Context,
+    ctx: &Ctx,
     mut planned: BlueGreenDeploymentStatus,
     phase: Phase,
     conds: &[Cond],
 ) -> Result<(), Error> {
     planned.phase = Some(phase);
-    ctx.status.bluegreens.write(&ctx.kit, bg, planned, conds).await?;
+    ctx.status.write(&ctx.kit, bg, planned, conds).await?;
     Ok(())
 }
 
 /// Conditions for a rollout that could not be planned (a Host unreachable, a round failed):
 /// the status as it was, phase Degraded.
-async fn write_failed(bg: &BlueGreenDeployment, ctx: &Context, conds: &[Cond]) -> Result<(), Error> {
-    let old = ctx.status.bluegreens.current(bg);
+async fn write_failed(bg: &BlueGreenDeployment, ctx: &Ctx, conds: &[Cond]) -> Result<(), Error> {
+    let old = ctx.status.current(bg);
     write_status(bg, ctx, old, Phase::Degraded, conds).await
 }
 
-async fn publish(ctx: &Context, bg: &BlueGreenDeployment, type_: EventType, reason: &str, note: &str) {
+async fn publish(ctx: &Ctx, bg: &BlueGreenDeployment, type_: EventType, reason: &str, note: &str) {
     ctx.publish(&bg.object_ref(&()), "Rollout", type_, reason, note).await;
 }

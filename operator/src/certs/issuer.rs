@@ -25,12 +25,15 @@ const REFRESH: Duration = Duration::from_secs(3600);
 
 pub use crate::acme::shared::Ready;
 
-pub async fn reconcile(i: Arc<AcmeIssuer>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The AcmeIssuer controller's context: the shared one and its status writer.
+pub type Ctx = crate::context::Own<AcmeIssuer>;
+
+pub async fn reconcile(i: Arc<AcmeIssuer>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(i, &ctx.kit, &ctx.status.issuers, &[], |i| async move { reconcile_inner(&i, &c).await }).await
+    kit::run(i, &ctx.kit, &ctx.status, &[], |i| async move { reconcile_inner(&i, &c).await }).await
 }
 
-async fn reconcile_inner(i: &AcmeIssuer, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(i: &AcmeIssuer, ctx: &Ctx) -> Result<Action, Error> {
     match account(i, ctx, true).await {
         Ok(r) => {
             let uri = r.account.id().to_owned();
@@ -48,15 +51,10 @@ async fn reconcile_inner(i: &AcmeIssuer, ctx: &Context) -> Result<Action, Error>
     }
 }
 
-async fn write_status(
-    i: &AcmeIssuer,
-    ctx: &Context,
-    conds: &[Cond],
-    uri: Option<String>,
-) -> Result<(), Error> {
-    let old = ctx.status.issuers.current(i);
+async fn write_status(i: &AcmeIssuer, ctx: &Ctx, conds: &[Cond], uri: Option<String>) -> Result<(), Error> {
+    let old = ctx.status.current(i);
     let new = AcmeIssuerStatus { account_uri: uri.or(old.account_uri.clone()), ..old };
-    ctx.status.issuers.write(&ctx.kit, i, new, conds).await?;
+    ctx.status.write(&ctx.kit, i, new, conds).await?;
     Ok(())
 }
 

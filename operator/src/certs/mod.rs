@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::api::tls::{AcmeIssuer, TlsCertificate, TlsCertificateStatus};
 use crate::conditions::{self, Cond, CondType};
-use crate::context::{Call, Context, Error};
+use crate::context::{Call, Error};
 use crate::kit;
 use plan::Current;
 
@@ -42,14 +42,18 @@ const NEXT_ATTEMPT: &str = "; next attempt at ";
 
 pub use crate::acme::shared::{Settings, Shared, solver_endpoint};
 
-pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The TlsCertificate controller's context: the shared one, its status writer and its
+/// certificate metrics.
+pub type Ctx = crate::context::Own<TlsCertificate, metrics::Certificates>;
+
+pub async fn reconcile(c: Arc<TlsCertificate>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let cx = ctx.clone();
-    kit::run(c, &ctx.kit, &ctx.status.certificates, &[], |c| async move { finalized(c, &cx).await }).await
+    kit::run(c, &ctx.kit, &ctx.status, &[], |c| async move { finalized(c, &cx).await }).await
 }
 
 /// A certificate distributed to hosts has files there that owner references cannot remove: a
 /// finalizer takes them away on deletion (see [`distribute::remove`]).
-async fn finalized(c: Arc<TlsCertificate>, ctx: &Context) -> Result<Action, Error> {
+async fn finalized(c: Arc<TlsCertificate>, ctx: &Ctx) -> Result<Action, Error> {
     let has_finalizer = c.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER);
     if c.spec.distribute_to.is_none() && !has_finalizer {
         return reconcile_inner(&c, ctx).await;
@@ -71,7 +75,7 @@ struct Found {
     key_pem: Option<String>,
 }
 
-async fn read_secret(c: &TlsCertificate, ctx: &Context, ns: &str) -> Result<Option<Found>, Error> {
+async fn read_secret(c: &TlsCertificate, ctx: &Ctx, ns: &str) -> Result<Option<Found>, Error> {
     let Some(s) = Api::<Secret>::namespaced(ctx.client.clone(), ns).get_opt(&c.spec.secret_name).await?
     else {
         return Ok(None);
@@ -113,7 +117,7 @@ fn ready_cond(serving: Option<&Current>) -> Cond {
     }
 }
 
-async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_inner(c: &TlsCertificate, ctx: &Ctx) -> Result<Action, Error> {
     let (seen, reason) = observe(c, ctx).await?;
     match reason {
         None => up_to_date(c, ctx, seen).await,
@@ -125,10 +129,10 @@ async fn reconcile_inner(c: &TlsCertificate, ctx: &Context) -> Result<Action, Er
 }
 
 /// Reads the Secret and decides whether to issue (pure: [`plan::reason_to_issue`]).
-async fn observe(c: &TlsCertificate, ctx: &Context) -> Result<(Seen, Option<plan::Reason>), Error> {
+async fn observe(c: &TlsCertificate, ctx: &Ctx) -> Result<(Seen, Option<plan::Reason>), Error> {
     let ns = c.namespace().unwrap_or_default();
     let now = Timestamp::now();
-    let old = ctx.status.certificates.current(c);
+    let old = ctx.status.current(c);
     let found = read_secret(c, ctx, &ns).await?;
     // The status keeps a renewal time moved forward by ARI for the certificate it describes.
     let known = |cur: &Current| old.serial_number.as_deref() == Some(cur.leaf.serial.as_str());
@@ -144,13 +148,13 @@ async fn observe(c: &TlsCertificate, ctx: &Context) -> Result<(Seen, Option<plan
     if let Some(cur) = &serving {
         describe(&mut status, cur, renewal.unwrap_or_else(|| plan::renewal_time(&cur.leaf, &c.spec)));
         let at = status.renewal_time.as_ref().map(|t| t.0);
-        ctx.metrics.certs.certificate(&ns, &c.name_any(), cur.leaf.not_after, at);
+        ctx.families.certificate(&ns, &c.name_any(), cur.leaf.not_after, at);
     }
     Ok((Seen { ns, now, old, found, status, serving }, reason))
 }
 
 /// Nothing to issue: ask ARI, keep the hosts' copies in shape, say so.
-async fn up_to_date(c: &TlsCertificate, ctx: &Context, mut seen: Seen) -> Result<Action, Error> {
+async fn up_to_date(c: &TlsCertificate, ctx: &Ctx, mut seen: Seen) -> Result<Action, Error> {
     let Some(cur) = seen.serving.clone() else {
         return Err(Error::Bug("no reason to issue, yet no certificate to serve".into()));
     };
@@ -158,7 +162,7 @@ async fn up_to_date(c: &TlsCertificate, ctx: &Context, mut seen: Seen) -> Result
     // mis-issued certificate): asked on each reconcile when the server offers it.
     if let Some(at) = ari_point(c, ctx, &cur).await? {
         describe(&mut seen.status, &cur, at);
-        ctx.metrics.certs.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
+        ctx.families.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
     }
     let mut conds =
         vec![seen.ready(), Cond::new(CondType::Issuing, false, "UpToDate", "the certificate is current")];
@@ -172,7 +176,7 @@ async fn up_to_date(c: &TlsCertificate, ctx: &Context, mut seen: Seen) -> Result
 
 /// After failures the server is not asked again before the backoff is over: the wait, when
 /// there is one.
-async fn in_backoff(c: &TlsCertificate, ctx: &Context, seen: &Seen) -> Result<Option<Action>, Error> {
+async fn in_backoff(c: &TlsCertificate, ctx: &Ctx, seen: &Seen) -> Result<Option<Action>, Error> {
     let attempts = seen.old.failed_issuance_attempts.unwrap_or(0);
     let Some(last) = seen.old.last_failure_time.as_ref().map(|t| t.0).filter(|_| attempts > 0) else {
         return Ok(None);
@@ -196,7 +200,7 @@ async fn in_backoff(c: &TlsCertificate, ctx: &Context, seen: &Seen) -> Result<Op
 /// The issuer and its account, or the wait when there is none to order with (said in status).
 async fn ready_issuer(
     c: &TlsCertificate,
-    ctx: &Context,
+    ctx: &Ctx,
     seen: &Seen,
 ) -> Result<Result<(AcmeIssuer, issuer::Ready), Action>, Error> {
     let name = &c.spec.issuer_ref.name;
@@ -227,12 +231,7 @@ async fn ready_issuer(
 }
 
 /// Orders a certificate and records what came of it.
-async fn issue(
-    c: &TlsCertificate,
-    ctx: &Context,
-    mut seen: Seen,
-    reason: plan::Reason,
-) -> Result<Action, Error> {
+async fn issue(c: &TlsCertificate, ctx: &Ctx, mut seen: Seen, reason: plan::Reason) -> Result<Action, Error> {
     let (iss, account) = match ready_issuer(c, ctx, &seen).await? {
         Ok(ready) => ready,
         Err(wait) => return Ok(wait),
@@ -248,7 +247,7 @@ async fn issue(
         _ => None,
     };
     let outcome = order::order(c, ctx, &iss, &account, seen.found.as_ref(), replaces.as_deref()).await;
-    ctx.metrics.certs.issued(outcome.is_ok(), started.elapsed());
+    ctx.families.issued(outcome.is_ok(), started.elapsed());
     seen.now = Timestamp::now();
     match outcome {
         Ok((chain, key)) => issued(c, ctx, seen, &account, &why, &chain, &key).await,
@@ -258,7 +257,7 @@ async fn issue(
 
 async fn issued(
     c: &TlsCertificate,
-    ctx: &Context,
+    ctx: &Ctx,
     mut seen: Seen,
     account: &issuer::Ready,
     why: &str,
@@ -273,7 +272,7 @@ async fn issued(
     describe(&mut seen.status, &cur, at);
     seen.status.failed_issuance_attempts = None;
     seen.status.last_failure_time = None;
-    ctx.metrics.certs.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
+    ctx.families.certificate(&seen.ns, &c.name_any(), cur.leaf.not_after, Some(at));
     let msg = format!(
         "issued serial {} for {} ({why}); valid until {}, renewal at {at}",
         cur.leaf.serial,
@@ -287,12 +286,7 @@ async fn issued(
     Ok(Action::requeue(until(seen.now, at).min(recheck(&conds))))
 }
 
-async fn failed_issuance(
-    c: &TlsCertificate,
-    ctx: &Context,
-    mut seen: Seen,
-    msg: &str,
-) -> Result<Action, Error> {
+async fn failed_issuance(c: &TlsCertificate, ctx: &Ctx, mut seen: Seen, msg: &str) -> Result<Action, Error> {
     let attempts = seen.old.failed_issuance_attempts.unwrap_or(0) + 1;
     let wait = plan::backoff(attempts, ctx.certs.settings.backoff_base, ctx.certs.settings.backoff_cap);
     seen.status.failed_issuance_attempts = Some(attempts);
@@ -310,12 +304,7 @@ async fn failed_issuance(
 /// The Distributed condition after installing on the hosts of `spec.distributeTo` (none
 /// without it). Installing is idempotent: unchanged files are left alone and nginx is not
 /// reloaded, so running it on every reconcile also repairs hosts that drifted.
-async fn distributed(
-    c: &TlsCertificate,
-    ctx: &Context,
-    chain: &str,
-    key: &str,
-) -> Result<Option<Cond>, Error> {
+async fn distributed(c: &TlsCertificate, ctx: &Ctx, chain: &str, key: &str) -> Result<Option<Cond>, Error> {
     let Some(d) = &c.spec.distribute_to else { return Ok(None) };
     let (done, failed) = distribute::run(c, ctx, d, chain, key).await?;
     if failed.is_empty() {
@@ -327,7 +316,7 @@ async fn distributed(
         )));
     }
     let msg = failed.join("; ");
-    if conditions::is_true(&ctx.status.certificates.current(c).conditions, "Distributed") != Some(false) {
+    if conditions::is_true(&ctx.status.current(c).conditions, "Distributed") != Some(false) {
         publish(ctx, c, EventType::Warning, "DistributionFailed", &msg).await;
     }
     Ok(Some(Cond::new(CondType::Distributed, false, "Failed", msg)))
@@ -401,7 +390,7 @@ async fn ari_renewal(
 
 /// The renewal time with the server's ARI window applied, for a certificate whose issuer
 /// account is at hand; None when there is no issuer, account or identifier to ask with.
-async fn ari_point(c: &TlsCertificate, ctx: &Context, cur: &Current) -> Result<Option<Timestamp>, Error> {
+async fn ari_point(c: &TlsCertificate, ctx: &Ctx, cur: &Current) -> Result<Option<Timestamp>, Error> {
     if cur.leaf.ari_id.is_none() {
         return Ok(None);
     }
@@ -422,14 +411,14 @@ async fn ari_point(c: &TlsCertificate, ctx: &Context, cur: &Current) -> Result<O
 /// Writes status through the kit (only when it changed against what this process last wrote).
 async fn write_status(
     c: &TlsCertificate,
-    ctx: &Context,
+    ctx: &Ctx,
     new: TlsCertificateStatus,
     conds: &[Cond],
 ) -> Result<(), Error> {
-    ctx.status.certificates.write(&ctx.kit, c, new, conds).await?;
+    ctx.status.write(&ctx.kit, c, new, conds).await?;
     Ok(())
 }
 
-async fn publish(ctx: &Context, c: &TlsCertificate, type_: EventType, reason: &str, note: &str) {
+async fn publish(ctx: &Ctx, c: &TlsCertificate, type_: EventType, reason: &str, note: &str) {
     ctx.publish(&c.object_ref(&()), "Issue", type_, reason, note).await;
 }

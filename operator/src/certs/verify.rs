@@ -32,7 +32,7 @@ fn failed_certificate(ago: i64, issuing_message: &str) -> TlsCertificate {
     .expect("a TlsCertificate")
 }
 
-async fn reconcile(c: &Arc<TlsCertificate>, ctx: &Arc<Context>) {
+async fn reconcile(c: &Arc<TlsCertificate>, ctx: &Arc<super::Ctx>) {
     let r = tokio::time::timeout(Duration::from_secs(10), super::reconcile(c.clone(), ctx.clone())).await;
     r.expect("the reconcile returns (a request out of script hangs it)").expect("the reconcile succeeds");
 }
@@ -49,7 +49,7 @@ fn message(status_patch: &serde_json::Value) -> String {
 #[tokio::test]
 async fn a_backoff_window_writes_status_once() {
     let (client, verifier) = verifier::client();
-    let ctx = Context::for_test(client).await;
+    let ctx = certificates_ctx(client).await;
     let c = Arc::new(failed_certificate(10, "attempt 1 failed: the server said no"));
     let absent = || Expect::get(SECRET, StatusCode::NOT_FOUND, verifier::not_found("secrets", "shop-tls"));
 
@@ -79,11 +79,18 @@ async fn a_backoff_window_writes_status_once() {
 #[tokio::test]
 async fn an_old_grown_message_is_not_grown_further() {
     let (client, verifier) = verifier::client();
-    let ctx = Context::for_test(client).await;
+    let ctx = certificates_ctx(client).await;
     let c = Arc::new(failed_certificate(10, "attempt 1 failed: no; next attempt at 2026-01-01T00:00:00Z"));
     let absent = Expect::get(SECRET, StatusCode::NOT_FOUND, verifier::not_found("secrets", "shop-tls"));
     let fake = verifier.run(vec![absent, Expect::patch(STATUS, serde_json::to_value(&*c).expect("json"))]);
     reconcile(&c, &ctx).await;
     let (seen, _) = fake.await.expect("the fake apiserver");
     assert_eq!(message(&seen[1]).matches("next attempt").count(), 1);
+}
+
+/// The certificate controller's context over a test client, its metric families registered.
+async fn certificates_ctx(client: kube::Client) -> Arc<super::Ctx> {
+    let shared = Context::for_test(client).await;
+    let families = super::metrics::Certificates::register(&shared.metrics.registry).expect("register once");
+    crate::context::Own::new(shared, families)
 }

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use super::{bootstrap, facts};
 use crate::api::host::{Host, HostKeyPolicy, HostStatus};
 use crate::conditions::{self, Cond, CondType};
-use crate::context::{Blocked, Context, Error};
+use crate::context::{Blocked, Error};
 use crate::hostaccess;
 use crate::kit;
 use crate::ssh;
@@ -22,16 +22,23 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Facts are refreshed this often (GPU temperature, Docker appearing, ...).
 const REFRESH: Duration = Duration::from_secs(300);
 
-pub async fn reconcile(h: Arc<Host>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The Host controller's context: the shared one and its status writer.
+pub type Ctx = crate::context::Own<Host>;
+
+pub async fn reconcile(h: Arc<Host>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(h, &ctx.kit, &ctx.status.hosts, &[CondType::Reachable], |h| async move {
-        reconcile_inner(&h, &c).await
-    })
+    kit::run(
+        h,
+        &ctx.kit,
+        &ctx.status,
+        &[CondType::Reachable],
+        |h| async move { reconcile_inner(&h, &c).await },
+    )
     .await
 }
 
-async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
-    let old = ctx.status.hosts.current(h);
+async fn reconcile_inner(h: &Host, ctx: &Ctx) -> Result<Action, Error> {
+    let old = ctx.status.current(h);
     let key = hostaccess::private_key(h, ctx).await?;
     let target = super::target(h, key, old.recorded_host_key.clone()).map_err(Blocked::invalid)?;
     let conn = match ctx.ssh.get(&target, 3).await {
@@ -73,7 +80,7 @@ async fn reconcile_inner(h: &Host, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(REFRESH))
 }
 
-async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus) -> Result<(), Error> {
+async fn gather(h: &Host, ctx: &Ctx, conn: &ssh::Connection, old: HostStatus) -> Result<(), Error> {
     let facts = match conn.run(facts::SCRIPT, COMMAND_TIMEOUT).await {
         Ok(out) => facts::steady(old.facts.as_ref(), facts::parse(&out)),
         Err(e) => {
@@ -134,7 +141,7 @@ async fn gather(h: &Host, ctx: &Context, conn: &ssh::Connection, old: HostStatus
 /// after a complete one are drift: reported in status and an event, and corrected.
 async fn run_bootstrap(
     h: &Host,
-    ctx: &Context,
+    ctx: &Ctx,
     conn: &ssh::Connection,
     st: &mut HostStatus,
 ) -> Result<(Cond, Cond), Error> {
@@ -185,11 +192,11 @@ async fn run_bootstrap(
 }
 
 /// Writes status through the kit; a transition of Reachable to true is an event.
-async fn write_status(h: &Host, ctx: &Context, new: HostStatus, conds: &[Cond]) -> Result<(), Error> {
-    ctx.status.hosts.write(&ctx.kit, h, new, conds).await?;
+async fn write_status(h: &Host, ctx: &Ctx, new: HostStatus, conds: &[Cond]) -> Result<(), Error> {
+    ctx.status.write(&ctx.kit, h, new, conds).await?;
     Ok(())
 }
 
-async fn publish(ctx: &Context, h: &Host, type_: EventType, reason: &str, note: &str) {
+async fn publish(ctx: &Ctx, h: &Host, type_: EventType, reason: &str, note: &str) {
     ctx.publish(&h.object_ref(&()), "Connect", type_, reason, note).await;
 }

@@ -376,6 +376,44 @@ async fn start(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
     c_.run(&run, Duration::from_secs(900))
         .await
         .map_err(|e| redacted(app, step_err(h, &format!("starting {c}"), e)))?;
+    bound(h, app, c).await
+}
+
+/// How long a started colour may take to listen on its port.
+const BIND_WAIT_SECONDS: u32 = 30;
+
+/// Waits until the started colour listens on its port: a program that exits at once, or runs
+/// without ever listening there (a wrong port, say), is reported now, by name, instead of
+/// waiting for a health check that can never pass. Its marker is written already, so the next
+/// round does not start it again. Without `ss` on the host, the health check alone decides.
+async fn bound(h: &HostConn, app: &App, c: Color) -> Result<(), Error> {
+    // With compose, Docker publishes the port (a proxy, or only NAT rules): the answer check of
+    // each round decides there.
+    if matches!(app.runtime, Runtime::Compose { .. }) {
+        return Ok(());
+    }
+    let script = format!(
+        "command -v ss >/dev/null || exit 0; \
+         for i in $(seq 1 {tries}); do \
+           systemctl is-active -q {u} || {{ echo {exited} >&2; exit 1; }}; \
+           [ -n \"$(ss -Hltn '( sport = :{p} )')\" ] && exit 0; sleep 0.1; \
+         done; echo {silent} >&2; exit 1",
+        tries = BIND_WAIT_SECONDS * 10,
+        u = quote(&app.unit(c)),
+        p = app.port(c),
+        exited = quote(&format!(
+            "colour {c} exited right after it started (see journalctl -u {} on the host)",
+            app.unit(c)
+        )),
+        silent = quote(&format!(
+            "colour {c} runs but nothing listens on its port {} after {BIND_WAIT_SECONDS} s (does the program listen on $PORT?)",
+            app.port(c)
+        )),
+    );
+    h.conn
+        .run(&script, Duration::from_secs(u64::from(BIND_WAIT_SECONDS) + 30))
+        .await
+        .map_err(|e| step_err(h, &format!("starting {c}"), e))?;
     Ok(())
 }
 

@@ -22,21 +22,24 @@ use crate::api::bluegreen::BlueGreenDeployment;
 use crate::api::platform::{Platform, PlatformStatus, StrategyType};
 use crate::apply::{delete_if_owned, ensure};
 use crate::conditions::{Cond, CondType};
-use crate::context::{Blocked, Context, Error, FIELD_MANAGER};
+use crate::context::{Blocked, Error, FIELD_MANAGER};
 use crate::kit::{self, Finalized};
 
 const KIND: &str = "Platform";
 
-pub async fn reconcile(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// The Platform controller's context: the shared one and its status writer.
+pub type Ctx = crate::context::Own<Platform>;
+
+pub async fn reconcile(p: Arc<Platform>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(p, &ctx.kit, &ctx.status.platforms, &[CondType::Degraded], |p| reconcile_inner(p, c)).await
+    kit::run(p, &ctx.kit, &ctx.status, &[CondType::Degraded], |p| reconcile_inner(p, c)).await
 }
 
 fn targets_hosts(p: &Platform) -> bool {
     p.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
 }
 
-async fn reconcile_inner(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(p: Arc<Platform>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = p.namespace().ok_or_else(|| Error::Bug("a Platform without a namespace".into()))?;
     let has_finalizer = p.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER);
     if !targets_hosts(&p) && !has_finalizer {
@@ -54,7 +57,7 @@ async fn reconcile_inner(p: Arc<Platform>, ctx: Arc<Context>) -> Result<Action, 
     .await
 }
 
-async fn on_kubernetes(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn on_kubernetes(p: &Platform, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     let name = p.name_any();
     let generation = p.metadata.generation.unwrap_or_default();
     let uid = p.uid().unwrap_or_default();
@@ -89,7 +92,7 @@ async fn on_kubernetes(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, 
     ctx.mark_applied(uid, generation);
 
     // The database is written on a new revision only, not on every steady-state reconcile.
-    let current = ctx.status.platforms.current(p);
+    let current = ctx.status.current(p);
     if current.active_revision.as_ref() != Some(&children.revision) {
         let first_time = ctx.state.record_release(KIND, ns, &name, &children.revision, &p.spec.image).await?;
         let (action, reason) =
@@ -110,7 +113,7 @@ pub const DEFAULT_ISSUER_ANNOTATION: &str = "nova.infra.dev/default-issuer";
 /// `tls.mode: Auto`: applies the TlsCertificate for the domains (its Secret is the one the
 /// Ingress serves); deletes it when Auto is no longer asked for. Returns why it cannot be
 /// made (no issuer), naming the field.
-async fn auto_certificate(p: &Platform, ctx: &Context, ns: &str) -> Result<Option<String>, Error> {
+async fn auto_certificate(p: &Platform, ctx: &Ctx, ns: &str) -> Result<Option<String>, Error> {
     let certs: Api<crate::api::TlsCertificate> = Api::namespaced(ctx.client.clone(), ns);
     let auto = p.spec.tls.as_ref().filter(|t| t.mode == crate::api::platform::TlsMode::Auto);
     let Some(tls) = auto.filter(|_| !p.spec.domains.is_empty()) else {
@@ -153,7 +156,7 @@ async fn auto_certificate(p: &Platform, ctx: &Context, ns: &str) -> Result<Optio
     Ok(None)
 }
 
-async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
+async fn missing_dependencies(p: &Platform, ctx: &Ctx, ns: &str) -> Result<Vec<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
     let mut missing = Vec::new();
@@ -174,7 +177,7 @@ async fn missing_dependencies(p: &Platform, ctx: &Context, ns: &str) -> Result<V
 
 /// Strategy BlueGreen: the Platform owns a BlueGreenDeployment of the same name, whose active
 /// Service carries the Platform's name, so the Ingress is the same as with Rolling.
-async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Result<Action, Error> {
+async fn blue_green(p: &Platform, ctx: &Ctx, ns: &str, settled: bool) -> Result<Action, Error> {
     let name = p.name_any();
     if !settled {
         // Coming from Rolling: the Deployment goes, and the Service is handed to the
@@ -198,7 +201,7 @@ async fn blue_green(p: &Platform, ctx: &Context, ns: &str, settled: bool) -> Res
 /// Target hosts: the Platform owns a BlueGreenDeployment of the same name that deploys to the
 /// selected Hosts over SSH (see `bluegreen::hosts`); a spec hosts cannot run is refused here,
 /// before anything is created.
-async fn on_hosts(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, Error> {
+async fn on_hosts(p: &Platform, ctx: &Ctx, ns: &str) -> Result<Action, Error> {
     crate::hostapp::desired::app(p).map_err(Blocked::invalid)?;
     let settled = ctx.settled(&p.uid().unwrap_or_default(), p.metadata.generation.unwrap_or_default());
     if !settled && let Some(problem) = auto_certificate(p, ctx, ns).await? {
@@ -211,7 +214,7 @@ async fn on_hosts(p: &Platform, ctx: &Context, ns: &str) -> Result<Action, Error
 }
 
 /// The Platform's status from its BlueGreenDeployment's.
-async fn mirror(p: &Platform, ctx: &Context, live: &BlueGreenDeployment) -> Result<Action, Error> {
+async fn mirror(p: &Platform, ctx: &Ctx, live: &BlueGreenDeployment) -> Result<Action, Error> {
     // The rollout's own conditions say it best; a BlueGreenDeployment not yet reconciled is
     // still starting.
     let st = live.status.clone().unwrap_or_default();
@@ -279,22 +282,22 @@ fn rollout_conditions(p: &Platform, d: &Deployment) -> (Vec<Cond>, Option<i32>) 
 /// Writes status through the kit (only when it changed; events on condition changes).
 async fn update_status(
     p: &Platform,
-    ctx: &Context,
+    ctx: &Ctx,
     conds: &[Cond],
     ready_replicas: Option<i32>,
     revision: Option<String>,
 ) -> Result<(), Error> {
-    let old = ctx.status.platforms.current(p);
+    let old = ctx.status.current(p);
     let new = PlatformStatus {
         url: Some(desired::url(p)),
         ready_replicas: ready_replicas.or(old.ready_replicas),
         active_revision: revision.or(old.active_revision.clone()),
         ..old
     };
-    ctx.status.platforms.write(&ctx.kit, p, new, conds).await?;
+    ctx.status.write(&ctx.kit, p, new, conds).await?;
     Ok(())
 }
 
-async fn publish(ctx: &Context, p: &Platform, type_: EventType, reason: &str, note: &str) {
+async fn publish(ctx: &Ctx, p: &Platform, type_: EventType, reason: &str, note: &str) {
     ctx.publish(&p.object_ref(&()), "Reconcile", type_, reason, note).await;
 }

@@ -25,7 +25,7 @@ fn platform() -> Platform {
     .expect("a Platform")
 }
 
-async fn reconcile(p: &Arc<Platform>, ctx: &Arc<Context>) -> kube::runtime::controller::Action {
+async fn reconcile(p: &Arc<Platform>, ctx: &Arc<super::Ctx>) -> kube::runtime::controller::Action {
     let r = tokio::time::timeout(Duration::from_secs(10), super::reconcile(p.clone(), ctx.clone())).await;
     r.expect("the reconcile returns (a request out of script hangs it)").expect("blocked is no error")
 }
@@ -36,7 +36,7 @@ async fn reconcile(p: &Arc<Platform>, ctx: &Arc<Context>) -> kube::runtime::cont
 #[tokio::test]
 async fn a_missing_secret_blocks_once_and_then_writes_nothing() {
     let (client, verifier) = verifier::client();
-    let ctx = Context::for_test(client).await;
+    let ctx = crate::context::Own::new(Context::for_test(client).await, ());
     let p = Arc::new(platform());
     let reads = || {
         vec![
