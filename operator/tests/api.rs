@@ -13,6 +13,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use test_cluster::{Mode, shared};
 
+mod common;
+
 const CRDS_DIRS: [&str; 2] = [
     concat!(env!("CARGO_MANIFEST_DIR"), "/../crds"),
     concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova/crds"),
@@ -157,23 +159,8 @@ fn valid(kind: &str) -> Value {
 /// Applies a JSON merge patch to the valid example.
 fn with(kind: &str, patch: Value) -> Value {
     let mut v = valid(kind);
-    merge(&mut v, patch);
+    common::merge(&mut v, patch);
     v
-}
-
-fn merge(target: &mut Value, patch: Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(&k);
-                } else {
-                    merge(t.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p,
-    }
 }
 
 /// (kind, spec, a piece of the message the apiserver must give)

@@ -83,11 +83,8 @@ async fn apply_all(platforms: &Api<Platform>, host: &str, version: u32) -> Resul
     Ok(())
 }
 
-// Not in CI yet: about one run in ten fails on the host-targeted Platform (an active colour
-// restarted after a kill; docs/hosts.md "Known issues"). A flaky test would block every
-// submission; run it with `cargo test -p nova --test crash -- --ignored`.
+// A failure prints NOVA_CRASH_SEED: set it to replay the same kill timings.
 #[tokio::test]
-#[ignore = "flaky on the host engine after a kill: docs/hosts.md, Known issues"]
 async fn killed_at_random_points_everything_converges_once() -> Result<()> {
     let cp = shared(Mode::Simulated).await?;
     let client = cp.client().await?;

@@ -61,6 +61,13 @@ fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// The host's client key as a file in `dir`, its path for `nova -i`.
+fn key_file(th: &TestHost, dir: &Path) -> Result<String> {
+    let key = dir.join("id");
+    std::fs::write(&key, &th.client_key)?;
+    Ok(key.to_str().context("path")?.to_owned())
+}
+
 fn write_yaml(dir: &Path, name: &str, docs: &[serde_json::Value]) -> Result<PathBuf> {
     let text: Vec<String> = docs.iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
     let path = dir.join(name);
@@ -86,9 +93,7 @@ async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
 async fn nova_apply_round_trip_without_a_cluster() -> Result<()> {
     let th = boot("apply").await?;
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("id");
-    std::fs::write(&key, &th.client_key)?;
-    let key = key.to_str().context("path")?.to_owned();
+    let key = key_file(&th, dir.path())?;
 
     // First release: nginx installed by apt, blue started, health checked, site written.
     let file = write_yaml(dir.path(), "app.yaml", &[host_doc(&th), platform_doc("v1", json!({}))])?;
@@ -407,9 +412,7 @@ async fn compose_runtime_switches_and_aborts_without_downtime() -> Result<()> {
 async fn three_platforms_on_one_host_each_get_their_own_ports() -> Result<()> {
     let th = boot("ports").await?;
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("id");
-    std::fs::write(&key, &th.client_key)?;
-    let key = key.to_str().context("path")?.to_owned();
+    let key = key_file(&th, dir.path())?;
     th.ssh("systemd-run --unit=squatter python3 -m http.server --bind 127.0.0.1 5001")?;
     test_cluster::eventually("the squatter listens", Duration::from_secs(20), || async {
         anyhow::Ok(th.ssh("ss -Hltn '( sport = :5001 )'")?.contains("5001"))
@@ -469,9 +472,7 @@ async fn three_platforms_on_one_host_each_get_their_own_ports() -> Result<()> {
 async fn a_program_that_exits_or_never_listens_is_reported() -> Result<()> {
     let th = boot("bind").await?;
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("id");
-    std::fs::write(&key, &th.client_key)?;
-    let key = key.to_str().context("path")?.to_owned();
+    let key = key_file(&th, dir.path())?;
     let apply = |doc: serde_json::Value| {
         let (dir, key) = (dir.path().to_owned(), key.clone());
         let host = host_doc(&th);

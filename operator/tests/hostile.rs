@@ -18,7 +18,7 @@ const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFx4mJ0z3OLr4D0T2l3oCqL6t
 fn host(patch: Value) -> Value {
     let mut doc = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": "web-1"},
         "spec": {"address": "192.0.2.10", "hostKey": KEY, "sshKeySecretRef": {"name": "key", "key": "k"}}});
-    merge(&mut doc, patch);
+    common::merge(&mut doc, patch);
     doc
 }
 
@@ -27,24 +27,8 @@ fn platform(patch: Value) -> Value {
         "metadata": {"name": "shop", "namespace": "default"},
         "spec": {"image": "shop:1", "command": ["/usr/bin/python3", "/opt/app.py"], "domains": ["shop.test"],
                  "target": {"hosts": {"names": ["web-1"]}}}});
-    merge(&mut doc, patch);
+    common::merge(&mut doc, patch);
     doc
-}
-
-/// JSON merge patch (RFC 7386): null removes.
-fn merge(doc: &mut Value, patch: Value) {
-    match (doc, patch) {
-        (Value::Object(d), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    d.remove(&k);
-                } else {
-                    merge(d.entry(k).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (d, p) => *d = p,
-    }
 }
 
 /// (the field the refusal must name, the document)

@@ -162,3 +162,20 @@ pub async fn app_host(
     Api::<nova::api::Host>::all(client.clone()).create(&PostParams::default(), &h).await?;
     Ok((th, name))
 }
+
+/// JSON merge patch (RFC 7386) applied to `target`: a null in `patch` removes the key.
+pub fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(&k);
+                } else {
+                    merge(t.entry(k).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
