@@ -3,6 +3,7 @@
 //! SSH work; `settle` drives rounds until the rollout stands still, for callers that wait (the
 //! `nova apply` command and tests). The operator runs one round per reconcile instead.
 
+mod colour;
 pub mod desired;
 pub mod engine;
 pub mod ports;
