@@ -109,6 +109,22 @@ async fn nova_apply_round_trip_without_a_cluster() -> Result<()> {
     assert!(ok, "{out}");
     assert_eq!(th.ssh("systemctl show -p MainPID --value nova-default-shop-blue")?, pid);
 
+    // A cut between writing the site and reloading nginx (a kill mid-round): the files are as
+    // wanted but nginx runs older ones (here: an upstream nobody serves). The next apply
+    // reloads them instead of taking the files for done.
+    let inc = th.ssh("grep -rl 127.0.0.1:5001 /etc/nginx/ | head -n1")?.trim().to_owned();
+    th.ssh(&format!(
+        "cp {inc} /root/inc && sed -i 's/127.0.0.1:5001/127.0.0.1:9/' {inc} && nginx -s reload"
+    ))?;
+    test_cluster::eventually("nginx runs the stale site", Duration::from_secs(20), || async {
+        anyhow::Ok(get(&http(), &th).await?.0 == 502)
+    })
+    .await?;
+    th.ssh(&format!("cp /root/inc {inc} && rm -f /var/lib/nova/state/default-shop/site.loaded"))?;
+    let (ok, out) = nova(&["apply", "-f", file.to_str().unwrap(), "-i", &key], dir.path()).await?;
+    assert!(ok, "{out}");
+    assert_eq!(get(&http(), &th).await?, (200, "v1 blue\n".into()), "reloaded after the cut");
+
     // A new version (Rolling on hosts): green starts, takes the traffic, blue stops at once.
     let file = write_yaml(dir.path(), "app.yaml", &[host_doc(&th), platform_doc("v2", json!({}))])?;
     let (ok, out) = nova(&["apply", "-f", file.to_str().unwrap(), "-i", &key], dir.path()).await?;

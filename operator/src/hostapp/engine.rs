@@ -304,7 +304,16 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> 
         hex::encode(Sha256::digest(site.proxy_include.as_bytes())),
         hex::encode(Sha256::digest(site.site.as_bytes())),
     );
-    let same = format!("systemctl is-active -q nginx && printf {} | sha256sum -c --status", quote(&sums));
+    // And nginx has loaded them: the marker is written after a reload of exactly these files
+    // and removed before new ones are uploaded, so files left by a cut between the upload and
+    // the reload are reloaded by the next round instead of being taken as done.
+    let digest = hex::encode(Sha256::digest(sums.as_bytes()));
+    let loaded = format!("/var/lib/nova/state/{}/site.loaded", app.id);
+    let same = format!(
+        "systemctl is-active -q nginx && printf {} | sha256sum -c --status && [ \"$(cat {} 2>/dev/null)\" = {digest} ]",
+        quote(&sums),
+        quote(&loaded)
+    );
     if c.exec(&same, None, TIMEOUT).await?.code == 0 {
         return Ok(!installed);
     }
@@ -316,7 +325,7 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> 
         "set -e; command -v nginx >/dev/null || {{ {apt} && {{ apt-get -qq install -y --no-install-recommends nginx-light \
          || apt-get -qq install -y --no-install-recommends nginx; }}; }}; mkdir -p {inc} {acme}; \
          systemctl is-active -q nginx || systemctl start nginx; \
-         mkdir -p {keep}; for f in {s} {i}; do k={keep}/$(basename \"$f\"); \
+         mkdir -p {keep}; rm -f {loaded}; for f in {s} {i}; do k={keep}/$(basename \"$f\"); \
          if [ -f \"$f\" ]; then cp -p \"$f\" \"$k\"; else rm -f \"$k\"; fi; done",
         apt = bootstrap::APT_PREPARE,
         inc = quote(NGINX_INCLUDE_DIR),
@@ -324,13 +333,13 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> 
         s = quote(&site_path),
         i = quote(&include_path),
         keep = quote(&keep_dir),
+        loaded = quote(&loaded),
     );
     c.run(&prepare, Duration::from_secs(600)).await.map_err(|e| step_err(h, "installing nginx", e))?;
-    let a = c.upload(&include_path, site.proxy_include.as_bytes(), 0o644, None, TIMEOUT).await?;
-    let b = c.upload(&site_path, site.site.as_bytes(), 0o644, None, TIMEOUT).await?;
-    if !(a || b) {
-        return Ok(!installed);
-    }
+    // Unchanged files are still tested and reloaded here: the marker said nginx may not have
+    // loaded them.
+    c.upload(&include_path, site.proxy_include.as_bytes(), 0o644, None, TIMEOUT).await?;
+    c.upload(&site_path, site.site.as_bytes(), 0o644, None, TIMEOUT).await?;
     let test = c.exec("nginx -t -q", None, TIMEOUT).await?;
     if test.code != 0 {
         let restore = format!(
@@ -342,7 +351,8 @@ async fn ensure_site(h: &HostConn, app: &App, to: Color) -> Result<bool, Error> 
         c.run(&restore, TIMEOUT).await.map_err(|e| step_err(h, "restoring the old site", e))?;
         return Err(Error::NginxRejected { host: h.name.clone(), output: test.stderr });
     }
-    c.run(RELOAD, TIMEOUT).await.map_err(|e| step_err(h, "reloading nginx", e))?;
+    let reload = format!("{RELOAD}; echo {digest} > {}", quote(&loaded));
+    c.run(&reload, TIMEOUT).await.map_err(|e| step_err(h, "reloading nginx", e))?;
     Ok(!installed)
 }
 
