@@ -58,10 +58,8 @@ pub async fn reconcile(
         let msg = format!("spec.target.hosts of Platform {} selects no Host", p.name_any());
         return Err(Blocked::missing(msg).retry(Duration::from_secs(30)).into());
     }
-    // Every Host must allow the namespace before any is touched: nothing is half-applied.
-    for h in &chosen {
-        crate::hostaccess::allowed(h, ctx, &ns).await?;
-    }
+    // Every Host must allow the namespace (checked as each is connected) before the round runs
+    // on any: nothing is half-applied.
     let hosts = match connect_all(&chosen, ctx, &ns).await {
         Ok(h) => h,
         Err(Error::Host(msg)) => {
