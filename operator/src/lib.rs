@@ -7,6 +7,7 @@ pub mod acme;
 pub mod admission;
 pub mod api;
 pub mod apply;
+pub mod backup;
 pub mod bluegreen;
 pub mod certs;
 pub mod conditions;

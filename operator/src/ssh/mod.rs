@@ -4,6 +4,7 @@
 
 pub mod pool;
 pub mod quote;
+mod stream;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,6 +135,12 @@ pub struct Connection {
     handle: Arc<Handle<Checker>>,
     target: String,
     host_key: String,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SSH connection to {}", self.target)
+    }
 }
 
 impl Connection {

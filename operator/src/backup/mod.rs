@@ -1,0 +1,17 @@
+//! Backups and restores that are proven restorable.
+//!
+//! The pure core — [`manifest`] (the commit marker, signed), [`retention`] (GFS with floors),
+//! [`archive`] (tar judged entry by entry), [`paths`] — and the engine that drives it:
+//! [`engine`] (runs, catalog, pruning) and [`restore`] (checks, drills, restores), over a
+//! [`source`] and a [`store`]. The same engine serves the operator, `nova backup` and a host's
+//! own timer. docs/backups.md explains the model.
+
+pub mod archive;
+pub mod engine;
+pub mod manifest;
+pub mod paths;
+pub mod restore;
+pub mod retention;
+pub mod source;
+pub mod store;
+pub mod tap;

@@ -1,0 +1,278 @@
+//! Reading artifacts back: restore drills and restores. Every restore first reads the whole
+//! artifact and checks it — HMAC of the manifest, SHA-256 and size of the data, and for file
+//! archives every entry — without touching the target (fail-closed); only then does a second
+//! pass write. The second pass is hashed too, so data changed in between is caught.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use async_compression::tokio::bufread::ZstdDecoder;
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::io::{BufReader, DuplexStream};
+use tokio_util::io::SyncIoBridge;
+
+use super::archive::{self, Limits, Summary};
+use super::engine::{EngineError, Job, PIPE, data_name, verified_name};
+use super::manifest::{Manifest, Payload, Verification};
+use super::source::{PgTarget, run_tool};
+use crate::ssh::{Connection, quote};
+
+/// Where a restore writes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A PostgreSQL database; an existing one is written over only with `overwrite`.
+    Postgres { target: PgTarget, overwrite: bool },
+    /// A local directory.
+    Dir(PathBuf),
+    /// A directory on a Host.
+    HostDir { conn: Connection, dir: String },
+}
+
+/// What a restore did and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub id: String,
+    pub bytes: u64,
+    pub millis: u64,
+    pub checked: Vec<String>,
+}
+
+/// What one pass over the data does with the decompressed stream.
+enum Use<'a> {
+    Check,
+    TarCheck,
+    TarExtract(PathBuf, &'a Summary),
+    TarToHost(&'a Connection, &'a str),
+    PgRestore(&'a PgTarget, bool),
+}
+
+type Decoder = ZstdDecoder<BufReader<super::tap::Tap<DuplexStream>>>;
+
+fn refused(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Refused(e.to_string())
+}
+
+/// Runs a sync tar walk over the stream on a blocking thread; gives the stream back.
+async fn tar_walk(
+    d: Decoder,
+    f: impl FnOnce(&mut SyncIoBridge<Decoder>) -> Result<Summary, archive::Refused> + Send + 'static,
+) -> (Result<Summary, EngineError>, Decoder) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut bridge = SyncIoBridge::new(d);
+        let r = f(&mut bridge);
+        (r, bridge.into_inner())
+    })
+    .await;
+    match joined {
+        Ok((r, d)) => (r.map_err(refused), d),
+        Err(e) => panic!("the tar reader panicked: {e}"),
+    }
+}
+
+impl Job {
+    /// One pass over artifact `m`: the data streamed from the store, hashed, decompressed and
+    /// used; then the hash and size are compared with the manifest.
+    async fn pass(&self, m: &Manifest, how: Use<'_>) -> Result<Option<Summary>, EngineError> {
+        let (mut w, r) = tokio::io::duplex(PIPE);
+        let decoder = ZstdDecoder::new(BufReader::new(super::tap::Tap::hashing(r)));
+        let consume = async {
+            let (result, d) = match how {
+                Use::Check => (Ok(None), decoder),
+                Use::TarCheck => {
+                    let (r, d) = tar_walk(decoder, |b| archive::check(b, Limits::default())).await;
+                    (r.map(Some), d)
+                }
+                Use::TarExtract(dir, checked) => {
+                    let checked = Summary { files: checked.files.clone(), ..Summary::default() };
+                    let f = move |b: &mut SyncIoBridge<Decoder>| {
+                        archive::extract(b, &dir, Limits::default(), &checked)
+                    };
+                    let (r, d) = tar_walk(decoder, f).await;
+                    (r.map(Some), d)
+                }
+                Use::TarToHost(conn, dir) => {
+                    let mut d = decoder;
+                    let cmd = format!(
+                        "set -e; mkdir -p {q}; tar --extract --file=- --numeric-owner --preserve-permissions \
+                         --no-overwrite-dir --directory={q}",
+                        q = quote(dir)
+                    );
+                    let r =
+                        conn.run_with_input(&cmd, &mut d, std::time::Duration::from_secs(24 * 3600)).await;
+                    (r.map(|()| None).map_err(|e| refused(e)), d)
+                }
+                Use::PgRestore(t, clean) => {
+                    let mut d = decoder;
+                    let mut cmd = t.command("pg_restore");
+                    cmd.args(["--no-owner", "--exit-on-error", "--no-password", "--dbname", &t.database]);
+                    if clean {
+                        cmd.args(["--clean", "--if-exists"]);
+                    }
+                    let r = run_tool("pg_restore", cmd, Some(&mut d), None::<&mut tokio::io::Sink>, t).await;
+                    (r.map(|()| None).map_err(EngineError::from), d)
+                }
+            };
+            // Hash what the use did not read (trailing bytes), so the check covers all of it.
+            let mut tap = d.into_inner().into_inner();
+            let _ = tokio::io::copy(&mut tap, &mut tokio::io::sink()).await;
+            (result, tap.finish())
+        };
+        let name = data_name(&m.id);
+        let (read, (result, (size, sha, _))) = tokio::join!(self.store.read(&name, &mut w), consume);
+        read?;
+        // A data mismatch explains any other failure: report it first.
+        m.check_data(size, &sha)?;
+        result
+    }
+
+    /// The manifest of `id`, its signature checked.
+    async fn manifest(&self, id: &str) -> Result<Manifest, EngineError> {
+        let cat = self.catalog().await?;
+        if let Some((_, why)) = cat.corrupt.iter().find(|(c, _)| c == id) {
+            return Err(EngineError::Refused(why.clone()));
+        }
+        cat.get(id).map(|e| e.manifest.clone()).ok_or_else(|| EngineError::NoSuchArtifact(id.into()))
+    }
+
+    /// Reads artifact `id` whole and checks everything, writing nothing.
+    pub async fn check(&self, id: &str) -> Result<(Manifest, Option<Summary>), EngineError> {
+        let m = self.manifest(id).await?;
+        let how = if m.payload == Payload::Tar { Use::TarCheck } else { Use::Check };
+        let summary = self.pass(&m, how).await?;
+        Ok((m, summary))
+    }
+
+    /// Restores artifact `id` into `target`, after a full check.
+    pub async fn restore(&self, id: &str, target: &Target) -> Result<Report, EngineError> {
+        let started = Instant::now();
+        let (m, summary) = self.check(id).await?;
+        let mut checked = vec![
+            if m.hmac.is_some() { "manifest HMAC-SHA256" } else { "manifest (unsigned)" }.to_owned(),
+            format!("SHA-256 and size of {} bytes", m.size),
+        ];
+        if let Some(s) = &summary {
+            checked.push(format!("{} archive entries judged safe", s.entries));
+        }
+        match (m.payload, target, &summary) {
+            (Payload::PgDump, Target::Postgres { target, overwrite }, _) => {
+                prepare_database(target, *overwrite).await?;
+                self.pass(&m, Use::PgRestore(target, *overwrite)).await?;
+            }
+            (Payload::Tar, Target::Dir(dir), Some(s)) => {
+                self.pass(&m, Use::TarExtract(dir.clone(), s)).await?;
+                checked.push(format!("{} files' checksums compared after extraction", s.files.len()));
+            }
+            (Payload::Tar, Target::HostDir { conn, dir }, _) => {
+                crate::backup::paths::check_abs(dir, "target directory").map_err(EngineError::Refused)?;
+                self.pass(&m, Use::TarToHost(conn, dir)).await?;
+            }
+            (p, t, _) => {
+                return Err(EngineError::Refused(format!("a {p:?} artifact cannot be restored into {t:?}")));
+            }
+        }
+        let millis = started.elapsed().as_millis() as u64;
+        Ok(Report { id: m.id, bytes: m.size, millis, checked })
+    }
+
+    /// A restore drill of `id`: a PostgreSQL dump restored into a scratch database on the same
+    /// server (then `check_query` run in it, then dropped); a file archive extracted into a
+    /// scratch directory with every file's checksum compared. The record is stored signed.
+    pub async fn drill(
+        &self,
+        id: &str,
+        scratch_db: Option<(&PgTarget, Option<&str>)>,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, EngineError> {
+        let started = Instant::now();
+        let (m, summary) = self.check(id).await?;
+        let method = match (m.payload, scratch_db, summary) {
+            (Payload::PgDump, Some((server, query)), _) => {
+                let db = format!("nova_drill_{}", &m.id[17..]);
+                let scratch = server.with_database(&db);
+                let restored = async {
+                    create_database(server, &db).await?;
+                    self.pass(&m, Use::PgRestore(&scratch, false)).await?;
+                    match query {
+                        Some(q) => Ok::<_, EngineError>(format!(
+                            "pg_restore into a scratch database; check query returned {}",
+                            psql(&scratch, q).await?
+                        )),
+                        None => Ok("pg_restore into a scratch database".into()),
+                    }
+                }
+                .await;
+                drop_database(server, &db).await?;
+                restored?
+            }
+            (Payload::Tar, _, Some(s)) => {
+                let dir = tempfile::tempdir().map_err(refused)?;
+                self.pass(&m, Use::TarExtract(dir.path().to_path_buf(), &s)).await?;
+                format!("extracted {} files into a scratch directory; checksums compared", s.files.len())
+            }
+            (p, _, _) => return Err(EngineError::Refused(format!("no drill for a {p:?} artifact here"))),
+        };
+        let mut v = Verification {
+            id: m.id.clone(),
+            sha256: m.sha256.clone(),
+            verified_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            method,
+            restore_millis: started.elapsed().as_millis() as u64,
+            hmac: None,
+        };
+        v.sign(self.key.as_deref());
+        self.store.write(&verified_name(&m.id), &v.to_bytes()[..]).await?;
+        Ok(v)
+    }
+}
+
+/// Runs one SQL statement with psql in `t`'s database; returns its output, trimmed.
+async fn psql(t: &PgTarget, sql: &str) -> Result<String, EngineError> {
+    let mut cmd = t.command("psql");
+    cmd.args([
+        "--no-password",
+        "--no-psqlrc",
+        "--tuples-only",
+        "--no-align",
+        "--set=ON_ERROR_STOP=1",
+        "--command",
+        sql,
+    ]);
+    let mut out = Vec::new();
+    run_tool("psql", cmd, None::<&[u8]>, Some(&mut out), t).await?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+async fn exists(server: &PgTarget, db: &str) -> Result<bool, EngineError> {
+    let admin = server.with_database("postgres");
+    Ok(psql(&admin, &format!("SELECT count(*) FROM pg_database WHERE datname = {}", literal(db))).await?
+        == "1")
+}
+
+async fn create_database(server: &PgTarget, db: &str) -> Result<(), EngineError> {
+    psql(&server.with_database("postgres"), &format!("CREATE DATABASE {}", ident(db))).await.map(drop)
+}
+
+async fn drop_database(server: &PgTarget, db: &str) -> Result<(), EngineError> {
+    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(db));
+    psql(&server.with_database("postgres"), &sql).await.map(drop)
+}
+
+/// A new database is created; an existing one is written over only with `overwrite`.
+async fn prepare_database(t: &PgTarget, overwrite: bool) -> Result<(), EngineError> {
+    match (exists(t, &t.database).await?, overwrite) {
+        (false, _) => create_database(t, &t.database).await,
+        (true, true) => Ok(()),
+        (true, false) => Err(EngineError::Refused(format!(
+            "database {} exists: restore into a new database, or set overwrite: true to write over it",
+            t.database
+        ))),
+    }
+}

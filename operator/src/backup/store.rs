@@ -1,0 +1,154 @@
+//! Where artifacts live: a local directory (what `nova backup` on a host, a PVC or a test uses)
+//! or a directory on a Host over SSH. Every write lands in a temporary name first and is
+//! renamed into place when whole, so a killed run leaves only a temporary file, which the next
+//! run removes. The layout, below the root: `<namespace>/<backup>/<id>.zst` and
+//! `<id>.manifest.json`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::ssh::{Connection, quote};
+
+/// Files whose name starts with this are unfinished writes.
+pub const TEMP: &str = ".nova-tmp.";
+/// Transfers of one artifact may take this long.
+const TRANSFER: Duration = Duration::from_secs(24 * 3600);
+const QUICK: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {path}: {reason}")]
+    Io { what: &'static str, path: String, reason: String },
+    #[error(transparent)]
+    Ssh(#[from] crate::ssh::Error),
+    #[error("{0} is larger than {1} bytes: not a manifest")]
+    TooLarge(String, usize),
+}
+
+/// A destination directory for one Backup's artifacts.
+#[derive(Clone)]
+pub enum Store {
+    Dir(PathBuf),
+    Host { conn: Connection, dir: String },
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Dir(d) => write!(f, "directory {}", d.display()),
+            Store::Host { dir, .. } => write!(f, "host directory {dir}"),
+        }
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a std::path::Path) -> impl Fn(std::io::Error) -> StoreError + 'a {
+    move |e| StoreError::Io { what, path: path.display().to_string(), reason: e.to_string() }
+}
+
+impl Store {
+    /// Writes `body` as `name`, whole or not at all. Returns the bytes written.
+    pub async fn write<R: AsyncRead + Unpin + Send>(&self, name: &str, body: R) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(dir) => {
+                tokio::fs::create_dir_all(dir).await.map_err(io("creating", dir))?;
+                let tmp = dir.join(format!("{TEMP}{name}"));
+                let mut f = tokio::fs::File::create(&tmp).await.map_err(io("creating", &tmp))?;
+                let mut body = body;
+                tokio::io::copy(&mut body, &mut f).await.map_err(io("writing", &tmp))?;
+                f.sync_all().await.map_err(io("syncing", &tmp))?;
+                let dest = dir.join(name);
+                tokio::fs::rename(&tmp, &dest).await.map_err(io("renaming", &dest))?;
+                Ok(())
+            }
+            Store::Host { conn, dir } => {
+                let (d, final_) = (quote(dir), quote(&format!("{dir}/{name}")));
+                let tmp = quote(&format!("{dir}/{TEMP}{name}"));
+                let script = format!(
+                    "set -e; mkdir -p -m 700 {d}; cat > {tmp}; \
+                     dd if={tmp} of=/dev/null conv=fsync status=none 2>/dev/null || sync; mv -f {tmp} {final_}"
+                );
+                conn.run_with_input(&script, body, TRANSFER).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Streams `name` into `out` (shut down at the end).
+    pub async fn read<W: AsyncWrite + Unpin + Send>(
+        &self,
+        name: &str,
+        out: &mut W,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Dir(dir) => {
+                let path = dir.join(name);
+                let mut f = tokio::fs::File::open(&path).await.map_err(io("opening", &path))?;
+                let n = tokio::io::copy(&mut f, out).await.map_err(io("reading", &path))?;
+                out.shutdown().await.map_err(io("reading", &path))?;
+                Ok(n)
+            }
+            Store::Host { conn, dir } => {
+                let cmd = format!("cat -- {}", quote(&format!("{dir}/{name}")));
+                Ok(conn.run_with_output(&cmd, out, TRANSFER).await?)
+            }
+        }
+    }
+
+    /// Reads a small file whole (a manifest), refusing more than `cap` bytes.
+    pub async fn read_small(&self, name: &str, cap: usize) -> Result<Vec<u8>, StoreError> {
+        let (mut w, mut r) = tokio::io::duplex(64 * 1024);
+        let reading = async {
+            let mut buf = Vec::new();
+            (&mut r).take(cap as u64 + 1).read_to_end(&mut buf).await.ok();
+            buf
+        };
+        let (done, buf) = tokio::join!(self.read(name, &mut w), reading);
+        done?;
+        if buf.len() > cap {
+            return Err(StoreError::TooLarge(name.into(), cap));
+        }
+        Ok(buf)
+    }
+
+    /// The names in the directory (none when it does not exist yet).
+    pub async fn list(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Dir(dir) => {
+                let mut out = Vec::new();
+                let Ok(mut rd) = tokio::fs::read_dir(dir).await else { return Ok(out) };
+                while let Some(e) = rd.next_entry().await.map_err(io("listing", dir))? {
+                    out.push(e.file_name().to_string_lossy().into_owned());
+                }
+                out.sort();
+                Ok(out)
+            }
+            Store::Host { conn, dir } => {
+                let d = quote(dir);
+                let text = conn.run(&format!("if [ -d {d} ]; then ls -1A -- {d}; fi"), QUICK).await?;
+                let mut out: Vec<String> =
+                    text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+                out.sort();
+                Ok(out)
+            }
+        }
+    }
+
+    /// Removes `name`; a name already gone is no error.
+    pub async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Dir(dir) => {
+                let path = dir.join(name);
+                match tokio::fs::remove_file(&path).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", &path)(e)),
+                    _ => Ok(()),
+                }
+            }
+            Store::Host { conn, dir } => {
+                conn.run(&format!("rm -f -- {}", quote(&format!("{dir}/{name}"))), QUICK).await?;
+                Ok(())
+            }
+        }
+    }
+}
