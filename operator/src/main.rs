@@ -63,6 +63,10 @@ enum Command {
     /// Hosts over SSH, with no cluster: the Host is read from a file.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Backups with no cluster: run, list, verify (restore drills), restore, prune. The Backup,
+    /// its Hosts and Secrets are read from YAML.
+    #[command(subcommand)]
+    Backup(nova::backup::cli::Command),
     /// Apply Hosts and host-targeted Platforms from YAML with no cluster: over SSH, with status
     /// kept in the state database. Waits until each rollout settles, printing its progress.
     Apply {
@@ -243,6 +247,7 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Host(cmd) => host(cmd).await?,
+        Command::Backup(cmd) => println!("{}", nova::backup::cli::main(cmd).await?),
         Command::Apply { from, promote, abort, no_wait } => {
             let objs = nova::local::load(&from.file)?;
             let state = nova::state::State::connect(&from.state).await?;

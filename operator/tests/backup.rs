@@ -222,3 +222,90 @@ async fn host_files_round_trip_with_modes_and_links() -> Result<()> {
     assert_eq!(stored.lines().count(), 3, "{stored}");
     Ok(())
 }
+
+/// `nova backup` with no cluster: the Backup, its Host and its key Secret from YAML. Three runs
+/// with retention keepLast 2; then the CLI is killed mid-upload: no artifact is counted, the
+/// temporary file is swept by the next run, which succeeds.
+#[tokio::test]
+async fn cli_runs_retention_and_a_kill_mid_upload() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("bk-cli")).await??;
+    th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("id"), &th.client_key)?;
+    let docs = format!(
+        r#"apiVersion: nova.infra.dev/v1alpha1
+kind: Host
+metadata: {{name: web-1}}
+spec:
+  address: "{addr}"
+  hostKey: "{key}"
+  sshKeySecretRef: {{name: unused, key: k}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: backup-key, namespace: shop}}
+stringData: {{hmac: "{hmac}"}}
+---
+apiVersion: nova.infra.dev/v1alpha1
+kind: Backup
+metadata: {{name: site, namespace: shop}}
+spec:
+  schedule: "@daily"
+  source: {{files: {{hostRef: {{name: web-1}}, paths: [/srv/site]}}}}
+  destination: {{hostPath: {{hostRef: {{name: web-1}}, path: /var/backups/nova}}}}
+  retention: {{keepLast: 2, minVerified: 1}}
+  integrity: {{hmacKeySecretRef: {{name: backup-key, key: hmac}}}}
+  verify: {{restoreTest: true}}
+"#,
+        addr = th.ssh_addr.ip(),
+        key = th.host_key,
+        hmac = String::from_utf8_lossy(KEY),
+    );
+    std::fs::write(dir.path().join("backup.yaml"), docs)?;
+    let nova = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nova"));
+        c.arg("backup").args(args).arg("-f").arg(dir.path().join("backup.yaml"));
+        c.arg("-i").arg(dir.path().join("id")).arg("--state").arg(dir.path().join("state.db"));
+        c
+    };
+    let ok = |args: &[&str]| -> Result<String> {
+        let out = nova(args).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nova backup {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    for _ in 0..3 {
+        let out = ok(&["run"])?;
+        assert!(out.contains("written") && out.contains("verified"), "{out}");
+    }
+    let listed = ok(&["list"])?;
+    assert_eq!(listed.lines().filter(|l| l.contains(" yes ")).count(), 2, "{listed}");
+
+    // A big file makes the upload last; the CLI is killed while the temporary file grows.
+    th.ssh("head -c 300000000 /dev/urandom > /srv/site/big")?;
+    let mut child = nova(&["run"]).stdout(std::process::Stdio::null()).spawn()?;
+    let store = "/var/backups/nova/shop/site";
+    let grows = format!("stat -c %s {store}/.nova-tmp.* 2>/dev/null || echo 0");
+    test_cluster::eventually("the upload to be under way", Duration::from_secs(120), || async {
+        Ok::<_, anyhow::Error>(th.ssh(&grows)?.trim().parse::<u64>().unwrap_or(0) > 4 << 20)
+    })
+    .await?;
+    child.kill()?;
+    child.wait()?;
+    let listed = ok(&["list"])?;
+    let rows = |s: &str| s.lines().filter(|l| l.contains("Z-")).count();
+    assert_eq!(rows(&listed), 2, "a killed run must not be counted: {listed}");
+    assert!(
+        th.ssh(&format!("ls -A {store}"))?.contains(".nova-tmp."),
+        "the killed run left no temporary file?"
+    );
+    th.ssh("rm /srv/site/big")?;
+    let out = ok(&["run"])?;
+    assert!(out.contains("written"), "{out}");
+    assert!(!th.ssh(&format!("ls -A {store}"))?.contains(".nova-tmp."), "the next run did not sweep");
+    assert_eq!(rows(&ok(&["list"])?), 2);
+    Ok(())
+}

@@ -31,6 +31,20 @@ fn platform(patch: Value) -> Value {
     doc
 }
 
+fn backup(patch: Value) -> Value {
+    let mut doc = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"schedule": "0 3 * * *",
+                 "source": {"files": {"hostRef": {"name": "web-1"}, "paths": ["/srv/site"]}},
+                 "destination": {"hostPath": {"hostRef": {"name": "web-1"}, "path": "/var/backups"}}}});
+    common::merge(&mut doc, patch);
+    doc
+}
+
+fn backup_path(path: &str) -> Value {
+    backup(json!({"spec": {"destination": {"hostPath": {"path": path}}}}))
+}
+
 /// (the field the refusal must name, the document)
 fn corpus() -> Vec<(&'static str, Value)> {
     let boot = |b: Value| host(json!({"spec": {"bootstrap": b}}));
@@ -84,6 +98,25 @@ fn corpus() -> Vec<(&'static str, Value)> {
             platform(json!({"spec": {"target": {"hosts": {"names": ["web-1"], "runtime": "podman"}}}})),
         ),
         ("metadata.namespace", platform(json!({"metadata": {"namespace": "Prod"}}))),
+        // The issue's own try: a destination that climbs out of its directory.
+        ("spec.destination.hostPath.path", backup_path("/b/../../etc")),
+        ("spec.destination.hostPath.path", backup_path("/b/./c")),
+        ("spec.destination.hostPath.path", backup_path("/b/..")),
+        ("spec.destination.hostPath.path", backup_path("/var/backups/")),
+        (
+            "spec.source.files.paths[0]",
+            backup(json!({"spec": {"source": {"files": {"paths": ["/srv/../etc"]}}}})),
+        ),
+        (
+            "spec.source.files.paths[0]",
+            backup(json!({"spec": {"source": {"files": {"paths": ["/srv/$(id)"]}}}})),
+        ),
+        ("spec.schedule", backup(json!({"spec": {"schedule": "daily"}}))),
+        ("spec.retention.keepLast", backup(json!({"spec": {"retention": {"keepLast": -1}}}))),
+        (
+            "exactly one of s3, pvc or hostPath",
+            backup(json!({"spec": {"destination": {"pvc": {"pvc": "data"}}}})),
+        ),
     ]
 }
 
@@ -105,6 +138,9 @@ fn cli_refusal(doc: &Value) -> Result<Option<String>> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("doc.yaml");
     std::fs::write(&path, serde_yaml::to_string(doc)?)?;
+    if doc["kind"] == "Backup" {
+        return Ok(nova::backup::cli::load(&path).err().map(|e| e.to_string()));
+    }
     Ok(nova::local::load(&path).err().map(|e| e.to_string()))
 }
 
@@ -132,6 +168,8 @@ async fn the_cli_refuses_what_admission_refuses_and_admits_what_it_admits() -> R
         host(json!({})),
         platform(json!({})),
         platform(by_labels),
+        backup(json!({})),
+        backup_path("/var/backups/..data/.nova"),
         host(json!({"spec": {"hostKey": null, "hostKeyPolicy": "AcceptNew",
         "port": 2222, "bootstrap": {"packages": ["jq", "nginx-light=1.22.1-9"], "users": [{"name": "deploy", "groups": ["docker"]}]}}})),
     ] {

@@ -81,7 +81,7 @@ async fn a_wrong_host_key_is_refused_before_anything_runs() -> Result<()> {
     let (host, other) = (host?, other?);
     // Pinned to another machine's key (a man in the middle would look like this).
     let t = target(&host, HostKeyPolicy::Pinned(other.host_key.clone()))?;
-    let err = Connection::open(&t).await.err().expect("refused");
+    let err = Connection::open(&t).await.expect_err("refused");
     match &err {
         Error::HostKeyMismatch { expected, presented, .. } => {
             assert_eq!(expected, &ssh::fingerprint(&other.host_key)?);
@@ -100,7 +100,7 @@ async fn a_wrong_host_key_is_refused_before_anything_runs() -> Result<()> {
     // An unreachable host is transient (retried), with the address in the message.
     let mut t = target(&host, HostKeyPolicy::Pinned(host.host_key.clone()))?;
     t.port = 1;
-    let err = ssh::open_with_retry(&t, 2).await.err().expect("unreachable");
+    let err = ssh::open_with_retry(&t, 2).await.expect_err("unreachable");
     assert!(err.transient() && err.to_string().contains(":1"), "{err}");
     Ok(())
 }

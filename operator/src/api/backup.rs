@@ -192,7 +192,7 @@ pub struct HostPathDestination {
     /// The Host.
     pub host_ref: LocalRef,
     /// Absolute directory.
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::common::DIR_PATH))]
     pub path: String,
 }
 
@@ -216,6 +216,12 @@ pub struct Verify {
     /// or extraction and checksum of files). Default true.
     #[serde(default = "super::common::yes")]
     pub restore_test: bool,
+    /// SQL run in the scratch database after a PostgreSQL drill, such as
+    /// `SELECT count(*) FROM orders`; its answer is recorded with the verification, and an
+    /// error fails the drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub check_query: Option<String>,
 }
 
 /// One backup artifact.

@@ -181,8 +181,8 @@ pub fn string_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     }))
 }
 
-/// Absolute file-system paths, no `..` components and no characters a shell or config would
-/// interpret.
+/// Absolute file-system paths, no `.` or `..` segments and no characters a shell or config
+/// would interpret.
 pub fn abs_path_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schema_from(json!({
         "type": "array",
@@ -191,7 +191,12 @@ pub fn abs_path_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     }))
 }
 
-pub const ABS_PATH: &str = r"^(/[A-Za-z0-9._@+-]+)+/?$|^/$";
+pub const ABS_PATH: &str = DIR_PATH;
+
+/// An absolute path whose segments keep to `A-Za-z0-9._@+-` and are never `.` or `..` (a
+/// segment may start with dots when something else follows: `.cache`, `..data`).
+pub const DIR_PATH: &str =
+    r"^(/([A-Za-z0-9_@+-][A-Za-z0-9._@+-]*|\.[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*|\.\.[A-Za-z0-9._@+-]+))+$";
 
 /// A duration as Prometheus and Go write it: `30s`, `5m`, `1h30m`.
 pub const DURATION: &str = r"^([0-9]+(ms|s|m|h|d|w|y))+$";

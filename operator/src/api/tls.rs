@@ -108,7 +108,7 @@ pub struct Http01Webroot {
     /// Webroot directory. Default `/var/lib/nova/acme`, where the site Nova renders for a
     /// Platform on hosts serves `/.well-known/acme-challenge/` from.
     #[serde(default = "default_webroot")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::common::DIR_PATH))]
     pub path: String,
 }
 

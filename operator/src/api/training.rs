@@ -118,7 +118,12 @@ pub struct BuiltinTrainer {
     /// Model preset.
     pub model: ModelPreset,
     /// Dataset: a built-in name (`synthetic-regression`, `synthetic-classification`) or a path.
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^([a-z0-9-]+|(/[A-Za-z0-9._@+-]+)+)$"))]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(
+            pattern = r"^([a-z0-9-]+|(/([A-Za-z0-9_@+-][A-Za-z0-9._@+-]*|\.[A-Za-z0-9_@+-][A-Za-z0-9._@+-]*|\.\.[A-Za-z0-9._@+-]+))+)$"
+        )
+    )]
     pub dataset: String,
     /// Epochs. Default 1.
     #[serde(default = "one")]
@@ -160,7 +165,7 @@ pub enum ModelPreset {
 pub struct Checkpoint {
     /// Directory on the worker (hosts) or inside the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^(/[A-Za-z0-9._@+-]+)+$"))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::common::DIR_PATH))]
     pub path: Option<String>,
     /// PersistentVolumeClaim for checkpoints (Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@
 //! own timer. docs/backups.md explains the model.
 
 pub mod archive;
+pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod paths;

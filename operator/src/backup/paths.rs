@@ -52,6 +52,20 @@ mod tests {
         }
     }
 
+    /// The engine's check and the CRD's pattern (what admission and the CLI apply) agree.
+    #[test]
+    fn the_engine_and_the_schema_accept_the_same_paths() {
+        let re = regex::Regex::new(crate::api::common::DIR_PATH).unwrap();
+        let segs = ["a", ".", "..", "...", ".a", "..a", "a.", "a..b", "", "@x", "a b", "$", "-"];
+        for x in segs {
+            for y in segs {
+                for p in [format!("/{x}"), format!("/{x}/{y}"), format!("{x}/{y}"), format!("/{x}/{y}/")] {
+                    assert_eq!(check_abs(&p, "f").is_ok(), re.is_match(&p), "{p:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn ids() {
         assert!(valid_id("20261129T105000Z-1a2b3c"));

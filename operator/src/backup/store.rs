@@ -67,9 +67,12 @@ impl Store {
                 let tmp = quote(&format!("{dir}/{TEMP}{name}"));
                 let script = format!(
                     "set -e; mkdir -p -m 700 {d}; cat > {tmp}; \
-                     dd if={tmp} of=/dev/null conv=fsync status=none 2>/dev/null || sync; mv -f {tmp} {final_}"
+                     dd if={tmp} of=/dev/null conv=fsync status=none 2>/dev/null || sync"
                 );
                 conn.run_with_input(&script, body, TRANSFER).await?;
+                // Renamed by a second command, sent only once the whole body went through: a
+                // client killed mid-upload closes the channel, which `cat` takes for the end.
+                conn.run(&format!("mv -f {tmp} {final_}"), QUICK).await?;
                 Ok(())
             }
         }

@@ -1,0 +1,377 @@
+//! `nova backup run|list|verify|restore|prune` with no cluster: Backups, the Hosts they name
+//! and the Secrets they reference are read from YAML (validated as admission validates them),
+//! and the engine runs from here. Every run, prune, verification and restore gets an audit row.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use serde::Deserialize as _;
+
+use super::engine::{Catalog, EngineError, Job};
+use super::restore::Target;
+use super::source::{PgTarget, Source};
+use super::store::Store;
+use crate::api::backup::Backup;
+use crate::api::host::Host;
+use crate::state::State;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    State(#[from] crate::state::Error),
+    #[error(transparent)]
+    Host(#[from] crate::host::cli::Error),
+}
+
+/// What the files hold.
+#[derive(Default)]
+pub struct Loaded {
+    pub backups: Vec<Backup>,
+    pub hosts: Vec<Host>,
+    /// (namespace, name) → data.
+    secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+}
+
+fn docs(path: &Path) -> Result<Vec<(String, serde_yaml::Value)>, Error> {
+    let mut files = vec![path.to_owned()];
+    if path.is_dir() {
+        let rd = std::fs::read_dir(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        files = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?;
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let at = format!("{} (document {})", f.display(), i + 1);
+            let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input(format!("{at}: {e}")))?;
+            if !v.is_null() {
+                out.push((at, v));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads Backups, Hosts and Secrets from a file or a directory of them; Backups and Hosts are
+/// checked against the CRDs' schemas and rules, as the apiserver would.
+pub fn load(path: &Path) -> Result<Loaded, Error> {
+    let mut out = Loaded::default();
+    for (at, v) in docs(path)? {
+        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        let bad = |e: String| Error::Input(format!("{at}: {e}"));
+        match kind.as_str() {
+            "Backup" | "Host" => crate::admission::check_yaml(&v).map_err(bad)?,
+            "Secret" => {}
+            _ => continue,
+        }
+        match kind.as_str() {
+            "Backup" => {
+                out.backups.push(serde_yaml::from_value(v).map_err(|e| bad(format!("a Backup: {e}")))?)
+            }
+            "Host" => out.hosts.push(serde_yaml::from_value(v).map_err(|e| bad(format!("a Host: {e}")))?),
+            _ => {
+                // The message never quotes the document: it holds secret values.
+                let s: Secret =
+                    serde_yaml::from_value(v).map_err(|_| bad("a Secret that does not parse".into()))?;
+                let mut data: BTreeMap<String, Vec<u8>> =
+                    s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                for (k, v) in s.string_data.clone().unwrap_or_default() {
+                    data.insert(k, v.into_bytes());
+                }
+                let ns = s.namespace().unwrap_or_else(|| "default".into());
+                out.secrets.insert((ns, s.name_any()), data);
+            }
+        }
+    }
+    if out.backups.is_empty() {
+        return Err(Error::Input(format!("{}: no Backup in it", path.display())));
+    }
+    Ok(out)
+}
+
+impl Loaded {
+    fn secret(&self, ns: &str, name: &str, key: &str, field: &str) -> Result<Vec<u8>, Error> {
+        self.secrets.get(&(ns.to_owned(), name.to_owned())).and_then(|d| d.get(key)).cloned().ok_or_else(
+            || {
+                Error::Input(format!(
+                    "{field}: no Secret {ns}/{name} with key {key:?} in the files given with -f"
+                ))
+            },
+        )
+    }
+
+    fn host(&self, name: &str, field: &str) -> Result<&Host, Error> {
+        self.hosts
+            .iter()
+            .find(|h| h.name_any() == name)
+            .ok_or_else(|| Error::Input(format!("{field}: no Host {name:?} in the files given with -f")))
+    }
+
+    /// The Backup called `name`, or the only one.
+    pub fn backup(&self, name: Option<&str>) -> Result<&Backup, Error> {
+        match name {
+            Some(n) => self.backups.iter().find(|b| b.name_any() == n),
+            None if self.backups.len() == 1 => self.backups.first(),
+            None => {
+                return Err(Error::Input("the files hold several Backups: name one with --backup".into()));
+            }
+        }
+        .ok_or_else(|| Error::Input(format!("no Backup {:?} in the files", name.unwrap_or_default())))
+    }
+
+    /// The engine for Backup `b`: its source, store and key resolved.
+    pub async fn job(&self, b: &Backup, identity: &Path, state: &State) -> Result<Job, Error> {
+        let ns = b.namespace().unwrap_or_else(|| "default".into());
+        let s = &b.spec;
+        let source = if let Some(pg) = &s.source.postgres {
+            let r = &pg.connection_secret_ref;
+            let field = "spec.source.postgres.connectionSecretRef";
+            let url = String::from_utf8(self.secret(&ns, &r.name, &r.key, field)?)
+                .map_err(|_| Error::Input(format!("{field}: the URL is not UTF-8")))?;
+            Source::Postgres(PgTarget::from_url(&url, &pg.database, field).map_err(EngineError::from)?)
+        } else if let Some(f) = &s.source.files {
+            let h = self.host(&f.host_ref.name, "spec.source.files.hostRef")?;
+            let conn = crate::host::cli::connect(h, identity, state).await?;
+            Source::HostFiles { conn, host: h.name_any(), paths: f.paths.clone() }
+        } else {
+            return Err(Error::Input(
+                "spec.source.volume: PVC sources run as a Job in the cluster, not from the CLI".into(),
+            ));
+        };
+        let store = if let Some(d) = &s.destination.host_path {
+            super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Error::Input)?;
+            let h = self.host(&d.host_ref.name, "spec.destination.hostPath.hostRef")?;
+            let conn = crate::host::cli::connect(h, identity, state).await?;
+            Store::Host { conn, dir: format!("{}/{ns}/{}", d.path, b.name_any()) }
+        } else {
+            let which = if s.destination.s3.is_some() { "s3" } else { "pvc" };
+            return Err(Error::Input(format!(
+                "spec.destination.{which}: not supported by the CLI yet; use hostPath"
+            )));
+        };
+        let key = match &s.integrity {
+            Some(i) => {
+                let r = &i.hmac_key_secret_ref;
+                Some(self.secret(&ns, &r.name, &r.key, "spec.integrity.hmacKeySecretRef")?)
+            }
+            None => None,
+        };
+        Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key })
+    }
+}
+
+/// The schedule's time zone (retention buckets follow it).
+pub fn time_zone(b: &Backup) -> Result<Tz, Error> {
+    let name = b.spec.time_zone.as_deref().unwrap_or("UTC");
+    name.parse().map_err(|_| Error::Input(format!("spec.timeZone: {name:?} is not an IANA time zone")))
+}
+
+/// One scheduled cycle: a backup, a restore drill when `spec.verify` asks for one, then
+/// retention. Returns lines for the user.
+pub async fn cycle(b: &Backup, job: &Job, state: &State) -> Result<Vec<String>, Error> {
+    let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
+    let audit = |action: &'static str, detail: String| {
+        let (ns, name) = (ns.clone(), name.clone());
+        async move { state.audit("Backup", &ns, &name, action, &detail).await }
+    };
+    let mut lines = Vec::new();
+    let m = match job.run(Utc::now()).await {
+        Ok(m) => m,
+        Err(e) => {
+            audit("backup-failed", e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+    let line =
+        format!("artifact {} written: {} bytes ({} raw), sha256 {}", m.id, m.size, m.raw_size, m.sha256);
+    audit("backup", line.clone()).await?;
+    lines.push(line);
+    if b.spec.verify.as_ref().is_some_and(|v| v.restore_test) {
+        let server = match &job.source {
+            Source::Postgres(t) => Some(t.with_database("postgres")),
+            Source::HostFiles { .. } => None,
+        };
+        let query = b.spec.verify.as_ref().and_then(|v| v.check_query.as_deref());
+        let v = job.drill(&m.id, server.as_ref().map(|s| (s, query)), Utc::now()).await?;
+        let line = format!("artifact {} verified in {} ms: {}", m.id, v.restore_millis, v.method);
+        audit("verify", line.clone()).await?;
+        lines.push(line);
+    }
+    let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
+    if !plan.delete.is_empty() {
+        let line = format!("retention deleted {}", plan.delete.join(", "));
+        audit("prune", line.clone()).await?;
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// The catalog as a table.
+pub fn table(cat: &Catalog) -> String {
+    let mut out = format!("{:<24} {:<21} {:>12} {:<9} {}\n", "ID", "CREATED", "SIZE", "VERIFIED", "SHA256");
+    for e in &cat.entries {
+        let m = &e.manifest;
+        let v = if e.verified.is_some() { "yes" } else { "no" };
+        out += &format!("{:<24} {:<21} {:>12} {:<9} {}\n", m.id, m.created, m.size, v, &m.sha256[..16]);
+    }
+    for (id, why) in &cat.corrupt {
+        out += &format!("{id:<24} CORRUPT: {why}\n");
+    }
+    out
+}
+
+/// Where `nova backup restore` writes: a database (a new one unless `overwrite`) for a
+/// PostgreSQL Backup; a directory on the source host for files (`/` only with `overwrite`).
+pub fn target(
+    job: &Job,
+    database: Option<&str>,
+    dir: Option<&Path>,
+    overwrite: bool,
+) -> Result<Target, Error> {
+    match &job.source {
+        Source::Postgres(t) => {
+            Ok(Target::Postgres { target: t.with_database(database.unwrap_or(&t.database)), overwrite })
+        }
+        Source::HostFiles { conn, .. } => {
+            let dir = dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            let d = dir.display().to_string();
+            if d == "/" && !overwrite {
+                return Err(Error::Input(
+                    "restoring files over their originals (--dir /) needs --overwrite".into(),
+                ));
+            }
+            Ok(Target::HostDir { conn: conn.clone(), dir: d })
+        }
+    }
+}
+
+/// `nova backup ...`
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Take a backup now: dump, compress, checksum, sign, store; then the restore drill when
+    /// spec.verify asks for one, then retention.
+    Run {
+        #[command(flatten)]
+        from: From,
+    },
+    /// The catalog, read back from the destination: artifacts, sizes, verification.
+    List {
+        #[command(flatten)]
+        from: From,
+    },
+    /// A restore drill of one artifact (default: the newest) into a scratch database or
+    /// directory; records it as verified.
+    Verify {
+        #[command(flatten)]
+        from: From,
+        /// Artifact id (from `list`).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Restore an artifact after checking its HMAC, checksum and (files) every entry.
+    Restore {
+        #[command(flatten)]
+        from: From,
+        /// Artifact id; default: the newest verified one.
+        #[arg(long)]
+        id: Option<String>,
+        /// PostgreSQL: the database to restore into (default: the Backup's own).
+        #[arg(long)]
+        database: Option<String>,
+        /// Files: the directory on the source host to restore below (default: `/`, the originals).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Write over an existing database, or over the original files.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Apply spec.retention now.
+    Prune {
+        #[command(flatten)]
+        from: From,
+    },
+}
+
+/// Where the Backup comes from and how hosts are reached.
+#[derive(clap::Args)]
+pub struct From {
+    /// A YAML file, or a directory of them, with the Backup and the Hosts and Secrets it names.
+    #[arg(short, long)]
+    file: PathBuf,
+    /// Which Backup, when the files hold several.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Private SSH key (OpenSSH format) for the hosts.
+    #[arg(short, long)]
+    identity: Option<PathBuf>,
+    /// State database (audit rows, recorded host keys): a file path or sqlite:// URL, or a
+    /// postgres:// URL.
+    #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
+    state: String,
+}
+
+/// Runs one `nova backup` command; returns what to print.
+pub async fn main(cmd: Command) -> Result<String, Error> {
+    let from = match &cmd {
+        Command::Run { from } | Command::List { from } | Command::Prune { from } => from,
+        Command::Verify { from, .. } | Command::Restore { from, .. } => from,
+    };
+    let loaded = load(&from.file)?;
+    let b = loaded.backup(from.backup.as_deref())?;
+    let state = State::connect(&from.state).await?;
+    let identity = from.identity.clone().unwrap_or_default();
+    let job = loaded.job(b, &identity, &state).await?;
+    let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
+    Ok(match cmd {
+        Command::Run { .. } => cycle(b, &job, &state).await?.join("\n"),
+        Command::List { .. } => table(&job.catalog().await?),
+        Command::Prune { .. } => {
+            let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
+            let line = format!("kept {}, deleted [{}]", plan.keep.len(), plan.delete.join(", "));
+            state.audit("Backup", &ns, &name, "prune", &line).await?;
+            line
+        }
+        Command::Verify { id, .. } => {
+            let cat = job.catalog().await?;
+            let id = id.or_else(|| cat.entries.first().map(|e| e.manifest.id.clone()));
+            let id = id.ok_or_else(|| Error::Input("the catalog is empty: nothing to verify".into()))?;
+            let server = match &job.source {
+                Source::Postgres(t) => Some(t.with_database("postgres")),
+                Source::HostFiles { .. } => None,
+            };
+            let query = b.spec.verify.as_ref().and_then(|v| v.check_query.as_deref());
+            let v = job.drill(&id, server.as_ref().map(|s| (s, query)), Utc::now()).await?;
+            let line = format!("artifact {id} verified in {} ms: {}", v.restore_millis, v.method);
+            state.audit("Backup", &ns, &name, "verify", &line).await?;
+            line
+        }
+        Command::Restore { id, database, dir, overwrite, .. } => {
+            let cat = job.catalog().await?;
+            let id = id.or_else(|| cat.latest_verified().map(|e| e.manifest.id.clone()));
+            let id = id.ok_or_else(|| Error::Input("no verified artifact: name one with --id".into()))?;
+            let t = target(&job, database.as_deref(), dir.as_deref(), overwrite)?;
+            let r = job.restore(&id, &t).await?;
+            let line = format!(
+                "restored {id} ({} bytes) in {} ms; checked: {}",
+                r.bytes,
+                r.millis,
+                r.checked.join(", ")
+            );
+            state.audit("Backup", &ns, &name, "restore", &line).await?;
+            line
+        }
+    })
+}
