@@ -63,6 +63,25 @@ impl<K: kit::Reconciled, M> std::ops::Deref for Own<K, M> {
     }
 }
 
+impl Context {
+    /// A value from a Secret in `ns`; blocked, naming `field`, when there is none (the message
+    /// never holds the value).
+    pub async fn secret_value(&self, ns: &str, name: &str, key: &str, field: &str) -> Result<Vec<u8>, Error> {
+        use k8s_openapi::api::core::v1::Secret;
+        let s = kube::Api::<Secret>::namespaced(self.client.clone(), ns)
+            .get_opt(name)
+            .await
+            .call(|| format!("reading Secret {ns}/{name} ({field})"))?;
+        let Some(s) = s else {
+            let msg = format!("Secret {ns}/{name} named in {field} does not exist");
+            return Err(Blocked::new("MissingSecret", msg).into());
+        };
+        s.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or_else(|| {
+            Blocked::new("MissingSecret", format!("Secret {ns}/{name} has no key {key:?} ({field})")).into()
+        })
+    }
+}
+
 pub struct Context {
     pub kit: kit::Shared,
     pub client: Client,

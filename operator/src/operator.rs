@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{AcmeIssuer, BlueGreenDeployment, Host, Platform, TlsCertificate};
+use crate::api::{AcmeIssuer, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate};
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
@@ -261,10 +261,11 @@ async fn run_controllers(
         .run(host::controller::reconcile, crate::context::error_policy, host_ctx.clone())
         .for_each(log_controller_error);
     let prune = forget_deleted((platform_ctx, bg_ctx, host_ctx), platform_store, bg_stores, host_store);
+    let backups = backups(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join4(platforms, rollouts, hosts, certs) => {}
+        _ = futures::future::join5(platforms, rollouts, hosts, certs, backups) => {}
         _ = watches => {}
         () = prune => {}
     }
@@ -372,6 +373,32 @@ async fn certificates(
         _ = futures::future::join(issuers, certificates) => {}
         () = prune => {}
     }
+}
+
+/// The Backup and Restore controllers; they share the backup metric families.
+async fn backups(
+    client: &Client,
+    ns: Option<&str>,
+    cfg: &Config,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
+    let config = controller::Config::default().concurrency(cfg.concurrency);
+    let families = crate::backup::metrics::Backups::register(&ctx.metrics.registry)
+        .expect("backup metrics register once");
+    let backup_ctx = crate::context::Own::<Backup, _>::new(ctx.clone(), families.clone());
+    let restore_ctx = crate::context::Own::<Restore, _>::new(ctx, families);
+    let backups = Controller::new(api::<Backup>(client, ns), watcher::Config::default())
+        .with_config(config.clone())
+        .graceful_shutdown_on(stop.clone())
+        .run(crate::backup::controller::reconcile, crate::context::error_policy, backup_ctx)
+        .for_each(log_controller_error);
+    let restores = Controller::new(api::<Restore>(client, ns), watcher::Config::default())
+        .with_config(config)
+        .graceful_shutdown_on(stop)
+        .run(crate::backup::restorer::reconcile, crate::context::error_policy, restore_ctx)
+        .for_each(log_controller_error);
+    futures::future::join(backups, restores).await;
 }
 
 /// How often the gauges of deleted certificates are dropped.

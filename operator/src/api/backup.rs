@@ -22,6 +22,8 @@ use super::common::{CRON, Conditions, LocalRef, SecretKeyRef, SecretRef, abs_pat
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last", type_ = "date", json_path = ".status.lastBackup.time"),
     printcolumn(name = "Verified", type_ = "boolean", json_path = ".status.lastBackup.verified"),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".status.lastBackup.size"),
+    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduleTime"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -43,6 +45,11 @@ pub struct BackupSpec {
     /// Pause scheduling; a running backup finishes.
     #[serde(default)]
     pub suspend: bool,
+    /// A run whose slot was missed (Nova was down) by more than this many seconds is skipped;
+    /// without it the newest missed slot runs once when Nova is back, as a CronJob does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
     /// How many backups to keep (grandfather-father-son).
     #[serde(default)]
     pub retention: Retention,
@@ -256,6 +263,15 @@ pub struct BackupStatus {
     /// Next scheduled run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
+    /// The scheduled time of the last run (or skipped run): a slot is never run twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// How long the last restore drill took, in seconds: the measured recovery time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restore_seconds: Option<f64>,
+    /// Artifacts whose manifest or verification record failed its check (id: why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrupt: Vec<String>,
     /// Ready and Progressing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
@@ -293,6 +309,15 @@ pub struct RestoreSpec {
     /// Where to restore; default: the Backup's own source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<BackupSource>,
+    /// Files: the directory on the source's Host to restore below (the archive holds paths
+    /// relative to `/`). Default `/`, the original places, which needs `overwrite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::common::DIR_PATH))]
+    pub directory: Option<String>,
+    /// Write over an existing database, or over the original files. Without it a restore
+    /// only writes into a new database or a separate directory.
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// Which artifact to restore.
@@ -340,6 +365,15 @@ pub struct RestoreStatus {
     /// When the restore finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Bytes of the artifact restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// How long the restore took, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// What was checked before anything was written (HMAC, SHA-256, archive entries).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checked: Vec<String>,
     /// Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

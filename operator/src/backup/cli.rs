@@ -29,6 +29,8 @@ pub enum Error {
     State(#[from] crate::state::Error),
     #[error(transparent)]
     Host(#[from] crate::host::cli::Error),
+    #[error(transparent)]
+    Cycle(#[from] super::cycle::CycleError),
 }
 
 /// What the files hold.
@@ -179,46 +181,6 @@ pub fn time_zone(b: &Backup) -> Result<Tz, Error> {
     name.parse().map_err(|_| Error::Input(format!("spec.timeZone: {name:?} is not an IANA time zone")))
 }
 
-/// One scheduled cycle: a backup, a restore drill when `spec.verify` asks for one, then
-/// retention. Returns lines for the user.
-pub async fn cycle(b: &Backup, job: &Job, state: &State) -> Result<Vec<String>, Error> {
-    let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
-    let audit = |action: &'static str, detail: String| {
-        let (ns, name) = (ns.clone(), name.clone());
-        async move { state.audit("Backup", &ns, &name, action, &detail).await }
-    };
-    let mut lines = Vec::new();
-    let m = match job.run(Utc::now()).await {
-        Ok(m) => m,
-        Err(e) => {
-            audit("backup-failed", e.to_string()).await?;
-            return Err(e.into());
-        }
-    };
-    let line =
-        format!("artifact {} written: {} bytes ({} raw), sha256 {}", m.id, m.size, m.raw_size, m.sha256);
-    audit("backup", line.clone()).await?;
-    lines.push(line);
-    if b.spec.verify.as_ref().is_some_and(|v| v.restore_test) {
-        let server = match &job.source {
-            Source::Postgres(t) => Some(t.with_database("postgres")),
-            Source::HostFiles { .. } => None,
-        };
-        let query = b.spec.verify.as_ref().and_then(|v| v.check_query.as_deref());
-        let v = job.drill(&m.id, server.as_ref().map(|s| (s, query)), Utc::now()).await?;
-        let line = format!("artifact {} verified in {} ms: {}", m.id, v.restore_millis, v.method);
-        audit("verify", line.clone()).await?;
-        lines.push(line);
-    }
-    let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
-    if !plan.delete.is_empty() {
-        let line = format!("retention deleted {}", plan.delete.join(", "));
-        audit("prune", line.clone()).await?;
-        lines.push(line);
-    }
-    Ok(lines)
-}
-
 /// The catalog as a table.
 pub fn table(cat: &Catalog) -> String {
     let mut out = format!("{:<24} {:<21} {:>12} {:<9} {}\n", "ID", "CREATED", "SIZE", "VERIFIED", "SHA256");
@@ -336,7 +298,7 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
     let job = loaded.job(b, &identity, &state).await?;
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
     Ok(match cmd {
-        Command::Run { .. } => cycle(b, &job, &state).await?.join("\n"),
+        Command::Run { .. } => super::cycle::cycle(b, &job, &state, time_zone(b)?).await?.lines().join("\n"),
         Command::List { .. } => table(&job.catalog().await?),
         Command::Prune { .. } => {
             let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
@@ -348,12 +310,8 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
             let cat = job.catalog().await?;
             let id = id.or_else(|| cat.entries.first().map(|e| e.manifest.id.clone()));
             let id = id.ok_or_else(|| Error::Input("the catalog is empty: nothing to verify".into()))?;
-            let server = match &job.source {
-                Source::Postgres(t) => Some(t.with_database("postgres")),
-                Source::HostFiles { .. } => None,
-            };
             let query = b.spec.verify.as_ref().and_then(|v| v.check_query.as_deref());
-            let v = job.drill(&id, server.as_ref().map(|s| (s, query)), Utc::now()).await?;
+            let v = job.drill(&id, query, Utc::now()).await?;
             let line = format!("artifact {id} verified in {} ms: {}", v.restore_millis, v.method);
             state.audit("Backup", &ns, &name, "verify", &line).await?;
             line

@@ -8,11 +8,16 @@
 
 pub mod archive;
 pub mod cli;
+pub mod controller;
+pub mod cycle;
 pub mod engine;
 pub mod manifest;
+pub mod metrics;
 pub mod paths;
 pub mod restore;
+pub mod restorer;
 pub mod retention;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod tap;

@@ -176,19 +176,24 @@ impl Job {
         Ok(Report { id: m.id, bytes: m.size, millis, checked })
     }
 
-    /// A restore drill of `id`: a PostgreSQL dump restored into a scratch database on the same
-    /// server (then `check_query` run in it, then dropped); a file archive extracted into a
+    /// A restore drill of `id`: a PostgreSQL dump restored into a scratch database on the
+    /// source's server (then `check_query` run in it, then dropped); a file archive extracted into a
     /// scratch directory with every file's checksum compared. The record is stored signed.
     pub async fn drill(
         &self,
         id: &str,
-        scratch_db: Option<(&PgTarget, Option<&str>)>,
+        check_query: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Verification, EngineError> {
         let started = Instant::now();
         let (m, summary) = self.check(id).await?;
-        let method = match (m.payload, scratch_db, summary) {
-            (Payload::PgDump, Some((server, query)), _) => {
+        let server = match &self.source {
+            super::source::Source::Postgres(t) => Some(t.with_database("postgres")),
+            super::source::Source::HostFiles { .. } => None,
+        };
+        let method = match (m.payload, server, summary) {
+            (Payload::PgDump, Some(server), _) => {
+                let (server, query) = (&server, check_query);
                 let db = format!("nova_drill_{}", &m.id[17..]);
                 let scratch = server.with_database(&db);
                 let restored = async {

@@ -66,21 +66,7 @@ pub(crate) async fn secret_value(
     key: &str,
     field: &str,
 ) -> Result<Vec<u8>, Error> {
-    let ns = &ctx.namespace;
-    let s = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await
-        .call(|| format!("reading Secret {ns}/{name} ({field})"))?;
-    let Some(s) = s else {
-        return Err(Blocked::new(
-            "MissingSecret",
-            format!("Secret {ns}/{name} named in {field} does not exist"),
-        )
-        .into());
-    };
-    s.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or_else(|| {
-        Blocked::new("MissingSecret", format!("Secret {ns}/{name} has no key {key:?} ({field})")).into()
-    })
+    ctx.secret_value(&ctx.namespace, name, key, field).await
 }
 
 /// The issuer's account: from the cache when its key and spec are unchanged, otherwise found

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::EventType;
 
-use crate::api::{AcmeIssuer, BlueGreenDeployment, Host, Platform, TlsCertificate};
+use crate::api::{AcmeIssuer, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate};
 use crate::conditions::{Cond, CondType};
 
 pub trait Reconciled:
@@ -110,3 +110,5 @@ reconciled!(
 reconciled!(cluster, Host, crate::api::host::HostStatus, "Host", "Connect", host_event);
 reconciled!(cluster, AcmeIssuer, crate::api::tls::AcmeIssuerStatus, "AcmeIssuer", "Register");
 reconciled!(namespaced, TlsCertificate, crate::api::tls::TlsCertificateStatus, "TlsCertificate", "Issue");
+reconciled!(namespaced, Backup, crate::api::backup::BackupStatus, "Backup", "Backup");
+reconciled!(namespaced, Restore, crate::api::backup::RestoreStatus, "Restore", "Restore");

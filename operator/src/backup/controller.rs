@@ -1,0 +1,258 @@
+//! The Backup controller: observe (the schedule, the status) → decide ([`schedule::decide`],
+//! pure) → act (one cycle: backup, drill, retention) → status read back from the store's
+//! catalog. The slot is claimed in status before the run, so a slot never runs twice — not
+//! after a crash, not across a leader failover; a killed run's leftovers are swept by the next.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::cycle::{Outcome, cycle};
+use super::engine::{Catalog, Job};
+use super::metrics::Backups;
+use super::schedule::{Decision, Schedule, decide};
+use super::source::{PgTarget, Source};
+use super::store::Store;
+use crate::api::backup::{Backup, BackupArtifact, BackupSource, BackupStatus};
+use crate::api::host::Host;
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Call, Context, Error};
+use crate::kit;
+
+/// The Backup controller's context: the shared one, its status writer, its metrics.
+pub type Ctx = crate::context::Own<Backup, Backups>;
+
+/// Artifacts listed in status (the whole catalog is in the store and `nova backup list`).
+const RECENT: usize = 10;
+
+pub fn to_time(t: DateTime<Utc>) -> Time {
+    Time(Timestamp::from_second(t.timestamp()).unwrap_or_default())
+}
+
+fn from_time(t: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
+}
+
+pub async fn reconcile(b: Arc<Backup>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let c = ctx.clone();
+    kit::run(b, &ctx.kit, &ctx.status, &[], |b| async move { reconcile_inner(&b, &c).await }).await
+}
+
+async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
+    let schedule =
+        Schedule::parse(&b.spec.schedule, b.spec.time_zone.as_deref()).map_err(Blocked::invalid)?;
+    let now = Utc::now();
+    let old = ctx.status.current(b);
+    let last_slot = old.last_schedule_time.as_ref().map(from_time);
+    let created = b.metadata.creation_timestamp.as_ref().map_or(now, from_time);
+    let deadline = b.spec.starting_deadline_seconds.map(chrono::Duration::seconds);
+    match decide(&schedule, now, last_slot, created, b.spec.suspend, deadline) {
+        Decision::Suspended => {
+            let new = BackupStatus { next_schedule_time: None, ..old };
+            let c = Cond::new(
+                CondType::Ready,
+                true,
+                "Suspended",
+                "spec.suspend is true: no runs until it is false",
+            );
+            ctx.status.write(&ctx.kit, b, new, &[c]).await?;
+            Ok(Action::await_change())
+        }
+        Decision::Wait { next } => {
+            let mut conds = Vec::new();
+            if old.conditions.is_empty() || old.next_schedule_time.is_none() {
+                let msg = format!("the first run is at {}", next.map(|n| n.to_rfc3339()).unwrap_or_default());
+                if old.last_backup.is_none() {
+                    conds.push(Cond::new(CondType::Ready, true, "Scheduled", msg));
+                }
+            }
+            let new = BackupStatus { next_schedule_time: next.map(to_time), ..old };
+            ctx.status.write(&ctx.kit, b, new, &conds).await?;
+            Ok(requeue_at(next, now))
+        }
+        Decision::Skip { slot, next } => {
+            let msg =
+                format!("the run of {slot} was missed by more than spec.startingDeadlineSeconds: skipped");
+            let new = BackupStatus {
+                last_schedule_time: Some(to_time(slot)),
+                next_schedule_time: next.map(to_time),
+                ..old
+            };
+            ctx.status
+                .write(&ctx.kit, b, new, &[Cond::new(CondType::Ready, false, "MissedSchedule", msg)])
+                .await?;
+            Ok(requeue_at(next, now))
+        }
+        Decision::Run { slot } => run(b, ctx, &schedule, slot).await,
+    }
+}
+
+fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
+    match next {
+        // A second late rather than early: the slot must have passed when we look again.
+        Some(n) => Action::requeue((n - now).to_std().unwrap_or_default() + Duration::from_secs(1)),
+        None => Action::await_change(),
+    }
+}
+
+/// Claims `slot`, runs one cycle, writes what the store now holds.
+async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) -> Result<Action, Error> {
+    let job = job(b, ctx).await?;
+    let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
+    let next = schedule.next_after(slot.max(Utc::now()));
+    let claimed = BackupStatus {
+        last_schedule_time: Some(to_time(slot)),
+        next_schedule_time: next.map(to_time),
+        ..ctx.status.current(b)
+    };
+    let msg = format!("backing up for the run of {slot}");
+    ctx.status
+        .write(&ctx.kit, b, claimed, &[Cond::new(CondType::Reconciling, true, "BackingUp", msg)])
+        .await?;
+    let started = Instant::now();
+    let result = cycle(b, &job, &ctx.state, schedule.tz()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let cat = job.catalog().await.unwrap_or_default();
+    let mut conds = vec![Cond::new(CondType::Reconciling, false, "Idle", "no run in progress")];
+    match &result {
+        Ok(out) => {
+            let m = &out.manifest;
+            ctx.families.succeeded(&ns, &name, Utc::now().timestamp() as f64, m.size, seconds);
+            if let Some(v) = &out.verification {
+                ctx.families.verified(
+                    &ns,
+                    &name,
+                    Utc::now().timestamp() as f64,
+                    v.restore_millis as f64 / 1000.0,
+                );
+            }
+            conds.push(ready(out));
+            if out.drill_failed.is_some() {
+                ctx.families.failed(&ns, &name, "drill");
+            }
+        }
+        Err(e) => {
+            ctx.families.failed(&ns, &name, "backup");
+            conds.push(Cond::new(
+                CondType::Ready,
+                false,
+                "BackupFailed",
+                format!("the run of {slot} failed: {e}"),
+            ));
+        }
+    }
+    let new = BackupStatus { ..catalog_status(&cat, ctx.status.current(b)) };
+    ctx.status.write(&ctx.kit, b, new, &conds).await?;
+    Ok(requeue_at(next, Utc::now()))
+}
+
+fn ready(out: &Outcome) -> Cond {
+    let m = &out.manifest;
+    match (&out.verification, &out.drill_failed) {
+        (_, Some(e)) => Cond::new(
+            CondType::Ready,
+            false,
+            "DrillFailed",
+            format!("artifact {} was written but its restore drill failed: {e}", m.id),
+        ),
+        (Some(v), _) => Cond::new(
+            CondType::Ready,
+            true,
+            "Verified",
+            format!(
+                "artifact {} ({} bytes) written and restored in a drill in {:.1} s",
+                m.id,
+                m.size,
+                v.restore_millis as f64 / 1000.0
+            ),
+        ),
+        (None, None) => Cond::new(
+            CondType::Ready,
+            true,
+            "Succeeded",
+            format!("artifact {} ({} bytes) written", m.id, m.size),
+        ),
+    }
+}
+
+/// The status fields read back from the catalog.
+pub fn catalog_status(cat: &Catalog, old: BackupStatus) -> BackupStatus {
+    let artifact = |e: &super::engine::Entry| BackupArtifact {
+        id: e.manifest.id.clone(),
+        time: to_time(
+            DateTime::parse_from_rfc3339(&e.manifest.created).map(|t| t.to_utc()).unwrap_or_default(),
+        ),
+        size: i64::try_from(e.manifest.size).unwrap_or(i64::MAX),
+        sha256: e.manifest.sha256.clone(),
+        verified: e.verified.is_some(),
+    };
+    let last_restore_seconds =
+        cat.entries.iter().find_map(|e| e.verified.as_ref()).map(|v| v.restore_millis as f64 / 1000.0);
+    BackupStatus {
+        last_backup: cat.entries.first().map(artifact),
+        recent: cat.entries.iter().take(RECENT).map(artifact).collect(),
+        last_restore_seconds: last_restore_seconds.or(old.last_restore_seconds),
+        corrupt: cat.corrupt.iter().map(|(id, why)| format!("{id}: {why}")).collect(),
+        ..old
+    }
+}
+
+async fn host(ctx: &Context, name: &str, field: &str) -> Result<Host, Error> {
+    let h = Api::<Host>::all(ctx.client.clone())
+        .get_opt(name)
+        .await
+        .call(|| format!("reading Host {name} ({field})"))?;
+    h.ok_or_else(|| Blocked::new("HostNotFound", format!("{field}: Host {name} does not exist")).into())
+}
+
+/// The source described by `s`, with secrets from namespace `ns` and Hosts through the
+/// tenancy gate.
+pub async fn source(s: &BackupSource, ns: &str, ctx: &Context, at: &str) -> Result<Source, Error> {
+    if let Some(pg) = &s.postgres {
+        let (r, field) = (&pg.connection_secret_ref, format!("{at}.postgres.connectionSecretRef"));
+        let url = ctx.secret_value(ns, &r.name, &r.key, &field).await?;
+        let url =
+            String::from_utf8(url).map_err(|_| Blocked::invalid(format!("{field}: the URL is not UTF-8")))?;
+        let t =
+            PgTarget::from_url(&url, &pg.database, &field).map_err(|e| Blocked::invalid(e.to_string()))?;
+        return Ok(Source::Postgres(t));
+    }
+    if let Some(f) = &s.files {
+        let h = host(ctx, &f.host_ref.name, &format!("{at}.files.hostRef")).await?;
+        let conn = crate::hostaccess::connect(&h, ctx, ns).await?;
+        return Ok(Source::HostFiles { conn, host: h.name_any(), paths: f.paths.clone() });
+    }
+    Err(Blocked::invalid(format!(
+        "{at}.volume: PVC sources are not supported by this Nova yet; use postgres or files"
+    ))
+    .into())
+}
+
+/// The engine for `b`: its source, store and integrity key resolved.
+pub async fn job(b: &Backup, ctx: &Context) -> Result<Job, Error> {
+    let ns = b.namespace().unwrap_or_default();
+    let s = &b.spec;
+    let source = source(&s.source, &ns, ctx, "spec.source").await?;
+    let Some(d) = &s.destination.host_path else {
+        let which = if s.destination.s3.is_some() { "s3" } else { "pvc" };
+        let msg = format!("spec.destination.{which}: not supported by this Nova yet; use hostPath");
+        return Err(Blocked::invalid(msg).into());
+    };
+    super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Blocked::invalid)?;
+    let h = host(ctx, &d.host_ref.name, "spec.destination.hostPath.hostRef").await?;
+    let conn = crate::hostaccess::connect(&h, ctx, &ns).await?;
+    let store = Store::Host { conn, dir: format!("{}/{ns}/{}", d.path, b.name_any()) };
+    let key = match &s.integrity {
+        Some(i) => {
+            let r = &i.hmac_key_secret_ref;
+            Some(ctx.secret_value(&ns, &r.name, &r.key, "spec.integrity.hmacKeySecretRef").await?)
+        }
+        None => None,
+    };
+    Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key })
+}

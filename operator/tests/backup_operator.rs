@@ -1,0 +1,105 @@
+//! The Backup and Restore controllers on the real apiserver, with a test host for the files and
+//! the destination directory. A Backup waits for its slot; slots missed while the operator was
+//! down run once when it is back (not once per slot); the artifact is verified by a drill, its
+//! status and metrics say so; a Restore checks everything and restores the same files.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use nova::api::backup::{Backup, Restore, RestorePhase};
+use serde_json::json;
+use test_cluster::{Mode, shared};
+
+mod common;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn ready(b: Option<&Backup>, reason: &str) -> bool {
+    b.and_then(|b| b.status.as_ref())
+        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason))
+}
+
+#[tokio::test]
+async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_back() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "backup").await?;
+    let (th, host) = common::app_host(&client, &ns, "bk").await?;
+    th.ssh(
+        "set -e; mkdir -p /srv/site/img; echo hello > /srv/site/index.html; ln -s index.html /srv/site/home",
+    )?;
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "backup-key"},
+        "stringData": {"hmac": "an-hmac-key-for-the-test-0123456789"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    let backups: Api<Backup> = Api::namespaced(client.clone(), &ns);
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup", "metadata": {"name": "site"},
+        "spec": {"schedule": "0 3 * * *",
+                 "source": {"files": {"hostRef": {"name": host}, "paths": ["/srv/site"]}},
+                 "destination": {"hostPath": {"hostRef": {"name": host}, "path": "/var/backups/nova"}},
+                 "integrity": {"hmacKeySecretRef": {"name": "backup-key", "key": "hmac"}},
+                 "verify": {"restoreTest": true}}}))?;
+    backups.create(&PostParams::default(), &b).await?;
+
+    // Created after today's slot: it waits for the next one and runs nothing.
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let scheduled = |b: Option<&Backup>| {
+        ready(b, "Scheduled")
+            && b.and_then(|b| b.status.as_ref()).is_some_and(|s| s.next_schedule_time.is_some())
+    };
+    tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", scheduled))
+        .await
+        .context("scheduled")??;
+    assert_eq!(th.ssh("ls -A /var/backups 2>/dev/null | wc -l")?.trim(), "0", "ran before its slot");
+    let state = op.stop_keeping_state().await?;
+
+    // While the operator was down, three daily slots passed.
+    let three_days_ago = chrono::Utc::now() - chrono::Duration::days(3);
+    let patch = json!({"status": {"lastScheduleTime": three_days_ago.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}});
+    backups.patch_status("site", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let op = common::Operator::start_with_state(client.clone(), &ns, state).await?;
+    let verified = |b: Option<&Backup>| ready(b, "Verified");
+    let b = tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", verified))
+        .await
+        .context("the missed slot to run")??
+        .context("the Backup")?;
+    let st = b.status.clone().context("status")?;
+    assert_eq!(st.recent.len(), 1, "one run for three missed slots: {:?}", st.recent);
+    let last = st.last_backup.clone().context("lastBackup")?;
+    assert!(last.verified && last.size > 0, "{last:?}");
+    assert!(st.last_restore_seconds.is_some(), "{st:?}");
+    let slot = st.last_schedule_time.clone().context("lastScheduleTime")?;
+    assert!(slot.0.as_second() > three_days_ago.timestamp() + 2 * 86400, "the newest missed slot: {slot:?}");
+    let metrics = op.metrics().await?;
+    let series = format!("nova_backup_last_verified_timestamp_seconds{{backup=\"site\",namespace=\"{ns}\"}}");
+    assert!(metrics.contains(&series), "{series} missing");
+
+    // A Restore into a separate directory: checked, restored, the same files.
+    let restores: Api<Restore> = Api::namespaced(client.clone(), &ns);
+    let r: Restore = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Restore", "metadata": {"name": "back"},
+        "spec": {"backupRef": {"name": "site"}, "directory": "/restore"}}))?;
+    restores.create(&PostParams::default(), &r).await?;
+    let done = |r: Option<&Restore>| {
+        r.and_then(|r| r.status.as_ref())
+            .is_some_and(|s| matches!(s.phase, Some(RestorePhase::Succeeded | RestorePhase::Failed)))
+    };
+    let r = tokio::time::timeout(WAIT, await_condition(restores, "back", done))
+        .await
+        .context("restore")??
+        .context("r")?;
+    let rs = r.status.clone().context("status")?;
+    assert_eq!(rs.phase, Some(RestorePhase::Succeeded), "{rs:?}");
+    assert_eq!(rs.artifact_id.as_deref(), Some(last.id.as_str()));
+    assert!(rs.checked.iter().any(|c| c.contains("HMAC")), "{:?}", rs.checked);
+    let listing = |root: &str| th.ssh(&format!("cd {root} && find . -printf '%p %m %y %l\\n' | sort"));
+    assert_eq!(listing("/restore/srv/site")?, listing("/srv/site")?);
+    assert_eq!(th.ssh("cat /restore/srv/site/index.html")?.trim(), "hello");
+    op.stop().await?;
+    Ok(())
+}
