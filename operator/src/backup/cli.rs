@@ -153,16 +153,24 @@ impl Loaded {
                 "spec.source.volume: PVC sources run as a Job in the cluster, not from the CLI".into(),
             ));
         };
-        let store = if let Some(d) = &s.destination.host_path {
+        let store = if let Some(d) = &s.destination.s3 {
+            let (r, field) = (&d.credentials_secret_ref.name, "spec.destination.s3.credentialsSecretRef");
+            let id = self.secret(&ns, r, "accessKeyId", field)?;
+            let secret = self.secret(&ns, r, "secretAccessKey", field)?;
+            let creds =
+                (String::from_utf8_lossy(&id).into_owned(), String::from_utf8_lossy(&secret).into_owned());
+            let s3 =
+                super::s3::S3Store::for_backup(d, &ns, &b.name_any(), creds).map_err(EngineError::from)?;
+            Store::S3(Box::new(s3))
+        } else if let Some(d) = &s.destination.host_path {
             super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Error::Input)?;
             let h = self.host(&d.host_ref.name, "spec.destination.hostPath.hostRef")?;
             let conn = crate::host::cli::connect(h, identity, state).await?;
             Store::Host { conn, dir: format!("{}/{ns}/{}", d.path, b.name_any()) }
         } else {
-            let which = if s.destination.s3.is_some() { "s3" } else { "pvc" };
-            return Err(Error::Input(format!(
-                "spec.destination.{which}: not supported by the CLI yet; use hostPath"
-            )));
+            return Err(Error::Input(
+                "spec.destination.pvc: not supported by the CLI; use s3 or hostPath".into(),
+            ));
         };
         let key = match &s.integrity {
             Some(i) => {

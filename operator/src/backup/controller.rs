@@ -15,6 +15,7 @@ use kube::{Api, ResourceExt};
 use super::cycle::{Outcome, cycle};
 use super::engine::{Catalog, Job};
 use super::metrics::Backups;
+use super::s3::S3Store;
 use super::schedule::{Decision, Schedule, decide};
 use super::source::{PgTarget, Source};
 use super::store::Store;
@@ -238,15 +239,25 @@ pub async fn job(b: &Backup, ctx: &Context) -> Result<Job, Error> {
     let ns = b.namespace().unwrap_or_default();
     let s = &b.spec;
     let source = source(&s.source, &ns, ctx, "spec.source").await?;
-    let Some(d) = &s.destination.host_path else {
-        let which = if s.destination.s3.is_some() { "s3" } else { "pvc" };
-        let msg = format!("spec.destination.{which}: not supported by this Nova yet; use hostPath");
+    let store = if let Some(d) = &s.destination.s3 {
+        let r = &d.credentials_secret_ref.name;
+        let field = "spec.destination.s3.credentialsSecretRef";
+        let id = ctx.secret_value(&ns, r, "accessKeyId", field).await?;
+        let secret = ctx.secret_value(&ns, r, "secretAccessKey", field).await?;
+        let creds =
+            (String::from_utf8_lossy(&id).into_owned(), String::from_utf8_lossy(&secret).into_owned());
+        let s3 =
+            S3Store::for_backup(d, &ns, &b.name_any(), creds).map_err(|e| Blocked::invalid(e.to_string()))?;
+        Store::S3(Box::new(s3))
+    } else if let Some(d) = &s.destination.host_path {
+        super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Blocked::invalid)?;
+        let h = host(ctx, &d.host_ref.name, "spec.destination.hostPath.hostRef").await?;
+        let conn = crate::hostaccess::connect(&h, ctx, &ns).await?;
+        Store::Host { conn, dir: format!("{}/{ns}/{}", d.path, b.name_any()) }
+    } else {
+        let msg = "spec.destination.pvc: not supported by this Nova yet; use s3 or hostPath";
         return Err(Blocked::invalid(msg).into());
     };
-    super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Blocked::invalid)?;
-    let h = host(ctx, &d.host_ref.name, "spec.destination.hostPath.hostRef").await?;
-    let conn = crate::hostaccess::connect(&h, ctx, &ns).await?;
-    let store = Store::Host { conn, dir: format!("{}/{ns}/{}", d.path, b.name_any()) };
     let key = match &s.integrity {
         Some(i) => {
             let r = &i.hmac_key_secret_ref;

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod restore;
 pub mod restorer;
 pub mod retention;
+pub mod s3;
 pub mod schedule;
 pub mod source;
 pub mod store;

@@ -25,6 +25,8 @@ pub enum StoreError {
     Ssh(#[from] crate::ssh::Error),
     #[error("{0} is larger than {1} bytes: not a manifest")]
     TooLarge(String, usize),
+    #[error("S3: {0}")]
+    S3(String),
 }
 
 /// A destination directory for one Backup's artifacts.
@@ -32,6 +34,7 @@ pub enum StoreError {
 pub enum Store {
     Dir(PathBuf),
     Host { conn: Connection, dir: String },
+    S3(Box<super::s3::S3Store>),
 }
 
 impl std::fmt::Debug for Store {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Store {
         match self {
             Store::Dir(d) => write!(f, "directory {}", d.display()),
             Store::Host { dir, .. } => write!(f, "host directory {dir}"),
+            Store::S3(s) => write!(f, "{s:?}"),
         }
     }
 }
@@ -75,6 +79,7 @@ impl Store {
                 conn.run(&format!("mv -f {tmp} {final_}"), QUICK).await?;
                 Ok(())
             }
+            Store::S3(s) => s.write(name, body).await,
         }
     }
 
@@ -96,6 +101,7 @@ impl Store {
                 let cmd = format!("cat -- {}", quote(&format!("{dir}/{name}")));
                 Ok(conn.run_with_output(&cmd, out, TRANSFER).await?)
             }
+            Store::S3(s) => s.read(name, out).await,
         }
     }
 
@@ -135,6 +141,7 @@ impl Store {
                 out.sort();
                 Ok(out)
             }
+            Store::S3(s) => s.list().await,
         }
     }
 
@@ -152,6 +159,7 @@ impl Store {
                 conn.run(&format!("rm -f -- {}", quote(&format!("{dir}/{name}"))), QUICK).await?;
                 Ok(())
             }
+            Store::S3(s) => s.delete(name).await,
         }
     }
 }
