@@ -184,7 +184,9 @@ async fn a_frozen_leader_writes_nothing_after_it_lost_the_lease() -> Result<()> 
         Ok(cp
             .audited_writes(&nova::kubeclient::operator_agent(agent), std::time::UNIX_EPOCH)?
             .into_iter()
-            .filter(|w| w.uri.contains("/leases/nova-operator") && w.code < 300)
+            // The lease's namespace, not its name: a leader that never renewed before it froze
+            // wrote only the create, whose URI is the collection's.
+            .filter(|w| w.uri.contains(&format!("/namespaces/{ns}/leases")) && w.code < 300)
             .collect())
     };
     let took_over = leases(&new)?.first().map(|w| w.at).context("the standby's first lease write")?;

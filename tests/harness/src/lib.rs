@@ -22,12 +22,13 @@ pub mod postgres;
 mod process;
 pub mod prometheus;
 pub mod record;
+pub mod s3;
 pub mod testhost;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-pub use binaries::{bin_dir, pinned_version};
+pub use binaries::{bin_dir, pinned_version, seaweedfs_dir};
 pub use cluster::{AuditedWrite, ControlPlane, Mode, Options, eventually};
 
 #[derive(Debug, thiserror::Error)]
