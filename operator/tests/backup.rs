@@ -322,6 +322,7 @@ fn s3_store(s3: &test_cluster::s3::S3, backup: &str) -> Result<Store> {
 #[tokio::test]
 async fn s3_round_trips_single_and_multipart() -> Result<()> {
     let s3 = tokio::task::spawn_blocking(test_cluster::s3::S3::start).await??;
+    s3.create_bucket("nova-backups")?;
     let pg = tokio::task::spawn_blocking(Postgres::start).await??;
     pgbench(&pg, "bench", 1)?;
     let want = fingerprint(&pg, "bench")?;
@@ -362,6 +363,7 @@ async fn s3_round_trips_single_and_multipart() -> Result<()> {
 #[tokio::test]
 async fn a_killed_multipart_upload_is_aborted_by_the_next_run() -> Result<()> {
     let s3 = tokio::task::spawn_blocking(test_cluster::s3::S3::start).await??;
+    s3.create_bucket("nova-backups")?;
     let th = tokio::task::spawn_blocking(|| TestHost::start("bk-s3kill")).await??;
     th.ssh("mkdir -p /srv/site && head -c 300000000 /dev/urandom > /srv/site/big")?;
     let dir = tempfile::tempdir()?;

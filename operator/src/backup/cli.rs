@@ -135,7 +135,13 @@ impl Loaded {
     }
 
     /// The engine for Backup `b`: its source, store and key resolved.
-    pub async fn job(&self, b: &Backup, identity: &Path, state: &State) -> Result<Job, Error> {
+    pub async fn job(
+        &self,
+        b: &Backup,
+        identity: &Path,
+        state: &State,
+        dir: Option<&Path>,
+    ) -> Result<Job, Error> {
         let ns = b.namespace().unwrap_or_else(|| "default".into());
         let s = &b.spec;
         let source = if let Some(pg) = &s.source.postgres {
@@ -153,7 +159,9 @@ impl Loaded {
                 "spec.source.volume: PVC sources run as a Job in the cluster, not from the CLI".into(),
             ));
         };
-        let store = if let Some(d) = &s.destination.s3 {
+        let store = if let Some(dir) = dir {
+            Store::Dir(dir.join(&ns).join(b.name_any()))
+        } else if let Some(d) = &s.destination.s3 {
             let (r, field) = (&d.credentials_secret_ref.name, "spec.destination.s3.credentialsSecretRef");
             let id = self.secret(&ns, r, "accessKeyId", field)?;
             let secret = self.secret(&ns, r, "secretAccessKey", field)?;
@@ -287,6 +295,10 @@ pub struct From {
     /// Private SSH key (OpenSSH format) for the hosts.
     #[arg(short, long)]
     identity: Option<PathBuf>,
+    /// Keep artifacts in this local directory instead of spec.destination (a host's own timer,
+    /// a mounted volume).
+    #[arg(long)]
+    local_dir: Option<PathBuf>,
     /// State database (audit rows, recorded host keys): a file path or sqlite:// URL, or a
     /// postgres:// URL.
     #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
@@ -303,7 +315,7 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
     let b = loaded.backup(from.backup.as_deref())?;
     let state = State::connect(&from.state).await?;
     let identity = from.identity.clone().unwrap_or_default();
-    let job = loaded.job(b, &identity, &state).await?;
+    let job = loaded.job(b, &identity, &state, from.local_dir.as_deref()).await?;
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
     Ok(match cmd {
         Command::Run { .. } => super::cycle::cycle(b, &job, &state, time_zone(b)?).await?.lines().join("\n"),

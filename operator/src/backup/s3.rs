@@ -62,7 +62,14 @@ async fn ok(
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     let code = body.split("<Code>").nth(1).and_then(|s| s.split("</Code>").next()).unwrap_or("");
-    Err(StoreError::S3(format!("{what}: HTTP {status} {code}")))
+    let hint = match code {
+        "NoSuchBucket" => ": the bucket in spec.destination.s3.bucket does not exist; create it first",
+        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
+            ": check the keys in spec.destination.s3.credentialsSecretRef"
+        }
+        _ => "",
+    };
+    Err(StoreError::S3(format!("{what}: HTTP {status} {code}{hint}")))
 }
 
 impl S3Store {

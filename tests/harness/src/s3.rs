@@ -15,6 +15,8 @@ pub struct S3 {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
+    /// The master's HTTP and gRPC ports.
+    master: (u16, u16),
     process: Option<Process>,
     dir: tempfile::TempDir,
 }
@@ -103,14 +105,32 @@ impl S3 {
             endpoint: format!("http://127.0.0.1:{s3}"),
             access_key,
             secret_key,
+            master: (master, mg),
             process: Some(process),
             dir,
         })
     }
 
-    /// Bytes stored under the server's data directory (to show what a test left behind).
-    pub fn data_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
+    /// Creates bucket `name` (with SeaweedFS's own shell: the harness signs no S3 requests).
+    pub fn create_bucket(&self, name: &str) -> Result<()> {
+        let bin = crate::binaries::seaweedfs_dir()?.join("weed");
+        let mut child = std::process::Command::new(bin)
+            // host:port.grpcPort: SeaweedFS's notation for a gRPC port off the default offset.
+            .args(["shell", &format!("-master=127.0.0.1:{}.{}", self.master.0, self.master.1)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io("weed shell", e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            writeln!(stdin, "s3.bucket.create -name {name}").map_err(|e| Error::io("weed shell", e))?;
+        }
+        let out = child.wait_with_output().map_err(|e| Error::io("weed shell", e))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || text.to_lowercase().contains("error") {
+            return Err(Error::Other(format!("creating bucket {name}: {text}")));
+        }
+        Ok(())
     }
 }
 
