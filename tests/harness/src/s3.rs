@@ -18,7 +18,7 @@ pub struct S3 {
     /// The master's HTTP and gRPC ports.
     master: (u16, u16),
     process: Option<Process>,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 fn free_port() -> Result<u16> {
@@ -107,7 +107,7 @@ impl S3 {
             secret_key,
             master: (master, mg),
             process: Some(process),
-            dir,
+            _dir: dir,
         })
     }
 
