@@ -58,6 +58,16 @@ pub fn pebble_dir() -> Result<PathBuf, Error> {
     DIR.get_or_init(|| built("NOVA_PEBBLE_BIN", PEBBLE_BUILD)).clone().map_err(Error::Build)
 }
 
+const SEAWEEDFS_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/seaweedfs/build");
+
+/// The directory holding SeaweedFS's `weed` (the S3-compatible server of the backup tests),
+/// built from the Go module pinned in `tests/control-plane/seaweedfs/go.mod` on first use;
+/// `NOVA_SEAWEEDFS_BIN` names a prepared directory instead.
+pub fn seaweedfs_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| built("NOVA_SEAWEEDFS_BIN", SEAWEEDFS_BUILD)).clone().map_err(Error::Build)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -68,14 +78,4 @@ mod tests {
         assert_eq!(parts.len(), 3, "{v}");
         assert!(parts.iter().all(|p| p.parse::<u32>().is_ok()), "{v}");
     }
-}
-
-const SEAWEEDFS_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/seaweedfs/build");
-
-/// The directory holding SeaweedFS's `weed` (the S3-compatible server of the backup tests),
-/// built from the Go module pinned in `tests/control-plane/seaweedfs/go.mod` on first use;
-/// `NOVA_SEAWEEDFS_BIN` names a prepared directory instead.
-pub fn seaweedfs_dir() -> Result<PathBuf, Error> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| built("NOVA_SEAWEEDFS_BIN", SEAWEEDFS_BUILD)).clone().map_err(Error::Build)
 }
