@@ -182,6 +182,12 @@ async fn connect(th: &TestHost) -> Result<Connection> {
     Ok(ssh::open_with_retry(&t, 3).await?)
 }
 
+/// A signed backup of `path` on the test host into `store`.
+fn files_job(conn: &Connection, th: &TestHost, path: &str, store: Store) -> Job {
+    let source = Source::HostFiles { conn: conn.clone(), host: th.name.clone(), paths: vec![path.into()] };
+    Job { backup: "shop/files".into(), source, store, key: Some(KEY.to_vec()) }
+}
+
 /// Files on a host, stored in a directory on the same host, restored elsewhere on it: same
 /// contents, modes and links; a link is stored as a link, never followed.
 #[tokio::test]
@@ -194,16 +200,12 @@ async fn host_files_round_trip_with_modes_and_links() -> Result<()> {
          head -c 3000000 /dev/urandom > /srv/site/blob",
     )?;
     let conn = connect(&th).await?;
-    let job = Job {
-        backup: "shop/files".into(),
-        source: Source::HostFiles {
-            conn: conn.clone(),
-            host: th.name.clone(),
-            paths: vec!["/srv/site".into()],
-        },
-        store: Store::Host { conn: conn.clone(), dir: "/var/backups/nova/shop/files".into() },
-        key: Some(KEY.to_vec()),
-    };
+    let job = files_job(
+        &conn,
+        &th,
+        "/srv/site",
+        Store::Host { conn: conn.clone(), dir: "/var/backups/nova/shop/files".into() },
+    );
     let m = job.run(Utc::now()).await?;
     let v = job.drill(&m.id, None, Utc::now()).await?;
     assert!(v.method.contains("extracted 3 files"), "{}", v.method);
@@ -340,16 +342,7 @@ async fn s3_round_trips_single_and_multipart() -> Result<()> {
         "mkdir -p /srv/data && head -c 40000000 /dev/urandom > /srv/data/blob && echo x > /srv/data/small",
     )?;
     let conn = connect(&th).await?;
-    let files = Job {
-        backup: "shop/files".into(),
-        source: Source::HostFiles {
-            conn: conn.clone(),
-            host: th.name.clone(),
-            paths: vec!["/srv/data".into()],
-        },
-        store: s3_store(&s3, "files")?,
-        key: Some(KEY.to_vec()),
-    };
+    let files = files_job(&conn, &th, "/srv/data", s3_store(&s3, "files")?);
     let m = files.run(Utc::now()).await?;
     assert!(m.size > 16 << 20, "large enough for several parts: {}", m.size);
     files.restore(&m.id, &Target::HostDir { conn, dir: "/back".into() }).await?;
