@@ -17,6 +17,7 @@ pub enum CondType {
     Bootstrapped,
     Issuing,
     Distributed,
+    ObjectivesMet,
 }
 
 impl CondType {
@@ -31,6 +32,7 @@ impl CondType {
             Self::Bootstrapped => "Bootstrapped",
             Self::Issuing => "Issuing",
             Self::Distributed => "Distributed",
+            Self::ObjectivesMet => "ObjectivesMet",
         }
     }
 }

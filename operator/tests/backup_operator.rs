@@ -43,7 +43,8 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
                  "source": {"files": {"hostRef": {"name": host}, "paths": ["/srv/site"]}},
                  "destination": {"hostPath": {"hostRef": {"name": host}, "path": "/var/backups/nova"}},
                  "integrity": {"hmacKeySecretRef": {"name": "backup-key", "key": "hmac"}},
-                 "verify": {"restoreTest": true}}}))?;
+                 "verify": {"restoreTest": true},
+                 "objectives": {"rpoSeconds": 7200, "rtoSeconds": 600}}}))?;
     backups.create(&PostParams::default(), &b).await?;
 
     // Created after today's slot: it waits for the next one and runs nothing.
@@ -78,6 +79,11 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
     let metrics = op.metrics().await?;
     let series = format!("nova_backup_last_verified_timestamp_seconds{{backup=\"site\",namespace=\"{ns}\"}}");
     assert!(metrics.contains(&series), "{series} missing");
+    let met = st.conditions.iter().find(|c| c.type_ == "ObjectivesMet").context("ObjectivesMet")?;
+    assert_eq!((met.status.as_str(), met.reason.as_str()), ("True", "WithinObjectives"), "{met:?}");
+    let rpo =
+        format!("nova_backup_objective_violated{{backup=\"site\",namespace=\"{ns}\",objective=\"rpo\"}} 0");
+    assert!(metrics.contains(&rpo), "{rpo} missing");
 
     // A Restore into a separate directory: checked, restored, the same files.
     let restores: Api<Restore> = Api::namespaced(client.clone(), &ns);

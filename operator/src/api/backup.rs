@@ -61,6 +61,24 @@ pub struct BackupSpec {
     /// Regular verification by test restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
+    /// Recovery objectives, checked on every reconcile: the ObjectivesMet condition and the
+    /// nova_backup_objective_violated metric say when one is missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<Objectives>,
+}
+
+/// Recovery point and recovery time objectives.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Objectives {
+    /// The newest artifact may be at most this old (seconds): the data a failure may lose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60))]
+    pub rpo_seconds: Option<i64>,
+    /// A restore may take at most this long (seconds), as measured by the last restore drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub rto_seconds: Option<i64>,
 }
 
 /// The thing backed up. Exactly one.

@@ -65,7 +65,7 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Decision::Wait { next } => {
-            let mut conds = Vec::new();
+            let (mut conds, deadline) = objectives(b, ctx, &old, now);
             if old.conditions.is_empty() || old.next_schedule_time.is_none() {
                 let msg = format!("the first run is at {}", next.map(|n| n.to_rfc3339()).unwrap_or_default());
                 if old.last_backup.is_none() {
@@ -74,7 +74,7 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
             }
             let new = BackupStatus { next_schedule_time: next.map(to_time), ..old };
             ctx.status.write(&ctx.kit, b, new, &conds).await?;
-            Ok(requeue_at(next, now))
+            Ok(requeue_at(earliest(next, deadline), now))
         }
         Decision::Skip { slot, next } => {
             let msg =
@@ -147,9 +147,39 @@ async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) ->
             ));
         }
     }
-    let new = BackupStatus { ..catalog_status(&cat, ctx.status.current(b)) };
+    let new = catalog_status(&cat, ctx.status.current(b));
+    let (objective, deadline) = objectives(b, ctx, &new, Utc::now());
+    conds.extend(objective);
     ctx.status.write(&ctx.kit, b, new, &conds).await?;
-    Ok(requeue_at(next, Utc::now()))
+    Ok(requeue_at(earliest(next, deadline), Utc::now()))
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The ObjectivesMet condition (when the Backup has objectives), the metric, and when the RPO
+/// will be missed if nothing new arrives.
+fn objectives(
+    b: &Backup,
+    ctx: &Ctx,
+    st: &BackupStatus,
+    now: DateTime<Utc>,
+) -> (Vec<Cond>, Option<DateTime<Utc>>) {
+    let Some(o) = &b.spec.objectives else { return (Vec::new(), None) };
+    let newest = st.last_backup.as_ref().map(|a| from_time(&a.time));
+    let created = b.metadata.creation_timestamp.as_ref().map_or(now, from_time);
+    let v = super::objectives::judge(o, now, newest, st.last_restore_seconds, created);
+    ctx.families.objectives(
+        &b.namespace().unwrap_or_default(),
+        &b.name_any(),
+        v.rpo_violated,
+        v.rto_violated,
+    );
+    (vec![v.cond], v.rpo_deadline)
 }
 
 fn ready(out: &Outcome) -> Cond {

@@ -11,6 +11,7 @@ pub struct Backups {
     duration: GaugeVec,
     failures: IntCounterVec,
     restore: GaugeVec,
+    objective: GaugeVec,
 }
 
 fn gauge(name: &str, help: &str) -> prometheus::Result<GaugeVec> {
@@ -38,8 +39,15 @@ impl Backups {
                 "nova_restore_duration_seconds",
                 "How long the last restore (or restore drill) of the Backup took: the measured RTO.",
             )?,
+            objective: GaugeVec::new(
+                opts!(
+                    "nova_backup_objective_violated",
+                    "1 while the Backup misses its objective (rpo or rto), else 0."
+                ),
+                &["namespace", "backup", "objective"],
+            )?,
         };
-        for c in [&m.last_success, &m.last_verified, &m.size, &m.duration, &m.restore] {
+        for c in [&m.last_success, &m.last_verified, &m.size, &m.duration, &m.restore, &m.objective] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(m.failures.clone()))?;
@@ -59,6 +67,11 @@ impl Backups {
 
     pub fn restored(&self, ns: &str, b: &str, seconds: f64) {
         self.restore.with_label_values(&[ns, b]).set(seconds);
+    }
+
+    pub fn objectives(&self, ns: &str, b: &str, rpo: bool, rto: bool) {
+        self.objective.with_label_values(&[ns, b, "rpo"]).set(f64::from(u8::from(rpo)));
+        self.objective.with_label_values(&[ns, b, "rto"]).set(f64::from(u8::from(rto)));
     }
 
     pub fn failed(&self, ns: &str, b: &str, stage: &'static str) {

@@ -13,6 +13,7 @@ pub mod cycle;
 pub mod engine;
 pub mod manifest;
 pub mod metrics;
+pub mod objectives;
 pub mod paths;
 pub mod restore;
 pub mod restorer;

@@ -110,5 +110,14 @@ reconciled!(
 reconciled!(cluster, Host, crate::api::host::HostStatus, "Host", "Connect", host_event);
 reconciled!(cluster, AcmeIssuer, crate::api::tls::AcmeIssuerStatus, "AcmeIssuer", "Register");
 reconciled!(namespaced, TlsCertificate, crate::api::tls::TlsCertificateStatus, "TlsCertificate", "Issue");
-reconciled!(namespaced, Backup, crate::api::backup::BackupStatus, "Backup", "Backup");
+/// A missed recovery objective is a warning too.
+fn backup_event(c: &Cond, was: Option<bool>) -> Option<EventType> {
+    match (c.type_, c.status) {
+        (CondType::ObjectivesMet, false) if was != Some(false) => Some(EventType::Warning),
+        (CondType::ObjectivesMet, _) => None,
+        _ => default_event(c, was),
+    }
+}
+
+reconciled!(namespaced, Backup, crate::api::backup::BackupStatus, "Backup", "Backup", backup_event);
 reconciled!(namespaced, Restore, crate::api::backup::RestoreStatus, "Restore", "Restore");
