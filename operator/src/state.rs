@@ -17,6 +17,9 @@ pub enum Error {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+mod backups;
+pub use backups::CatalogRow;
+
 #[derive(Clone, Debug)]
 pub struct State {
     pool: AnyPool,
@@ -64,7 +67,7 @@ pub fn database_url(arg: &str) -> String {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     Timestamp::now().to_string()
 }
 
@@ -96,6 +99,10 @@ impl State {
             .map_err(|source| Error::Connect { url: redact(&url), source })?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     pub async fn audit(

@@ -284,6 +284,18 @@ spec:
     }
     let listed = ok(&["list"])?;
     assert_eq!(listed.lines().filter(|l| l.contains(" yes ")).count(), 2, "{listed}");
+    // The state database indexes what the store holds, and remembers what retention deleted.
+    let state = nova::state::State::connect(&dir.path().join("state.db").display().to_string()).await?;
+    let index = state.backup_index("shop", "site").await?;
+    assert_eq!(index.len(), 3, "{index:?}");
+    assert_eq!(index.iter().filter(|r| r.deleted_at.is_some()).count(), 1, "{index:?}");
+    assert!(
+        index.iter().filter(|r| r.deleted_at.is_none()).all(|r| r.verified_at.is_some() && r.hmac.is_some())
+    );
+    let audit = state.audit_log("Backup", "shop", "site").await?;
+    for action in ["backup", "verify", "prune"] {
+        assert!(audit.iter().any(|a| a.action == action), "no {action} audit row: {audit:?}");
+    }
 
     // A big file makes the upload last; the CLI is killed while the temporary file grows.
     th.ssh("head -c 300000000 /dev/urandom > /srv/site/big")?;

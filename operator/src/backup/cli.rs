@@ -319,7 +319,11 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
     Ok(match cmd {
         Command::Run { .. } => super::cycle::cycle(b, &job, &state, time_zone(b)?).await?.lines().join("\n"),
-        Command::List { .. } => table(&job.catalog().await?),
+        Command::List { .. } => {
+            let cat = job.catalog().await?;
+            super::cycle::index(&state, &job, &cat).await?;
+            table(&cat)
+        }
         Command::Prune { .. } => {
             let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
             let line = format!("kept {}, deleted [{}]", plan.keep.len(), plan.delete.join(", "));

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::engine::{EngineError, Job};
 use super::manifest::{Manifest, Verification};
 use crate::api::backup::Backup;
-use crate::state::State;
+use crate::state::{CatalogRow, State};
 
 /// What a cycle did.
 #[derive(Debug)]
@@ -76,5 +76,28 @@ pub async fn cycle(b: &Backup, job: &Job, state: &State, tz: Tz) -> Result<Outco
     if !out.deleted.is_empty() {
         audit("prune", &format!("deleted {}", out.deleted.join(", "))).await?;
     }
+    index(state, job, &job.catalog().await?).await?;
     Ok(out)
+}
+
+/// Makes the state database's index of the Backup say what the store holds.
+pub async fn index(state: &State, job: &Job, cat: &super::engine::Catalog) -> Result<(), CycleError> {
+    let (ns, name) = job.backup.split_once('/').unwrap_or(("", &job.backup));
+    let location = format!("{:?}", job.store);
+    let rows: Vec<CatalogRow> = cat
+        .entries
+        .iter()
+        .map(|e| CatalogRow {
+            id: e.manifest.id.clone(),
+            taken_at: e.manifest.created.clone(),
+            size_bytes: i64::try_from(e.manifest.size).unwrap_or(i64::MAX),
+            sha256: e.manifest.sha256.clone(),
+            hmac: e.manifest.hmac.clone(),
+            location: location.clone(),
+            verified_at: e.verified.as_ref().map(|v| v.verified_at.clone()),
+            deleted_at: None,
+        })
+        .collect();
+    state.index_backups(ns, name, &rows).await?;
+    Ok(())
 }
