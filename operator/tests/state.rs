@@ -36,6 +36,24 @@ async fn exercise(state: &State) -> Result<()> {
         state.locals().await?.into_iter().map(|o| format!("{}/{}", o.kind, o.name)).collect();
     assert_eq!(all, ["Host/box", "Platform/web"]);
     assert!(state.local("Platform", "default", "nobody").await?.is_none());
+
+    // The backup catalog's index: upserted, a drill's verification recorded, deletions kept.
+    let row = |id: &str, verified: Option<&str>| nova::state::CatalogRow {
+        id: id.into(),
+        taken_at: "2026-11-29T03:00:00Z".into(),
+        size_bytes: 42,
+        sha256: "ab".repeat(32),
+        hmac: None,
+        location: "s3://b/p".into(),
+        verified_at: verified.map(str::to_owned),
+        deleted_at: None,
+    };
+    state.index_backups("prod", "db", &[row("a", None), row("b", None)]).await?;
+    state.index_backups("prod", "db", &[row("b", Some("2026-11-29T03:05:00Z"))]).await?;
+    let index = state.backup_index("prod", "db").await?;
+    assert_eq!(index.len(), 2);
+    assert!(index[0].deleted_at.is_some() && index[1].deleted_at.is_none(), "{index:?}");
+    assert_eq!(index[1].verified_at.as_deref(), Some("2026-11-29T03:05:00Z"));
     Ok(())
 }
 
