@@ -58,10 +58,13 @@ impl Store {
             Store::Dir(dir) => {
                 tokio::fs::create_dir_all(dir).await.map_err(io("creating", dir))?;
                 let tmp = dir.join(format!("{TEMP}{name}"));
-                let mut f = tokio::fs::File::create(&tmp).await.map_err(io("creating", &tmp))?;
-                let mut body = body;
-                tokio::io::copy(&mut body, &mut f).await.map_err(io("writing", &tmp))?;
-                f.sync_all().await.map_err(io("syncing", &tmp))?;
+                let f = tokio::fs::File::create(&tmp).await.map_err(io("creating", &tmp))?;
+                // tokio's File sends each write to a blocking thread: 1 MiB at a time, not 8 KiB.
+                let mut f = tokio::io::BufWriter::with_capacity(1 << 20, f);
+                let mut body = tokio::io::BufReader::with_capacity(1 << 20, body);
+                tokio::io::copy_buf(&mut body, &mut f).await.map_err(io("writing", &tmp))?;
+                f.flush().await.map_err(io("writing", &tmp))?;
+                f.get_ref().sync_all().await.map_err(io("syncing", &tmp))?;
                 let dest = dir.join(name);
                 tokio::fs::rename(&tmp, &dest).await.map_err(io("renaming", &dest))?;
                 Ok(())
