@@ -388,17 +388,36 @@ async fn backups(
         .expect("backup metrics register once");
     let backup_ctx = crate::context::Own::<Backup, _>::new(ctx.clone(), families.clone());
     let restore_ctx = crate::context::Own::<Restore, _>::new(ctx, families);
-    let backups = Controller::new(api::<Backup>(client, ns), watcher::Config::default())
+    let (backup_controller, restore_controller) = (
+        Controller::new(api::<Backup>(client, ns), watcher::Config::default()),
+        Controller::new(api::<Restore>(client, ns), watcher::Config::default()),
+    );
+    let (backup_store, restore_store) = (backup_controller.store(), restore_controller.store());
+    let backups = backup_controller
         .with_config(config.clone())
         .graceful_shutdown_on(stop.clone())
-        .run(crate::backup::controller::reconcile, crate::context::error_policy, backup_ctx)
+        .run(crate::backup::controller::reconcile, crate::context::error_policy, backup_ctx.clone())
         .for_each(log_controller_error);
-    let restores = Controller::new(api::<Restore>(client, ns), watcher::Config::default())
+    let restores = restore_controller
         .with_config(config)
         .graceful_shutdown_on(stop)
-        .run(crate::backup::restorer::reconcile, crate::context::error_policy, restore_ctx)
+        .run(crate::backup::restorer::reconcile, crate::context::error_policy, restore_ctx.clone())
         .for_each(log_controller_error);
-    futures::future::join(backups, restores).await;
+    // What the status writers remember of deleted objects is dropped now and then.
+    let prune = async move {
+        if backup_store.wait_until_ready().await.is_err() || restore_store.wait_until_ready().await.is_err() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(FORGET_DELETED).await;
+            backup_ctx.status.retain(&uids(&backup_store));
+            restore_ctx.status.retain(&uids(&restore_store));
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join(backups, restores) => {}
+        () = prune => {}
+    }
 }
 
 /// How often the gauges of deleted certificates are dropped.
