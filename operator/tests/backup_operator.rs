@@ -16,7 +16,7 @@ use test_cluster::{Mode, shared};
 
 mod common;
 
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(60);
 
 fn ready(b: Option<&Backup>, reason: &str) -> bool {
     b.and_then(|b| b.status.as_ref())
@@ -106,6 +106,9 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
     let listing = |root: &str| th.ssh(&format!("cd {root} && find . -printf '%p %m %y %l\\n' | sort"));
     assert_eq!(listing("/restore/srv/site")?, listing("/srv/site")?);
     assert_eq!(th.ssh("cat /restore/srv/site/index.html")?.trim(), "hello");
+    // Still one artifact: the claimed slot did not run again while all this happened.
+    let again = backups.get("site").await?.status.context("status")?;
+    assert_eq!(again.recent.len(), 1, "the slot ran again: {:?}", again.recent);
     op.stop().await?;
     Ok(())
 }
@@ -134,5 +137,43 @@ async fn the_example_is_admitted() -> Result<()> {
     let out = child.wait_with_output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
+    Ok(())
+}
+
+/// With `verify.schedule`, backups are not drilled after each run; the drill of the newest
+/// artifact runs on its own slot (here one missed while the operator was down).
+#[tokio::test]
+async fn drills_run_on_their_own_schedule() -> Result<()> {
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "backup-drill").await?;
+    let (th, host) = common::app_host(&client, &ns, "bd").await?;
+    th.ssh("mkdir -p /srv/site && echo hello > /srv/site/index.html")?;
+    let backups: Api<Backup> = Api::namespaced(client.clone(), &ns);
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup", "metadata": {"name": "site"},
+        "spec": {"schedule": "0 3 * * *",
+                 "source": {"files": {"hostRef": {"name": host}, "paths": ["/srv/site"]}},
+                 "destination": {"hostPath": {"hostRef": {"name": host}, "path": "/var/backups/nova"}},
+                 "verify": {"restoreTest": true, "schedule": "0 4 * * *"}}}))?;
+    backups.create(&PostParams::default(), &b).await?;
+    let long_ago =
+        (chrono::Utc::now() - chrono::Duration::days(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let patch = json!({"status": {"lastScheduleTime": long_ago, "lastVerifyScheduleTime": long_ago}});
+    backups.patch_status("site", &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let verified = |b: Option<&Backup>| ready(b, "Verified");
+    let Ok(b) = tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", verified)).await else {
+        let now = backups.get("site").await?;
+        anyhow::bail!("no scheduled drill; the status is {:#?}", now.status);
+    };
+    let b = b?.context("the Backup")?;
+    let st = b.status.context("status")?;
+    assert_eq!(st.recent.len(), 1, "{:?}", st.recent);
+    assert!(st.last_backup.as_ref().is_some_and(|l| l.verified), "{st:?}");
+    let drilled = st.last_verify_schedule_time.context("lastVerifyScheduleTime")?;
+    assert!(drilled.0.as_second() > chrono::Utc::now().timestamp() - 2 * 86400, "{drilled:?}");
+    op.stop().await?;
     Ok(())
 }

@@ -233,7 +233,8 @@ pub struct Integrity {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Verify {
-    /// Cron schedule of verifications. Default: after each backup.
+    /// Cron schedule of restore drills (of the newest artifact), in spec.timeZone. Default:
+    /// a drill after each backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = CRON))]
     pub schedule: Option<String>,
@@ -284,6 +285,9 @@ pub struct BackupStatus {
     /// The scheduled time of the last run (or skipped run): a slot is never run twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
+    /// The scheduled time of the last restore drill run on `spec.verify.schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify_schedule_time: Option<Time>,
     /// How long the last restore drill took, in seconds: the measured recovery time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_seconds: Option<f64>,

@@ -65,6 +65,10 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
         Decision::Wait { next } => {
+            let drill_next = match scheduled_drill(b, ctx, now, created).await? {
+                Drill::Ran => return Ok(Action::requeue(Duration::from_secs(1))),
+                Drill::Next(n) => n,
+            };
             let (mut conds, deadline) = objectives(b, ctx, &old, now);
             if old.conditions.is_empty() || old.next_schedule_time.is_none() {
                 let msg = format!("the first run is at {}", next.map(|n| n.to_rfc3339()).unwrap_or_default());
@@ -74,7 +78,7 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
             }
             let new = BackupStatus { next_schedule_time: next.map(to_time), ..old };
             ctx.status.write(&ctx.kit, b, new, &conds).await?;
-            Ok(requeue_at(earliest(next, deadline), now))
+            Ok(requeue_at(earliest(earliest(next, deadline), drill_next), now))
         }
         Decision::Skip { slot, next } => {
             let msg =
@@ -91,6 +95,61 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
         }
         Decision::Run { slot } => run(b, ctx, &schedule, slot).await,
     }
+}
+
+enum Drill {
+    Ran,
+    Next(Option<DateTime<Utc>>),
+}
+
+/// With `spec.verify.schedule`, restore drills of the newest artifact run on their own cron;
+/// the slot is claimed in status first, as a backup's is.
+async fn scheduled_drill(
+    b: &Backup,
+    ctx: &Ctx,
+    now: DateTime<Utc>,
+    created: DateTime<Utc>,
+) -> Result<Drill, Error> {
+    let verify = b.spec.verify.as_ref().filter(|v| v.restore_test);
+    let Some(expr) = verify.and_then(|v| v.schedule.as_deref()) else { return Ok(Drill::Next(None)) };
+    let sched = Schedule::parse(expr, b.spec.time_zone.as_deref())
+        .map_err(|e| Blocked::invalid(e.replacen("spec.schedule", "spec.verify.schedule", 1)))?;
+    let old = ctx.status.current(b);
+    let last = old.last_verify_schedule_time.as_ref().map(from_time);
+    let Decision::Run { slot } = decide(&sched, now, last, created, b.spec.suspend, None) else {
+        return Ok(Drill::Next(sched.next_after(now)));
+    };
+    let job = job(b, ctx).await?;
+    let claimed = BackupStatus { last_verify_schedule_time: Some(to_time(slot)), ..old };
+    let msg = format!("restore drill for the verification of {slot}");
+    ctx.status
+        .write(&ctx.kit, b, claimed, &[Cond::new(CondType::Reconciling, true, "Verifying", msg)])
+        .await?;
+    let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
+    let mut conds = vec![Cond::new(CondType::Reconciling, false, "Idle", "no run in progress")];
+    let newest = job.catalog().await.ok().and_then(|c| c.entries.first().map(|e| e.manifest.id.clone()));
+    if let Some(id) = newest {
+        let query = verify.and_then(|v| v.check_query.as_deref());
+        let (action, line, cond) = match job.drill(&id, query, Utc::now()).await {
+            Ok(v) => {
+                let secs = v.restore_millis as f64 / 1000.0;
+                ctx.families.verified(&ns, &name, Utc::now().timestamp() as f64, secs);
+                let msg = format!("artifact {id} restored in a scheduled drill in {secs:.1} s: {}", v.method);
+                ("verify", msg.clone(), Cond::new(CondType::Ready, true, "Verified", msg))
+            }
+            Err(e) => {
+                ctx.families.failed(&ns, &name, "drill");
+                let msg = format!("artifact {id} failed its scheduled restore drill: {e}");
+                ("verify-failed", msg.clone(), Cond::new(CondType::Ready, false, "DrillFailed", msg))
+            }
+        };
+        ctx.state.audit("Backup", &ns, &name, action, &line).await?;
+        conds.push(cond);
+    }
+    let cat = job.catalog().await.unwrap_or_default();
+    let new = catalog_status(&cat, ctx.status.current(b));
+    ctx.status.write(&ctx.kit, b, new, &conds).await?;
+    Ok(Drill::Ran)
 }
 
 fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
@@ -151,7 +210,9 @@ async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) ->
     let (objective, deadline) = objectives(b, ctx, &new, Utc::now());
     conds.extend(objective);
     ctx.status.write(&ctx.kit, b, new, &conds).await?;
-    Ok(requeue_at(earliest(next, deadline), Utc::now()))
+    // Drills on their own schedule are decided by the next reconcile: have it at once.
+    let drills = b.spec.verify.as_ref().and_then(|v| v.schedule.as_ref()).map(|_| Utc::now());
+    Ok(requeue_at(earliest(earliest(next, deadline), drills), Utc::now()))
 }
 
 fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {

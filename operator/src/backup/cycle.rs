@@ -63,7 +63,8 @@ pub async fn cycle(b: &Backup, job: &Job, state: &State, tz: Tz) -> Result<Outco
     let mut out = Outcome { manifest, verification: None, drill_failed: None, deleted: Vec::new() };
     let id = out.manifest.id.clone();
     audit("backup", &out.lines()[0]).await?;
-    if let Some(v) = b.spec.verify.as_ref().filter(|v| v.restore_test) {
+    // With verify.schedule, drills run on their own schedule (the controller), not after each run.
+    if let Some(v) = b.spec.verify.as_ref().filter(|v| v.restore_test && v.schedule.is_none()) {
         match job.drill(&id, v.check_query.as_deref(), Utc::now()).await {
             Ok(v) => out.verification = Some(v),
             Err(e) => out.drill_failed = Some(e.to_string()),

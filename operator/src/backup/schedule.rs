@@ -53,13 +53,22 @@ impl Schedule {
 
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|d| d.to_utc())
+        let t = whole(t).with_timezone(&self.tz);
+        self.cron.find_next_occurrence(&t, false).ok().map(|d| whole(d.to_utc()))
     }
 
     /// The newest slot at or before `t`.
     pub fn latest_until(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&t.with_timezone(&self.tz), true).ok().map(|d| d.to_utc())
+        let t = whole(t).with_timezone(&self.tz);
+        self.cron.find_previous_occurrence(&t, true).ok().map(|d| whole(d.to_utc()))
     }
+}
+
+/// Whole seconds: croner carries the sub-second part of the time it is given into the slot it
+/// returns, and status keeps whole seconds, so a slot of 03:00:00.8 would be newer than the
+/// claimed 03:00:00 and run again (it did, every second, before this).
+fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 /// Decides at `now`, given the slot last run (or skipped), when the Backup was created, whether
@@ -142,6 +151,23 @@ mod tests {
         ];
         for (name, now, last, suspend, deadline, want) in cases {
             assert_eq!(decide(&daily3, now, last, created, suspend, deadline), want, "{name}");
+        }
+    }
+
+    /// Long after the day's slot, the newest slot is still that one (a slot must not move
+    /// with the clock, or it would run again and again).
+    #[test]
+    fn the_newest_slot_stays_put_through_the_day() {
+        let daily3 = Schedule::parse("0 3 * * *", None).unwrap();
+        for (h, m) in [(3, 0), (3, 1), (13, 22), (23, 59)] {
+            let now = t(29, h, m) + Duration::milliseconds(17_845);
+            assert_eq!(daily3.latest_until(now), Some(t(29, 3, 0)), "{h}:{m}");
+            assert_eq!(daily3.next_after(now), Some(t(30, 3, 0)), "{h}:{m}");
+            let claimed = Some(t(29, 3, 0));
+            assert_eq!(
+                decide(&daily3, now, claimed, t(1, 0, 0), false, None),
+                Decision::Wait { next: Some(t(30, 3, 0)) }
+            );
         }
     }
 
