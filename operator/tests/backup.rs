@@ -224,6 +224,14 @@ async fn host_files_round_trip_with_modes_and_links() -> Result<()> {
     Ok(())
 }
 
+/// `nova backup <args>` on `dir`'s backup.yaml, key `id` and state database.
+fn nova_backup(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nova"));
+    c.arg("backup").args(args).arg("-f").arg(dir.join("backup.yaml"));
+    c.arg("-i").arg(dir.join("id")).arg("--state").arg(dir.join("state.db"));
+    c
+}
+
 /// `nova backup` with no cluster: the Backup, its Host and its key Secret from YAML. Three runs
 /// with retention keepLast 2; then the CLI is killed mid-upload: no artifact is counted, the
 /// temporary file is swept by the next run, which succeeds.
@@ -263,12 +271,7 @@ spec:
         hmac = String::from_utf8_lossy(KEY),
     );
     std::fs::write(dir.path().join("backup.yaml"), docs)?;
-    let nova = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nova"));
-        c.arg("backup").args(args).arg("-f").arg(dir.path().join("backup.yaml"));
-        c.arg("-i").arg(dir.path().join("id")).arg("--state").arg(dir.path().join("state.db"));
-        c
-    };
+    let nova = |args: &[&str]| nova_backup(dir.path(), args);
     let ok = |args: &[&str]| -> Result<String> {
         let out = nova(args).output()?;
         anyhow::ensure!(
@@ -399,12 +402,7 @@ spec:
         ep = s3.endpoint,
     );
     std::fs::write(dir.path().join("backup.yaml"), docs)?;
-    let nova = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_nova"));
-        c.arg("backup").args(args).arg("-f").arg(dir.path().join("backup.yaml"));
-        c.arg("-i").arg(dir.path().join("id")).arg("--state").arg(dir.path().join("state.db"));
-        c
-    };
+    let nova = |args: &[&str]| nova_backup(dir.path(), args);
     let store = s3_store(&s3, "site")?;
     let mut child =
         nova(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn()?;

@@ -325,7 +325,7 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
             table(&cat)
         }
         Command::Prune { .. } => {
-            let plan = job.prune(&b.spec.retention, time_zone(b)?).await?;
+            let (plan, _) = job.prune(&b.spec.retention, time_zone(b)?).await?;
             let line = format!("kept {}, deleted [{}]", plan.keep.len(), plan.delete.join(", "));
             state.audit("Backup", &ns, &name, "prune", &line).await?;
             line

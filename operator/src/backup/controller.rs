@@ -177,7 +177,11 @@ async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) ->
     let started = Instant::now();
     let result = cycle(b, &job, &ctx.state, schedule.tz()).await;
     let seconds = started.elapsed().as_secs_f64();
-    let cat = job.catalog().await.unwrap_or_default();
+    // A successful cycle already holds the catalog; after a failure, list what is there.
+    let cat = match &result {
+        Ok(out) => out.catalog.clone(),
+        Err(_) => job.catalog().await.unwrap_or_default(),
+    };
     let mut conds = vec![Cond::new(CondType::Reconciling, false, "Idle", "no run in progress")];
     match &result {
         Ok(out) => {

@@ -18,6 +18,8 @@ pub struct Outcome {
     /// The drill's error, when it failed (the artifact stays, unverified).
     pub drill_failed: Option<String>,
     pub deleted: Vec<String>,
+    /// The catalog after retention (what status and the index show).
+    pub catalog: super::engine::Catalog,
 }
 
 impl Outcome {
@@ -60,7 +62,13 @@ pub async fn cycle(b: &Backup, job: &Job, state: &State, tz: Tz) -> Result<Outco
             return Err(e.into());
         }
     };
-    let mut out = Outcome { manifest, verification: None, drill_failed: None, deleted: Vec::new() };
+    let mut out = Outcome {
+        manifest,
+        verification: None,
+        drill_failed: None,
+        deleted: Vec::new(),
+        catalog: Default::default(),
+    };
     let id = out.manifest.id.clone();
     audit("backup", &out.lines()[0]).await?;
     // With verify.schedule, drills run on their own schedule (the controller), not after each run.
@@ -73,11 +81,12 @@ pub async fn cycle(b: &Backup, job: &Job, state: &State, tz: Tz) -> Result<Outco
     }
     // Retention after the drill: a new artifact that failed its drill is never counted as
     // verified, so minVerified keeps an older verified one.
-    out.deleted = job.prune(&b.spec.retention, tz).await?.delete;
+    let (plan, catalog) = job.prune(&b.spec.retention, tz).await?;
+    (out.deleted, out.catalog) = (plan.delete, catalog);
     if !out.deleted.is_empty() {
         audit("prune", &format!("deleted {}", out.deleted.join(", "))).await?;
     }
-    index(state, job, &job.catalog().await?).await?;
+    index(state, job, &out.catalog).await?;
     Ok(out)
 }
 

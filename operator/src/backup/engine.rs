@@ -175,9 +175,10 @@ impl Job {
         Ok(cat)
     }
 
-    /// Applies retention; returns the plan carried out.
-    pub async fn prune(&self, r: &Retention, tz: Tz) -> Result<Plan, EngineError> {
-        let cat = self.catalog().await?;
+    /// Applies retention; returns the plan carried out and the catalog as it now stands
+    /// (derived, not listed again).
+    pub async fn prune(&self, r: &Retention, tz: Tz) -> Result<(Plan, Catalog), EngineError> {
+        let mut cat = self.catalog().await?;
         let items: Vec<Item> = cat
             .entries
             .iter()
@@ -196,6 +197,7 @@ impl Job {
             self.store.delete(&verified_name(id)).await?;
             self.store.delete(&data_name(id)).await?;
         }
-        Ok(plan)
+        cat.entries.retain(|e| !plan.delete.contains(&e.manifest.id));
+        Ok((plan, cat))
     }
 }
