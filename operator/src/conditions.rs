@@ -92,6 +92,35 @@ pub fn merge(
     out
 }
 
+/// Completes what a controller wants with kstatus's two conditions, so Flux, `kubectl wait` and
+/// Argo CD read every kind the same way (docs/gitops.md):
+/// - `Stalled` True when the kind says `Degraded` True and does not say `Stalled` itself: a
+///   failed rollout or a refused step waits for a change from the user, so kstatus reports
+///   Failed at once instead of InProgress until a timeout;
+/// - `Reconciling` True while `Ready` is False and nothing is stalled (work under way), False
+///   once Ready or stalled. A controller that says `Reconciling` itself (a backup running) is
+///   left as it is, and so is one that says nothing about `Ready`.
+pub fn with_kstatus(mut wanted: Vec<Cond>) -> Vec<Cond> {
+    let has = |w: &[Cond], t: CondType| w.iter().any(|c| c.type_ == t);
+    if !has(&wanted, CondType::Stalled)
+        && let Some(d) = wanted.iter().find(|c| c.type_ == CondType::Degraded && c.status)
+    {
+        wanted.push(Cond::new(CondType::Stalled, true, d.reason, d.message.clone()));
+    }
+    let stalled = wanted.iter().any(|c| c.type_ == CondType::Stalled && c.status);
+    if !has(&wanted, CondType::Reconciling)
+        && let Some(r) = wanted.iter().find(|c| c.type_ == CondType::Ready)
+    {
+        let r = r.clone();
+        wanted.push(match (r.status, stalled) {
+            (false, false) => Cond::new(CondType::Reconciling, true, r.reason, r.message),
+            (true, _) => Cond::new(CondType::Reconciling, false, r.reason, "nothing to do"),
+            (false, true) => Cond::new(CondType::Reconciling, false, "Stalled", "waiting for a change"),
+        });
+    }
+    wanted
+}
+
 /// The condition of `type_` in `conds`, if present, as a bool.
 pub fn is_true(conds: &[Condition], type_: &str) -> Option<bool> {
     conds.iter().find(|c| c.type_ == type_).map(|c| c.status == "True")
@@ -121,6 +150,43 @@ mod tests {
         let third = merge(&second, &[Cond::new(Ready, true, "Available", "2 of 2 ready")], Some(2), at(300));
         assert_eq!(third[0].last_transition_time, Time(at(300)));
         assert_eq!(third[0].status, "True");
+    }
+
+    fn status_of(conds: &[Cond], t: CondType) -> Option<bool> {
+        conds.iter().find(|c| c.type_ == t).map(|c| c.status)
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_ready_and_degraded() {
+        use super::CondType::{Reconciling, Stalled};
+        // Work under way: Reconciling True with Ready's words, not stalled.
+        let w = with_kstatus(vec![Cond::new(Ready, false, "RollingOut", "1 of 3 ready")]);
+        let r = w.iter().find(|c| c.type_ == Reconciling).unwrap();
+        assert!(r.status && r.reason == "RollingOut" && r.message == "1 of 3 ready");
+        assert_eq!(status_of(&w, Stalled), None);
+        // Ready: nothing under way.
+        let w = with_kstatus(vec![Cond::new(Ready, true, "Available", "3 of 3")]);
+        assert_eq!(status_of(&w, Reconciling), Some(false));
+        // Degraded: stalled with the same cause, not reconciling.
+        let w = with_kstatus(vec![
+            Cond::new(Ready, false, "HealthGateFailed", "GET /healthz answered 500"),
+            Cond::new(Degraded, true, "HealthGateFailed", "GET /healthz answered 500"),
+        ]);
+        let s = w.iter().find(|c| c.type_ == Stalled).unwrap();
+        assert!(s.status && s.reason == "HealthGateFailed");
+        assert_eq!(status_of(&w, Reconciling), Some(false));
+        // Degraded False raises nothing.
+        let w = with_kstatus(vec![
+            Cond::new(Ready, false, "RollingOut", ""),
+            Cond::new(Degraded, false, "R", ""),
+        ]);
+        assert_eq!(status_of(&w, Stalled), None);
+        assert_eq!(status_of(&w, Reconciling), Some(true));
+        // What a controller says itself wins; no Ready, no Reconciling.
+        let own = vec![Cond::new(Ready, true, "Ok", ""), Cond::new(Reconciling, true, "BackingUp", "")];
+        assert_eq!(with_kstatus(own.clone()), own);
+        let none = vec![Cond::new(Degraded, false, "Ok", "")];
+        assert_eq!(with_kstatus(none.clone()), none);
     }
 
     #[test]

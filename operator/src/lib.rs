@@ -31,4 +31,5 @@ pub mod ssh;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod unserved;
 pub mod workload;

@@ -262,10 +262,11 @@ async fn run_controllers(
         .for_each(log_controller_error);
     let prune = forget_deleted((platform_ctx, bg_ctx, host_ctx), platform_store, bg_stores, host_store);
     let backups = backups(&client, ns, cfg, ctx.clone(), shared_stop.clone());
+    let unserved = crate::unserved::run(&client, ns, ctx.clone(), shared_stop.clone());
     let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join5(platforms, rollouts, hosts, certs, backups) => {}
+        _ = futures::future::join(futures::future::join5(platforms, rollouts, hosts, certs, backups), unserved) => {}
         _ = watches => {}
         () = prune => {}
     }

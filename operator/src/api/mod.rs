@@ -29,7 +29,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD Nova defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut all = vec![
         Platform::crd(),
         BlueGreenDeployment::crd(),
         Host::crd(),
@@ -39,5 +39,26 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Restore::crd(),
         AlertRule::crd(),
         TrainingJob::crd(),
-    ]
+    ];
+    all.iter_mut().for_each(default_status);
+    all
+}
+
+/// `status` defaults to `{observedGeneration: 0}`: the apiserver fills it in when it reads an
+/// object no controller has written yet, so kstatus (Flux, `kubectl wait`, cli-utils) sees
+/// generation 1 not yet observed and says InProgress instead of Current — an object nobody
+/// reconciled never looks healthy (docs/gitops.md).
+fn default_status(crd: &mut CustomResourceDefinition) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for v in &mut crd.spec.versions {
+        let status = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
 }

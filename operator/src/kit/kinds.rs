@@ -4,7 +4,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::EventType;
 
-use crate::api::{AcmeIssuer, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate};
+use crate::api::{
+    AcmeIssuer, AlertRule, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate, TrainingJob,
+};
 use crate::conditions::{Cond, CondType};
 
 pub trait Reconciled:
@@ -121,3 +123,5 @@ fn backup_event(c: &Cond, was: Option<bool>) -> Option<EventType> {
 
 reconciled!(namespaced, Backup, crate::api::backup::BackupStatus, "Backup", "Backup", backup_event);
 reconciled!(namespaced, Restore, crate::api::backup::RestoreStatus, "Restore", "Restore");
+reconciled!(namespaced, AlertRule, crate::api::alert::AlertRuleStatus, "AlertRule", "Reconcile");
+reconciled!(namespaced, TrainingJob, crate::api::training::TrainingJobStatus, "TrainingJob", "Reconcile");

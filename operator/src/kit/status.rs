@@ -50,7 +50,7 @@ impl<K: Reconciled> StatusWriter<K> {
         let base = self.current(obj);
         let generation = obj.meta().generation;
         *K::observed_generation_mut(&mut new) = generation;
-        let mut wanted = conds.to_vec();
+        let mut wanted = conditions::with_kstatus(conds.to_vec());
         let was_stalled = conditions::is_true(K::conditions(&base), CondType::Stalled.as_str()) == Some(true);
         if was_stalled && !wanted.iter().any(|c| c.type_ == CondType::Stalled) {
             wanted.push(Cond::new(CondType::Stalled, false, "Unblocked", "nothing is waiting for a change"));
