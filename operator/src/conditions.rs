@@ -97,15 +97,21 @@ pub fn merge(
 /// - `Stalled` True when the kind says `Degraded` True and does not say `Stalled` itself: a
 ///   failed rollout or a refused step waits for a change from the user, so kstatus reports
 ///   Failed at once instead of InProgress until a timeout;
+/// - `Stalled` True as well when the kind says `Reconciling` False itself (nothing under way)
+///   while `Ready` is False: a backup run or a restore that failed stays failed until the next
+///   slot or a change;
 /// - `Reconciling` True while `Ready` is False and nothing is stalled (work under way), False
 ///   once Ready or stalled. A controller that says `Reconciling` itself (a backup running) is
 ///   left as it is, and so is one that says nothing about `Ready`.
 pub fn with_kstatus(mut wanted: Vec<Cond>) -> Vec<Cond> {
     let has = |w: &[Cond], t: CondType| w.iter().any(|c| c.type_ == t);
+    let find = |w: &[Cond], t: CondType, s: bool| w.iter().find(|c| c.type_ == t && c.status == s).cloned();
+    let failed = find(&wanted, CondType::Degraded, true)
+        .or_else(|| find(&wanted, CondType::Reconciling, false).and(find(&wanted, CondType::Ready, false)));
     if !has(&wanted, CondType::Stalled)
-        && let Some(d) = wanted.iter().find(|c| c.type_ == CondType::Degraded && c.status)
+        && let Some(f) = failed
     {
-        wanted.push(Cond::new(CondType::Stalled, true, d.reason, d.message.clone()));
+        wanted.push(Cond::new(CondType::Stalled, true, f.reason, f.message));
     }
     let stalled = wanted.iter().any(|c| c.type_ == CondType::Stalled && c.status);
     if !has(&wanted, CondType::Reconciling)
@@ -182,6 +188,13 @@ mod tests {
         ]);
         assert_eq!(status_of(&w, Stalled), None);
         assert_eq!(status_of(&w, Reconciling), Some(true));
+        // Nothing under way and not ready: a failed run, stalled until something changes.
+        let w = with_kstatus(vec![
+            Cond::new(Ready, false, "BackupFailed", "the run failed"),
+            Cond::new(Reconciling, false, "Idle", "no run in progress"),
+        ]);
+        let s = w.iter().find(|c| c.type_ == Stalled).unwrap();
+        assert!(s.status && s.reason == "BackupFailed");
         // What a controller says itself wins; no Ready, no Reconciling.
         let own = vec![Cond::new(Ready, true, "Ok", ""), Cond::new(Reconciling, true, "BackingUp", "")];
         assert_eq!(with_kstatus(own.clone()), own);

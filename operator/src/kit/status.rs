@@ -38,8 +38,8 @@ impl<K: Reconciled> StatusWriter<K> {
     }
 
     /// Writes `new` with `conds` merged in, when that differs from [`current`](Self::current).
-    /// A Stalled condition left True by an earlier block is set False by any write that does
-    /// not raise it again. Returns whether it wrote.
+    /// A Stalled condition left True earlier is set False by a write that says Ready and does
+    /// not raise Stalled again. Returns whether it wrote.
     pub async fn write(
         &self,
         kit: &Shared,
@@ -52,7 +52,10 @@ impl<K: Reconciled> StatusWriter<K> {
         *K::observed_generation_mut(&mut new) = generation;
         let mut wanted = conditions::with_kstatus(conds.to_vec());
         let was_stalled = conditions::is_true(K::conditions(&base), CondType::Stalled.as_str()) == Some(true);
-        if was_stalled && !wanted.iter().any(|c| c.type_ == CondType::Stalled) {
+        // Only a write that judges readiness again can clear a stall: a backup's write of its
+        // objectives alone says nothing about the failed run that stalled it.
+        let judged = wanted.iter().any(|c| c.type_ == CondType::Ready);
+        if was_stalled && judged && !wanted.iter().any(|c| c.type_ == CondType::Stalled) {
             wanted.push(Cond::new(CondType::Stalled, false, "Unblocked", "nothing is waiting for a change"));
         }
         *K::conditions_mut(&mut new) =

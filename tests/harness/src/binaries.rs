@@ -68,6 +68,16 @@ pub fn seaweedfs_dir() -> Result<PathBuf, Error> {
     DIR.get_or_init(|| built("NOVA_SEAWEEDFS_BIN", SEAWEEDFS_BUILD)).clone().map_err(Error::Build)
 }
 
+const GITOPS_CHECK_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/gitops/build");
+
+/// The directory holding `nova-gitops-check` (kstatus and Argo CD's Lua health runner), built
+/// from the Go module in `tests/control-plane/gitops` on first use; `NOVA_GITOPS_CHECK_BIN`
+/// names a prepared directory instead.
+pub fn gitops_check_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| built("NOVA_GITOPS_CHECK_BIN", GITOPS_CHECK_BUILD)).clone().map_err(Error::Build)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -26,10 +26,16 @@ pub fn secret(value: &str) {
         return;
     }
     let path = d.join(format!("{}.txt", std::process::id()));
+    // One write for all lines: tests of one binary register from several threads, and
+    // `writeln!` writes a line and its newline apart, so two of them interleaved into a joined
+    // line and an empty one (which then matched every file of the scan).
+    let mut text = String::new();
+    for line in value.lines().map(str::trim).filter(|l| l.len() >= MIN_LEN && !l.starts_with("-----")) {
+        text.push_str(line);
+        text.push('\n');
+    }
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-        for line in value.lines().map(str::trim).filter(|l| l.len() >= MIN_LEN && !l.starts_with("-----")) {
-            let _ = writeln!(f, "{line}");
-        }
+        let _ = f.write_all(text.as_bytes());
     }
 }
 
@@ -62,7 +68,8 @@ pub fn scan(root: &Path) -> std::io::Result<(usize, Vec<Hit>)> {
     let mut secrets: Vec<String> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(root.join("secrets")) {
         for e in entries.flatten() {
-            secrets.extend(std::fs::read_to_string(e.path())?.lines().map(str::to_owned));
+            let text = std::fs::read_to_string(e.path())?;
+            secrets.extend(text.lines().filter(|l| l.len() >= MIN_LEN).map(str::to_owned));
         }
     }
     secrets.sort();
@@ -114,7 +121,9 @@ mod tests {
         let r = root.path();
         std::fs::create_dir_all(r.join("secrets")).expect("mkdir");
         std::fs::create_dir_all(r.join("audit")).expect("mkdir");
-        std::fs::write(r.join("secrets/1.txt"), "hunter2-but-longer\n").expect("write");
+        // An empty or short line (two registrations interleaved) is no needle: it would match
+        // every file.
+        std::fs::write(r.join("secrets/1.txt"), "hunter2-but-longer\n\nshort\n").expect("write");
         std::fs::write(r.join("audit/a.log"), "{\"note\": \"nothing to see\"}\n").expect("write");
         assert_eq!(scan(r).expect("scan"), (1, vec![]));
         std::fs::write(r.join("audit/b.log"), "x hunter2-but-longer y hunter2-but-longer\n").expect("write");
