@@ -541,3 +541,32 @@ async fn every_example_is_admitted() -> Result<()> {
     assert_eq!(kinds, crds, "every kind has an example in examples/");
     Ok(())
 }
+
+/// The chart's `argocd.healthChecks` renders the argocd-cm entries: the one script, under the
+/// key Argo CD looks up, for every kind.
+#[test]
+fn the_chart_renders_the_health_check_of_every_kind() -> Result<()> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova");
+    let out = std::process::Command::new(test_cluster::bin_dir()?.join("helm"))
+        .args(["template", "nova", chart, "--set", "argocd.healthChecks.enabled=true"])
+        .args(["--show-only", "templates/argocd-health.yaml"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cm: Value = serde_yaml::from_slice(&out.stdout)?;
+    assert_eq!(
+        (cm["kind"].as_str(), cm["metadata"]["name"].as_str()),
+        (Some("ConfigMap"), Some("argocd-cm"))
+    );
+    let script = std::fs::read_to_string(HEALTH_LUA)?;
+    for crd in nova::api::crds() {
+        let key = format!("resource.customizations.health.{}_{}", crd.spec.group, crd.spec.names.kind);
+        let got = cm["data"][&key].as_str().with_context(|| format!("no {key} in {cm}"))?;
+        assert_eq!(got.trim_end(), script.trim_end(), "{key}");
+    }
+    // Off by default: nothing touches Argo CD's configuration unless asked.
+    let off = std::process::Command::new(test_cluster::bin_dir()?.join("helm"))
+        .args(["template", "nova", chart, "--show-only", "templates/argocd-health.yaml"])
+        .output()?;
+    assert!(!off.status.success(), "rendered while disabled: {}", String::from_utf8_lossy(&off.stdout));
+    Ok(())
+}
