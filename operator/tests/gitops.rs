@@ -570,3 +570,24 @@ fn the_chart_renders_the_health_check_of_every_kind() -> Result<()> {
     assert!(!off.status.success(), "rendered while disabled: {}", String::from_utf8_lossy(&off.stdout));
     Ok(())
 }
+
+/// The Flux and Argo CD examples parse, name the chart that is in this repository, and ask
+/// Flux to wait for health. (Neither Flux nor Argo CD runs here: their CRDs are not packaged.)
+#[test]
+fn the_flux_and_argo_cd_examples_point_at_the_chart() -> Result<()> {
+    let mut docs = Vec::new();
+    for f in ["flux.yaml", "argocd.yaml"] {
+        let text = std::fs::read_to_string(format!("{EXAMPLES}/gitops/{f}"))?;
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            docs.push(Value::deserialize(d).with_context(|| f.to_owned())?);
+        }
+    }
+    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).with_context(|| format!("no {kind}"));
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let chart = find("HelmRelease")?["spec"]["chart"]["spec"]["chart"].as_str().context("chart")?;
+    assert!(std::path::Path::new(repo).join(chart).join("Chart.yaml").exists(), "{chart}");
+    assert_eq!(find("Kustomization")?["spec"]["wait"], json!(true));
+    let path = find("Application")?["spec"]["source"]["path"].as_str().context("path")?;
+    assert!(std::path::Path::new(repo).join(path).join("Chart.yaml").exists(), "{path}");
+    Ok(())
+}
