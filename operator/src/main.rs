@@ -7,14 +7,25 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "nova", version, about = "Nova: platforms on Kubernetes and on SSH hosts")]
+#[command(name = "nova", version = VERSION, about = "Nova: platforms on Kubernetes and on SSH hosts")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// The version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("NOVA_COMMIT"), ")");
+
 #[derive(Subcommand)]
 enum Command {
+    /// Print the version and the commit this binary was built from.
+    Version,
+    /// Print a shell completion script: `source <(nova completions bash)`, or into the shell's
+    /// completion directory (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Write the CustomResourceDefinitions as YAML, one file per kind.
     Crds {
         /// Directories to write into (the repository's crds/ and the Helm chart's crds/).
@@ -202,6 +213,11 @@ struct Target {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Version => println!("nova {VERSION}"),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "nova", &mut std::io::stdout());
+        }
         Command::Crds { out } => {
             for dir in out {
                 for name in nova::crdgen::write(&dir).with_context(|| format!("writing {}", dir.display()))? {
