@@ -12,9 +12,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p nova --bin nova && cp target/release/nova /nova
 
+# scripts/image builds the same image without a registry (docker import of the release binary
+# and its libraries); it reads USER, ENTRYPOINT, CMD, WORKDIR, VOLUME, EXPOSE and ENV from here.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /nova /usr/local/bin/nova
 USER 65532:65532
+WORKDIR /var/lib/nova
 VOLUME /var/lib/nova
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/nova"]
