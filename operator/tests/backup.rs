@@ -71,6 +71,7 @@ fn pg_job(pg: &Postgres, store: Store, key: Option<&[u8]>) -> Result<Job> {
         source: Source::Postgres(PgTarget::from_url(pg.url(), "bench", "test")?),
         store,
         key: key.map(<[u8]>::to_vec),
+        progress: Default::default(),
     })
 }
 
@@ -185,7 +186,7 @@ async fn connect(th: &TestHost) -> Result<Connection> {
 /// A signed backup of `path` on the test host into `store`.
 fn files_job(conn: &Connection, th: &TestHost, path: &str, store: Store) -> Job {
     let source = Source::HostFiles { conn: conn.clone(), host: th.name.clone(), paths: vec![path.into()] };
-    Job { backup: "shop/files".into(), source, store, key: Some(KEY.to_vec()) }
+    Job { backup: "shop/files".into(), source, store, key: Some(KEY.to_vec()), progress: Default::default() }
 }
 
 /// Files on a host, stored in a directory on the same host, restored elsewhere on it: same
@@ -281,10 +282,18 @@ spec:
         );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    for _ in 0..3 {
+    for _ in 0..2 {
         let out = ok(&["run"])?;
         assert!(out.contains("written") && out.contains("verified"), "{out}");
     }
+    // Asked for progress: stderr says how much was read and how fast; stdout is unchanged.
+    let out = nova(&["run", "--progress"]).output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("written") && !stdout.contains(" read in "), "{stdout}");
+    assert!(
+        stderr.contains("backup shop/site: ") && stderr.contains(" read in ") && stderr.contains("/s"),
+        "{stderr}"
+    );
     let listed = ok(&["list"])?;
     assert_eq!(listed.lines().filter(|l| l.contains(" yes ")).count(), 2, "{listed}");
     // The state database indexes what the store holds, and remembers what retention deleted.

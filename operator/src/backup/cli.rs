@@ -187,7 +187,7 @@ impl Loaded {
             }
             None => None,
         };
-        Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key })
+        Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key, progress: Default::default() })
     }
 }
 
@@ -303,6 +303,9 @@ pub struct From {
     /// postgres:// URL.
     #[arg(long, env = "NOVA_STATE", hide_env_values = true, default_value = "nova-state.db")]
     state: String,
+    /// Show progress (bytes read, rate) on stderr even when it is not a terminal.
+    #[arg(long)]
+    progress: bool,
 }
 
 /// Runs one `nova backup` command; returns what to print.
@@ -317,11 +320,36 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
     let identity = from.identity.clone().unwrap_or_default();
     let job = loaded.job(b, &identity, &state, from.local_dir.as_deref()).await?;
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
+    let show = from.progress || std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let verb = match &cmd {
+        Command::Run { .. } => "backup",
+        Command::Verify { .. } => "verify",
+        Command::Restore { .. } => "restore",
+        Command::List { .. } | Command::Prune { .. } => "",
+    };
+    let ticker = (show && !verb.is_empty())
+        .then(|| super::progress::start(format!("{verb} {ns}/{name}"), job.progress.clone()));
+    let out = execute(cmd, b, &job, &state, &ns, &name).await;
+    if let Some(t) = ticker {
+        t.finish().await;
+    }
+    out
+}
+
+async fn execute(
+    cmd: Command,
+    b: &Backup,
+    job: &Job,
+    state: &State,
+    ns: &str,
+    name: &str,
+) -> Result<String, Error> {
+    let (ns, name) = (ns.to_owned(), name.to_owned());
     Ok(match cmd {
-        Command::Run { .. } => super::cycle::cycle(b, &job, &state, time_zone(b)?).await?.lines().join("\n"),
+        Command::Run { .. } => super::cycle::cycle(b, job, state, time_zone(b)?).await?.lines().join("\n"),
         Command::List { .. } => {
             let cat = job.catalog().await?;
-            super::cycle::index(&state, &job, &cat).await?;
+            super::cycle::index(state, job, &cat).await?;
             table(&cat)
         }
         Command::Prune { .. } => {
@@ -344,7 +372,7 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
             let cat = job.catalog().await?;
             let id = id.or_else(|| cat.latest_verified().map(|e| e.manifest.id.clone()));
             let id = id.ok_or_else(|| Error::Input("no verified artifact: name one with --id".into()))?;
-            let t = target(&job, database.as_deref(), dir.as_deref(), overwrite)?;
+            let t = target(job, database.as_deref(), dir.as_deref(), overwrite)?;
             let r = job.restore(&id, &t).await?;
             let line = format!(
                 "restored {id} ({} bytes) in {} ms; checked: {}",

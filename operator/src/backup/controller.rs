@@ -360,5 +360,5 @@ pub async fn job(b: &Backup, ctx: &Context) -> Result<Job, Error> {
         }
         None => None,
     };
-    Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key })
+    Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key, progress: Default::default() })
 }

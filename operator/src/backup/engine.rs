@@ -54,6 +54,8 @@ pub struct Job {
     pub source: Source,
     pub store: Store,
     pub key: Option<Vec<u8>>,
+    /// Bytes read so far: from the source while backing up, from the store while restoring.
+    pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An artifact in the catalog, with its verification when a drill passed.
@@ -99,7 +101,7 @@ impl Job {
         let id = new_id(now);
         let data = data_name(&id);
         let (w, r) = tokio::io::duplex(PIPE);
-        let mut raw = Tap::counting(r);
+        let mut raw = Tap::counting(r).reporting(self.progress.clone());
         let mut stored =
             Tap::hashing(ZstdEncoder::with_quality(BufReader::new(&mut raw), Level::Precise(LEVEL)));
         let (dumped, written) = tokio::join!(self.source.dump(w), self.store.write(&data, &mut stored));

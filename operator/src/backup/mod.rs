@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod objectives;
 pub mod paths;
+pub mod progress;
 pub mod restore;
 pub mod restorer;
 pub mod retention;

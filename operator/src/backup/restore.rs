@@ -74,7 +74,8 @@ impl Job {
     /// used; then the hash and size are compared with the manifest.
     async fn pass(&self, m: &Manifest, how: Use<'_>) -> Result<Option<Summary>, EngineError> {
         let (mut w, r) = tokio::io::duplex(PIPE);
-        let decoder = ZstdDecoder::new(BufReader::new(super::tap::Tap::hashing(r)));
+        let tap = super::tap::Tap::hashing(r).reporting(self.progress.clone());
+        let decoder = ZstdDecoder::new(BufReader::new(tap));
         let consume = async {
             let (result, d) = match how {
                 Use::Check => (Ok(None), decoder),

@@ -4,6 +4,9 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -12,17 +15,25 @@ pub struct Tap<R> {
     inner: R,
     hash: Option<Sha256>,
     bytes: u64,
+    /// Also counted here, for whoever shows progress.
+    shared: Option<Arc<AtomicU64>>,
 }
 
 impl<R> Tap<R> {
     /// Counts and hashes.
     pub fn hashing(inner: R) -> Self {
-        Self { inner, hash: Some(Sha256::new()), bytes: 0 }
+        Self { inner, hash: Some(Sha256::new()), bytes: 0, shared: None }
+    }
+
+    /// Adds every byte to `counter` as well (progress shown elsewhere).
+    pub fn reporting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.shared = Some(counter);
+        self
     }
 
     /// Only counts.
     pub fn counting(inner: R) -> Self {
-        Self { inner, hash: None, bytes: 0 }
+        Self { inner, hash: None, bytes: 0, shared: None }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -48,6 +59,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tap<R> {
         if let Poll::Ready(Ok(())) = r {
             let new = &buf.filled()[before..];
             this.bytes += new.len() as u64;
+            if let Some(c) = &this.shared {
+                c.fetch_add(new.len() as u64, Ordering::Relaxed);
+            }
             if let Some(h) = this.hash.as_mut() {
                 h.update(new);
             }
