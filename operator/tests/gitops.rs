@@ -25,7 +25,6 @@ use test_cluster::{Mode, shared};
 mod common;
 
 const HEALTH_LUA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova/argocd/health.lua");
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 
 /// What kstatus and Argo CD said of one object.
 #[derive(Debug, Deserialize)]
@@ -57,30 +56,9 @@ fn judge(objects: &[Value]) -> Result<Vec<Verdict>> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-/// Every Nova object of the examples (`examples/*.yaml`), in file order.
-fn example_objects() -> Result<Vec<(String, Value)>> {
-    let mut files: Vec<_> =
-        std::fs::read_dir(EXAMPLES)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = Value::deserialize(doc).with_context(|| format!("{}", f.display()))?;
-            out.push((f.file_name().unwrap_or_default().to_string_lossy().into_owned(), v));
-        }
-    }
-    Ok(out)
-}
-
-fn cluster_scoped(kind: &str) -> bool {
-    matches!(kind, "Host" | "AcmeIssuer" | "Namespace")
-}
-
 /// The first example object of `kind`.
 fn example(kind: &str) -> Result<Value> {
-    example_objects()?
+    common::example_objects()?
         .into_iter()
         .map(|(_, v)| v)
         .find(|v| v["kind"] == kind)
@@ -307,7 +285,7 @@ where
     let client = kit.client.clone();
     let name = format!("{}-{}", case.kind.to_lowercase(), case.state);
     let mut v = example(case.kind)?;
-    v["metadata"] = if cluster_scoped(case.kind) {
+    v["metadata"] = if common::cluster_scoped(case.kind) {
         json!({"name": format!("{ns}-{name}")})
     } else {
         json!({"name": name, "namespace": ns})
@@ -342,7 +320,7 @@ where
         api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     let ar = ApiResource::erase::<K>(&());
-    let dynamic: Api<DynamicObject> = match cluster_scoped(case.kind) {
+    let dynamic: Api<DynamicObject> = match common::cluster_scoped(case.kind) {
         true => Api::all_with(client, &ar),
         false => Api::namespaced_with(client, ns, &ar),
     };
@@ -496,52 +474,6 @@ async fn raw<K: kube::Resource<DynamicType = ()> + Clone + serde::de::Deserializ
     )?)
 }
 
-/// Every example file is admitted as written: Nova's own check (what `nova apply` runs) and
-/// the real apiserver's strict server-side dry run; and every kind has an example.
-#[tokio::test]
-async fn every_example_is_admitted() -> Result<()> {
-    let cp = shared(Mode::ApiServer).await?;
-    let client = cp.client().await?;
-    common::install_crds(&client).await?;
-    let ns = cp.namespace(&client, "examples").await?;
-    let mut items = Vec::new();
-    let mut kinds = BTreeSet::new();
-    for (file, mut v) in example_objects()? {
-        let kind = v["kind"].as_str().unwrap_or_default().to_owned();
-        if v["apiVersion"] == "nova.infra.dev/v1alpha1" {
-            if let Err(e) = nova::admission::check(&v) {
-                bail!("{file}: {kind} refused by Nova's check: {e:?}");
-            }
-            kinds.insert(kind.clone());
-        }
-        if kind == "Namespace" {
-            continue;
-        }
-        if !cluster_scoped(&kind) {
-            v["metadata"]["namespace"] = json!(ns);
-        }
-        items.push(v);
-    }
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-    let mut child = cp
-        .kubectl()
-        .args(["create", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(&serde_json::to_vec(&list)?)?;
-    let out = child.wait_with_output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).lines().count(),
-        list["items"].as_array().map_or(0, Vec::len)
-    );
-    let crds: BTreeSet<String> = nova::api::crds().into_iter().map(|c| c.spec.names.kind).collect();
-    assert_eq!(kinds, crds, "every kind has an example in examples/");
-    Ok(())
-}
-
 /// The chart's `argocd.healthChecks` renders the argocd-cm entries: the one script, under the
 /// key Argo CD looks up, for every kind.
 #[test]
@@ -563,31 +495,24 @@ fn the_chart_renders_the_health_check_of_every_kind() -> Result<()> {
         let got = cm["data"][&key].as_str().with_context(|| format!("no {key} in {cm}"))?;
         assert_eq!(got.trim_end(), script.trim_end(), "{key}");
     }
+    // The blue-green actions, in the format argocd-cm takes them.
+    let key = "resource.customizations.actions.nova.infra.dev_BlueGreenDeployment";
+    let actions: Value = serde_yaml::from_str(cm["data"][key].as_str().context("no actions")?)?;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/nova/argocd/actions");
+    let discovery = std::fs::read_to_string(format!("{dir}/discovery.lua"))?;
+    assert_eq!(actions["discovery.lua"].as_str().map(str::trim_end), Some(discovery.trim_end()));
+    for (i, name) in ["promote", "abort"].into_iter().enumerate() {
+        let script = std::fs::read_to_string(format!("{dir}/{name}.lua"))?;
+        assert_eq!(actions["definitions"][i]["name"], json!(name));
+        assert_eq!(
+            actions["definitions"][i]["action.lua"].as_str().map(str::trim_end),
+            Some(script.trim_end())
+        );
+    }
     // Off by default: nothing touches Argo CD's configuration unless asked.
     let off = std::process::Command::new(test_cluster::bin_dir()?.join("helm"))
         .args(["template", "nova", chart, "--show-only", "templates/argocd-health.yaml"])
         .output()?;
     assert!(!off.status.success(), "rendered while disabled: {}", String::from_utf8_lossy(&off.stdout));
-    Ok(())
-}
-
-/// The Flux and Argo CD examples parse, name the chart that is in this repository, and ask
-/// Flux to wait for health. (Neither Flux nor Argo CD runs here: their CRDs are not packaged.)
-#[test]
-fn the_flux_and_argo_cd_examples_point_at_the_chart() -> Result<()> {
-    let mut docs = Vec::new();
-    for f in ["flux.yaml", "argocd.yaml"] {
-        let text = std::fs::read_to_string(format!("{EXAMPLES}/gitops/{f}"))?;
-        for d in serde_yaml::Deserializer::from_str(&text) {
-            docs.push(Value::deserialize(d).with_context(|| f.to_owned())?);
-        }
-    }
-    let find = |kind: &str| docs.iter().find(|d| d["kind"] == kind).with_context(|| format!("no {kind}"));
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let chart = find("HelmRelease")?["spec"]["chart"]["spec"]["chart"].as_str().context("chart")?;
-    assert!(std::path::Path::new(repo).join(chart).join("Chart.yaml").exists(), "{chart}");
-    assert_eq!(find("Kustomization")?["spec"]["wait"], json!(true));
-    let path = find("Application")?["spec"]["source"]["path"].as_str().context("path")?;
-    assert!(std::path::Path::new(repo).join(path).join("Chart.yaml").exists(), "{path}");
     Ok(())
 }

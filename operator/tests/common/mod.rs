@@ -179,3 +179,29 @@ pub fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
         (t, p) => *t = p,
     }
 }
+
+/// The repository's examples directory.
+pub const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+/// Every Nova object of the examples (`examples/*.yaml`), in file order.
+pub fn example_objects() -> Result<Vec<(String, serde_json::Value)>> {
+    use anyhow::Context as _;
+    use serde::Deserialize as _;
+    let mut files: Vec<_> =
+        std::fs::read_dir(EXAMPLES)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_json::Value::deserialize(doc).with_context(|| format!("{}", f.display()))?;
+            out.push((f.file_name().unwrap_or_default().to_string_lossy().into_owned(), v));
+        }
+    }
+    Ok(out)
+}
+
+pub fn cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Host" | "AcmeIssuer" | "Namespace")
+}

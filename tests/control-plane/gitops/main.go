@@ -31,6 +31,10 @@ type verdict struct {
 }
 
 func main() {
+	if len(os.Args) == 3 && (os.Args[1] == "action" || os.Args[1] == "discover") {
+		actionMain(os.Args[1], os.Args[2])
+		return
+	}
 	if len(os.Args) != 2 {
 		fmt.Fprintln(os.Stderr, "usage: nova-gitops-check HEALTH_LUA < objects.json")
 		os.Exit(2)
@@ -71,16 +75,73 @@ func fail(format string, args ...any) {
 	os.Exit(1)
 }
 
-// argoHealth runs a health script as Argo CD's util/lua VM does for a script from argocd-cm.
-func argoHealth(u *unstructured.Unstructured, script string) (string, string, error) {
-	l := lua.NewState(lua.Options{SkipOpenLibs: true})
+// actionMain runs a custom action (`action SCRIPT`: prints the object the script returns, which
+// Argo CD patches into the cluster) or an action discovery script (`discover SCRIPT`: prints
+// the actions and whether each is disabled) over the one object on stdin.
+func actionMain(mode, path string) {
+	script, err := os.ReadFile(path)
+	if err != nil {
+		fail("%s: %v", path, err)
+	}
+	var raw json.RawMessage
+	if err := json.NewDecoder(os.Stdin).Decode(&raw); err != nil {
+		fail("reading the object: %v", err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err != nil {
+		fail("the object: %v", err)
+	}
+	l, err := runLua(u, string(script))
+	if err != nil {
+		fail("%s: %v", path, err)
+	}
 	defer l.Close()
+	out := encode(l.Get(-1))
+	if mode == "action" {
+		if _, ok := out.(map[string]any); !ok {
+			fail("the action returned %T, not an object", out)
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		fail("writing: %v", err)
+	}
+}
+
+// encode turns a Lua value back into JSON values, as Argo CD's luajson does.
+func encode(v lua.LValue) any {
+	switch c := v.(type) {
+	case lua.LBool:
+		return bool(c)
+	case lua.LNumber:
+		return float64(c)
+	case lua.LString:
+		return string(c)
+	case *lua.LTable:
+		if c.MaxN() > 0 {
+			arr := []any{}
+			for i := 1; i <= c.MaxN(); i++ {
+				arr = append(arr, encode(c.RawGetInt(i)))
+			}
+			return arr
+		}
+		m := map[string]any{}
+		c.ForEach(func(k, val lua.LValue) { m[k.String()] = encode(val) })
+		return m
+	}
+	return nil
+}
+
+// runLua runs a script as Argo CD's util/lua VM does for a script from argocd-cm; the caller
+// closes the state.
+func runLua(u *unstructured.Unstructured, script string) (*lua.LState, error) {
+	l := lua.NewState(lua.Options{SkipOpenLibs: true})
 	for _, lib := range []struct {
 		name string
 		open lua.LGFunction
 	}{{lua.LoadLibName, lua.OpenPackage}, {lua.BaseLibName, lua.OpenBase}, {lua.TabLibName, lua.OpenTable}} {
 		if err := l.CallByParam(lua.P{Fn: l.NewFunction(lib.open), Protect: true}, lua.LString(lib.name)); err != nil {
-			return "", "", err
+			l.Close()
+			return nil, err
 		}
 	}
 	safeOs(l)
@@ -89,8 +150,20 @@ func argoHealth(u *unstructured.Unstructured, script string) (string, string, er
 	l.SetContext(ctx)
 	l.SetGlobal("obj", decode(l, u.Object))
 	if err := l.DoString(script); err != nil {
+		l.Close()
+		return nil, err
+	}
+	l.RemoveContext()
+	return l, nil
+}
+
+// argoHealth runs a health script and reads its verdict as Argo CD does.
+func argoHealth(u *unstructured.Unstructured, script string) (string, string, error) {
+	l, err := runLua(u, script)
+	if err != nil {
 		return "", "", err
 	}
+	defer l.Close()
 	t, ok := l.Get(-1).(*lua.LTable)
 	if !ok {
 		return "", "", fmt.Errorf("the script returned %s, not a table", l.Get(-1).Type())
