@@ -117,7 +117,6 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
 /// run, strict), in a namespace of the test's own.
 #[tokio::test]
 async fn the_example_is_admitted() -> Result<()> {
-    use std::io::Write;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/backup.yaml");
     let loaded = nova::backup::cli::load(std::path::Path::new(path))?;
     assert_eq!(loaded.backups.len(), 2);
@@ -126,15 +125,7 @@ async fn the_example_is_admitted() -> Result<()> {
     common::install_crds(&client).await?;
     let ns = cp.namespace(&client, "backup-example").await?;
     let text = std::fs::read_to_string(path)?.replace("namespace: shop", &format!("namespace: {ns}"));
-    let mut child = cp
-        .kubectl()
-        .args(["create", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = common::dry_run(cp, text.as_bytes())?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 6);
     Ok(())

@@ -3,8 +3,6 @@
 //! the Flux and Argo CD examples point at the chart in this repository.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::process::Stdio;
 
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
@@ -42,15 +40,7 @@ async fn every_example_is_admitted() -> Result<()> {
         items.push(v);
     }
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-    let mut child = cp
-        .kubectl()
-        .args(["create", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(&serde_json::to_vec(&list)?)?;
-    let out = child.wait_with_output()?;
+    let out = common::dry_run(cp, &serde_json::to_vec(&list)?)?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().count(),

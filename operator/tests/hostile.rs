@@ -4,10 +4,7 @@
 //! refused by the real apiserver too (`kubectl create --dry-run=server --validate=strict`).
 //! Valid documents pass both, so neither side refuses more than the other.
 
-use std::io::Write;
-use std::process::Stdio;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 use test_cluster::{ControlPlane, Mode, shared};
 
@@ -122,15 +119,7 @@ fn corpus() -> Vec<(&'static str, Value)> {
 
 /// What the apiserver says to `doc` under kubectl's strict validation; None when it is admitted.
 fn apiserver_refusal(cp: &ControlPlane, doc: &Value) -> Result<Option<String>> {
-    let mut child = cp
-        .kubectl()
-        .args(["create", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child.stdin.take().context("stdin")?.write_all(serde_json::to_string(doc)?.as_bytes())?;
-    let out = child.wait_with_output()?;
+    let out = common::dry_run(cp, serde_json::to_string(doc)?.as_bytes())?;
     Ok((!out.status.success()).then(|| String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 

@@ -205,3 +205,19 @@ pub fn example_objects() -> Result<Vec<(String, serde_json::Value)>> {
 pub fn cluster_scoped(kind: &str) -> bool {
     matches!(kind, "Host" | "AcmeIssuer" | "Namespace")
 }
+
+/// `kubectl create --dry-run=server --validate=strict -o name -f -` of `input`: what the real
+/// apiserver admits, nothing stored.
+pub fn dry_run(cp: &test_cluster::ControlPlane, input: &[u8]) -> Result<std::process::Output> {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cp
+        .kubectl()
+        .args(["create", "--dry-run=server", "--validate=strict", "-o", "name", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().ok_or_else(|| anyhow::anyhow!("kubectl stdin"))?.write_all(input)?;
+    Ok(child.wait_with_output()?)
+}
