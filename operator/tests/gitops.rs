@@ -413,7 +413,10 @@ async fn a_live_operator_is_read_the_same_way() -> Result<()> {
     t.metadata = kube::api::ObjectMeta { name: Some("train".into()), ..Default::default() };
     trainings.create(&PostParams::default(), &t).await?;
     // Before any controller saw them.
-    let before = judge(&[raw(&platforms, "api").await?, raw(&trainings, "train").await?])?;
+    let before = judge(&[
+        raw::<Platform>(&client, &ns, "api").await?,
+        raw::<TrainingJob>(&client, &ns, "train").await?,
+    ])?;
     assert!(before.iter().all(|v| v.kstatus == "InProgress" && v.argo == "Progressing"), "{before:?}");
 
     let op = common::Operator::start(client.clone(), &ns).await?;
@@ -435,7 +438,10 @@ async fn a_live_operator_is_read_the_same_way() -> Result<()> {
         }),
     )
     .await??;
-    let v = judge(&[raw(&platforms, "api").await?, raw(&trainings, "train").await?])?;
+    let v = judge(&[
+        raw::<Platform>(&client, &ns, "api").await?,
+        raw::<TrainingJob>(&client, &ns, "train").await?,
+    ])?;
     assert_eq!((v[0].kstatus.as_str(), v[0].argo.as_str()), ("Failed", "Degraded"), "{v:?}");
     assert!(
         v[0].kstatus_message.contains("db-credentials") && v[0].argo_message.contains("db-credentials"),
@@ -453,25 +459,15 @@ async fn a_live_operator_is_read_the_same_way() -> Result<()> {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     };
     tokio::time::timeout(wait, await_condition(platforms.clone(), "api", ready)).await??;
-    let v = judge(&[raw(&platforms, "api").await?])?;
+    let v = judge(&[raw::<Platform>(&client, &ns, "api").await?])?;
     assert_eq!((v[0].kstatus.as_str(), v[0].argo.as_str()), ("Current", "Healthy"), "{v:?}");
     op.stop().await
 }
 
-async fn raw<K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
-    api: &Api<K>,
-    name: &str,
-) -> Result<Value> {
-    let obj = api.get(name).await?;
-    Ok(serde_json::to_value(
-        Api::<DynamicObject>::namespaced_with(
-            api.clone().into_client(),
-            &kube::ResourceExt::namespace(&obj).unwrap_or_default(),
-            &ApiResource::erase::<K>(&()),
-        )
-        .get(name)
-        .await?,
-    )?)
+/// The object as the apiserver returns it (all fields, not only those Nova's types know).
+async fn raw<K: kube::Resource<DynamicType = ()>>(client: &Client, ns: &str, name: &str) -> Result<Value> {
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ApiResource::erase::<K>(&()));
+    Ok(serde_json::to_value(api.get(name).await?)?)
 }
 
 /// The chart's `argocd.healthChecks` renders the argocd-cm entries: the one script, under the
