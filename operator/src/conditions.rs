@@ -18,6 +18,8 @@ pub enum CondType {
     Issuing,
     Distributed,
     ObjectivesMet,
+    Selected,
+    MetricsPresent,
 }
 
 impl CondType {
@@ -33,6 +35,8 @@ impl CondType {
             Self::Issuing => "Issuing",
             Self::Distributed => "Distributed",
             Self::ObjectivesMet => "ObjectivesMet",
+            Self::Selected => "Selected",
+            Self::MetricsPresent => "MetricsPresent",
         }
     }
 }

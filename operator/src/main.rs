@@ -66,6 +66,14 @@ enum Command {
         /// default: the operator's own namespace (--lease-namespace).
         #[arg(long, env = "NOVA_TRUSTED_NAMESPACES", value_delimiter = ',')]
         trusted_namespaces: Vec<String>,
+        /// Prometheus to read AlertRules' rules back from (its rules API), e.g.
+        /// http://prometheus-operated.monitoring:9090; without it, rules are applied unchecked.
+        #[arg(long, env = "NOVA_PROMETHEUS_URL", hide_env_values = true)]
+        prometheus_url: Option<String>,
+        /// A label every PrometheusRule Nova writes gets, as `key=value` (repeatable): what the
+        /// cluster's Prometheus selects rules by (its spec.ruleSelector).
+        #[arg(long = "prometheus-rule-label", value_parser = parse_label)]
+        prometheus_rule_labels: Vec<(String, String)>,
     },
     /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
     /// when this binary is on PATH as `kubectl-nova`.
@@ -236,6 +244,8 @@ async fn main() -> Result<()> {
             acme_backoff_seconds,
             acme_backoff_cap_seconds,
             trusted_namespaces,
+            prometheus_url,
+            prometheus_rule_labels,
         } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
@@ -252,6 +262,11 @@ async fn main() -> Result<()> {
                 concurrency,
                 watch_namespace,
                 trusted_namespaces,
+                alerts: nova::alerts::controller::Settings {
+                    prometheus_url,
+                    rule_labels: prometheus_rule_labels.into_iter().collect(),
+                    watch_namespace: None,
+                },
                 acme: nova::certs::Settings {
                     backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),
                     backoff_cap: std::time::Duration::from_secs(acme_backoff_cap_seconds),
@@ -369,4 +384,15 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `key=value`, with a key Kubernetes accepts as a label name.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected key=value"))?;
+    let ok =
+        !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if !ok {
+        return Err(format!("{k:?} is not a label key (letters, digits, '-', '_', '.', '/')"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }

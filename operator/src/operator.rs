@@ -16,7 +16,9 @@ use kube::runtime::{WatchStreamExt, conditions, reflector, wait::await_condition
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::{AcmeIssuer, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate};
+use crate::api::{
+    AcmeIssuer, AlertRule, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate,
+};
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
 use crate::state::State;
@@ -36,6 +38,8 @@ pub struct Config {
     pub acme: crate::certs::Settings,
     /// Namespaces that may use Hosts without `spec.allowedNamespaces`; empty: the operator's own.
     pub trusted_namespaces: Vec<String>,
+    /// The Prometheus AlertRules are read back from, and the labels their rules get.
+    pub alerts: crate::alerts::controller::Settings,
 }
 
 impl std::fmt::Debug for Config {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for Config {
             .field("watch_namespace", &self.watch_namespace)
             .field("acme", &self.acme)
             .field("trusted_namespaces", &self.trusted_namespaces)
+            .field("alerts", &self.alerts)
             .finish()
     }
 }
@@ -263,10 +268,11 @@ async fn run_controllers(
     let prune = forget_deleted((platform_ctx, bg_ctx, host_ctx), platform_store, bg_stores, host_store);
     let backups = backups(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let unserved = crate::unserved::run(&client, ns, ctx.clone(), shared_stop.clone());
+    let alerts = alerts(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join(futures::future::join5(platforms, rollouts, hosts, certs, backups), unserved) => {}
+        _ = futures::future::join3(futures::future::join5(platforms, rollouts, hosts, certs, backups), unserved, alerts) => {}
         _ = watches => {}
         () = prune => {}
     }
@@ -376,6 +382,27 @@ async fn certificates(
     }
 }
 
+/// The AlertRule controller.
+async fn alerts(
+    client: &Client,
+    ns: Option<&str>,
+    cfg: &Config,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let settings = crate::alerts::controller::Settings {
+        watch_namespace: cfg.watch_namespace.clone(),
+        ..cfg.alerts.clone()
+    };
+    let own = crate::context::Own::<AlertRule, _>::new(ctx, settings);
+    Controller::new(api::<AlertRule>(client, ns), watcher::Config::default())
+        .with_config(controller::Config::default().concurrency(cfg.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(crate::alerts::controller::reconcile, crate::context::error_policy, own)
+        .for_each(log_controller_error)
+        .await;
+}
+
 /// The Backup and Restore controllers; they share the backup metric families.
 async fn backups(
     client: &Client,
@@ -470,8 +497,13 @@ mod tests {
             watch_namespace: None,
             acme: Default::default(),
             trusted_namespaces: Vec::new(),
+            alerts: crate::alerts::controller::Settings {
+                prometheus_url: Some("https://nova:s3cret@prom:9090".into()),
+                ..Default::default()
+            },
         };
         let text = format!("{cfg:?}");
+        assert!(text.contains("https://nova:***@prom:9090") && !text.contains("s3cret"), "{text}");
         assert!(
             !text.contains("hunter2") && !text.contains("k3y") && text.contains("postgres://nova:***@db"),
             "{text}"

@@ -1,4 +1,4 @@
-//! Kinds whose API exists but whose controller is not built yet (AlertRule, TrainingJob). Each
+//! Kinds whose API exists but whose controller is not built yet (TrainingJob). Each
 //! object is told so — Ready False, Stalled True, reason `NotImplemented` — so kstatus (Flux,
 //! `kubectl wait`) reports Failed and Argo CD Degraded at once, instead of an object nothing
 //! acts on looking healthy. Replaced kind by kind as their controllers land.
@@ -12,7 +12,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 
-use crate::api::{AlertRule, TrainingJob};
+use crate::api::TrainingJob;
 use crate::context::{Blocked, Context, Error, Own};
 use crate::kit::{self, Reconciled};
 
@@ -45,9 +45,7 @@ pub async fn run(
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let alerts = serve(api::<AlertRule>(client, ns), ctx.clone(), stop.clone());
-    let training = serve(api::<TrainingJob>(client, ns), ctx, stop);
-    futures::future::join(alerts, training).await;
+    serve(api::<TrainingJob>(client, ns), ctx, stop).await;
 }
 
 async fn serve<K>(api: Api<K>, ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static)

@@ -163,6 +163,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
         concurrency: 2,
         watch_namespace: None,
         trusted_namespaces: Vec::new(),
+        alerts: Default::default(),
         acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -264,6 +265,7 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
         concurrency: 2,
         watch_namespace: None,
         trusted_namespaces: Vec::new(),
+        alerts: Default::default(),
         // A pod IP stands in: the apiserver refuses loopback endpoints.
         acme: nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() },
     };

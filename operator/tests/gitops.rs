@@ -260,9 +260,15 @@ fn cases() -> Vec<Case> {
         "Degraded",
     ));
     v.push(case("Restore", "blocked", B(vec![]), "Failed", "Degraded"));
-    for kind in ["AlertRule", "TrainingJob"] {
-        v.push(case(kind, "not-implemented", B(vec![]), "Failed", "Degraded"));
-    }
+    v.push(case("TrainingJob", "not-implemented", B(vec![]), "Failed", "Degraded"));
+    let loading = Conds(vec![c(Ready, false, "Loading", "3 of 12 rules loaded in Prometheus 2.42.0")]);
+    v.push(case("AlertRule", "loading", loading, "InProgress", "Progressing"));
+    v.push(case("AlertRule", "ready", ready("Loaded"), "Current", "Healthy"));
+    let invalid = Conds(vec![
+        c(Ready, false, "InvalidRules", "spec.groups[0].rules[1].expr: not valid PromQL"),
+        c(Degraded, true, "InvalidRules", "spec.groups[0].rules[1].expr: not valid PromQL"),
+    ]);
+    v.push(case("AlertRule", "invalid", invalid, "Failed", "Degraded"));
     let mut training_paused = case(
         "TrainingJob",
         "paused",

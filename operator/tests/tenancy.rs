@@ -45,6 +45,7 @@ fn start_operator(client: Client, ns: &str, state: &tempfile::TempDir) -> Result
         concurrency: 4,
         watch_namespace: None,
         trusted_namespaces: Vec::new(),
+        alerts: Default::default(),
         acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();

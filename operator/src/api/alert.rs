@@ -90,20 +90,27 @@ pub struct AlertingRule {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Built-in rule packs.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+/// Built-in rule packs (docs/alerts.md lists their rules).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Pack {
-    /// Host CPU, memory, disk, and node_exporter down.
-    Node,
-    /// Platform availability and HTTP errors.
+    /// Host CPU, memory and disk (warning and critical), and node_exporter down.
+    Host,
+    /// A Platform's availability, latency and HTTP errors (scrape job `platform`).
     Platform,
-    /// Certificates close to expiry.
+    /// The seed's web application set: `host` and `platform`, plus PostgreSQL and Redis down.
+    Webapp,
+    /// Certificates close to expiry or past their renewal.
     Certificates,
-    /// Backups missed or unverified.
+    /// Backups missing their objectives, failing, or unverified.
     Backups,
-    /// GPU temperature and training stalls.
-    Gpu,
+    /// GPU temperature and stalled training.
+    Training,
+    /// Nova itself: down, reconciles failing or blocked.
+    Operator,
+    /// `NovaWatchdog`, an alert that always fires: route it (`alertname: NovaWatchdog`) to a
+    /// dead man's switch, which raises the alarm when it stops arriving.
+    Watchdog,
 }
 
 /// Alertmanager routing.
@@ -129,10 +136,31 @@ pub struct Routing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION))]
     pub repeat_interval: Option<String>,
+    /// Alerts matching a route go to its receiver instead of the default (first) one, e.g.
+    /// `severity: critical` to email; with `continue`, they go on to the default as well.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub routes: Vec<Route>,
     /// Mute alerts matching targetMatch while an alert matching sourceMatch fires.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub inhibit_rules: Vec<InhibitRule>,
+}
+
+/// A route: alerts whose labels equal all of `match` go to `receiver`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Labels and the values they must have, e.g. `severity: critical`.
+    #[serde(rename = "match")]
+    #[schemars(schema_with = "string_map")]
+    pub match_: BTreeMap<String, String>,
+    /// The name of one of `receivers`.
+    #[schemars(length(min = 1, max = 128))]
+    pub receiver: String,
+    /// Also notify the default receiver.
+    #[serde(default, rename = "continue")]
+    pub continue_: bool,
 }
 
 /// A notification receiver; exactly one channel.
@@ -224,11 +252,67 @@ pub struct AlertRuleStatus {
     /// The generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Rules loaded into Prometheus.
+    /// Rules Prometheus reports as loaded (read back from its rules API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules_loaded: Option<i32>,
+    /// Rules in this object (own groups and packs) that passed validation and were applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_applied: Option<i32>,
+    /// Where the rules went: a PrometheusRule, a ConfigMap, or hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub applied_to: Option<String>,
+    /// The version of the Prometheus that was asked (from its build information).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub prometheus_version: Option<String>,
+    /// Per group and per rule, what Prometheus says of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub groups: Vec<GroupStatus>,
     /// Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Conditions,
+}
+
+/// What Prometheus says of one rule group.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupStatus {
+    /// Group name.
+    #[schemars(length(max = 128))]
+    pub name: String,
+    /// The group's rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub rules: Vec<RuleStatus>,
+}
+
+/// What Prometheus says of one rule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleStatus {
+    /// Alert name.
+    #[schemars(length(max = 128))]
+    pub alert: String,
+    /// Whether Prometheus has the rule loaded.
+    pub loaded: bool,
+    /// Prometheus's health of the rule: ok, err or unknown (not evaluated yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub health: Option<String>,
+    /// The error of the last evaluation, when health is err.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub last_error: Option<String>,
+    /// The evaluation at which this health was first seen (not refreshed on every evaluation,
+    /// so a steady rule causes no status writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub last_evaluation: Option<String>,
+    /// Metrics the expression reads that have no series in Prometheus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub absent_metrics: Vec<String>,
 }

@@ -123,5 +123,16 @@ fn backup_event(c: &Cond, was: Option<bool>) -> Option<EventType> {
 
 reconciled!(namespaced, Backup, crate::api::backup::BackupStatus, "Backup", "Backup", backup_event);
 reconciled!(namespaced, Restore, crate::api::backup::RestoreStatus, "Restore", "Restore");
-reconciled!(namespaced, AlertRule, crate::api::alert::AlertRuleStatus, "AlertRule", "Reconcile");
+/// A rule reading metrics that have no series is a warning too.
+fn alert_event(c: &Cond, was: Option<bool>) -> Option<EventType> {
+    match (c.type_, c.status) {
+        (CondType::MetricsPresent | CondType::Selected, false) if was != Some(false) => {
+            Some(EventType::Warning)
+        }
+        (CondType::MetricsPresent | CondType::Selected, _) => None,
+        _ => default_event(c, was),
+    }
+}
+
+reconciled!(namespaced, AlertRule, crate::api::alert::AlertRuleStatus, "AlertRule", "Load", alert_event);
 reconciled!(namespaced, TrainingJob, crate::api::training::TrainingJobStatus, "TrainingJob", "Reconcile");

@@ -72,6 +72,7 @@ impl Operator {
             concurrency: 4,
             watch_namespace: Some(ns.to_owned()),
             trusted_namespaces: Vec::new(),
+            alerts: Default::default(),
             acme: nova::certs::Settings {
                 backoff_base: Duration::from_secs(2),
                 order_timeout: Duration::from_secs(30),
