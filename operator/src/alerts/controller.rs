@@ -84,9 +84,12 @@ async fn apply(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
 }
 
 async fn cleanup(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
-    // The PrometheusRule, ConfigMap and AlertmanagerConfig go with their owner; the merged
-    // configuration is written again without this object.
-    if !targets::served(&ctx.client).await?.alertmanager_configs {
+    // Owner references would remove the children too, but only where garbage collection runs
+    // and only later; the rules should stop with their object. The merged configuration is
+    // written again without this object.
+    let served = targets::served(&ctx.client).await?;
+    targets::drop_children(&ctx.client, o, served).await?;
+    if !served.alertmanager_configs {
         merge_all(ctx, o, true).await?;
     }
     Ok(Action::await_change())

@@ -148,6 +148,21 @@ pub async fn drop_alertmanager_config(client: &Client, obj: &AlertRule) -> Resul
     crate::apply::delete_if_owned(&api, &child_name(&obj.name_any()), obj).await
 }
 
+/// Deletes what Nova made for `obj` (those it owns only).
+pub async fn drop_children(client: &Client, obj: &AlertRule, served: Served) -> Result<(), Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = child_name(&obj.name_any());
+    crate::apply::delete_if_owned(&Api::<ConfigMap>::namespaced(client.clone(), &ns), &name, obj).await?;
+    if served.prometheus_rules {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &prometheus_rule());
+        crate::apply::delete_if_owned(&api, &name, obj).await?;
+    }
+    if served.alertmanager_configs {
+        drop_alertmanager_config(client, obj).await?;
+    }
+    Ok(())
+}
+
 /// Writes the merged Alertmanager configuration (Secret `nova-alertmanager` in `ns`).
 pub async fn put_alertmanager_secret(client: &Client, ns: &str, config: &Value) -> Result<(), Error> {
     let yaml =

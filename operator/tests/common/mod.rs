@@ -2,6 +2,8 @@
 //! the operator run in-process for one namespace.
 #![allow(dead_code)]
 
+pub mod rule_sync;
+
 use std::time::Duration;
 
 use anyhow::Result;
@@ -63,8 +65,29 @@ impl Operator {
 
     /// Starts with the state database in `state`: a restarted operator keeps its history.
     pub async fn start_with_state(client: Client, ns: &str, state: tempfile::TempDir) -> Result<Self> {
-        record_logs();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::launch(client, ns, state, port, Default::default()).await
+    }
+
+    /// Starts on HTTP port `port` (so a Prometheus can be told to scrape it first) with the
+    /// AlertRule settings `alerts`.
+    pub async fn start_alerts(
+        client: Client,
+        ns: &str,
+        port: u16,
+        alerts: nova::alerts::controller::Settings,
+    ) -> Result<Self> {
+        Self::launch(client, ns, tempfile::tempdir()?, port, alerts).await
+    }
+
+    async fn launch(
+        client: Client,
+        ns: &str,
+        state: tempfile::TempDir,
+        port: u16,
+        alerts: nova::alerts::controller::Settings,
+    ) -> Result<Self> {
+        record_logs();
         let cfg = nova::operator::Config {
             state_url: state.path().join("state.db").display().to_string(),
             http_addr: ([127, 0, 0, 1], port).into(),
@@ -72,7 +95,7 @@ impl Operator {
             concurrency: 4,
             watch_namespace: Some(ns.to_owned()),
             trusted_namespaces: Vec::new(),
-            alerts: Default::default(),
+            alerts,
             acme: nova::certs::Settings {
                 backoff_base: Duration::from_secs(2),
                 order_timeout: Duration::from_secs(30),

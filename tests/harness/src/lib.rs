@@ -10,6 +10,7 @@
 //! each with [`ControlPlane::namespace`]. Every process started here dies with the process that
 //! started it (see `process.rs`), also after a panic.
 
+pub mod alertmanager;
 mod binaries;
 pub mod bind;
 pub mod cgroup;
@@ -23,6 +24,7 @@ mod process;
 pub mod prometheus;
 pub mod record;
 pub mod s3;
+pub mod sinks;
 pub mod testhost;
 
 use std::path::PathBuf;

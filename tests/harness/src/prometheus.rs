@@ -14,9 +14,25 @@ pub struct Prometheus {
     _dir: tempfile::TempDir,
 }
 
+/// More than scraping: rule files and where alerts go.
+#[derive(Default, Clone, Debug)]
+pub struct Extra {
+    /// Rule files Prometheus loads: every `*.yaml` in this directory (see [`Prometheus::reload`]).
+    pub rules_dir: Option<std::path::PathBuf>,
+    /// Alertmanager `host:port` alerts are sent to.
+    pub alertmanager: Option<String>,
+    /// Further scrape jobs: (job name, targets).
+    pub jobs: Vec<(String, Vec<String>)>,
+}
+
 impl Prometheus {
     /// Starts Prometheus scraping `targets` (`host:port`, path `/metrics`) under job `app`.
     pub fn start(targets: &[String]) -> Result<Self> {
+        Self::start_with(targets, &Extra::default())
+    }
+
+    /// [`start`](Self::start), with rule files, an Alertmanager and more jobs.
+    pub fn start_with(targets: &[String], extra: &Extra) -> Result<Self> {
         let bin = std::env::var_os("NOVA_PROMETHEUS").unwrap_or_else(|| "/usr/bin/prometheus".into());
         if !Path::new(&bin).exists() {
             return Err(Error::Other(format!("{} not found (apt-get install prometheus)", bin.display())));
@@ -25,10 +41,21 @@ impl Prometheus {
             .prefix("nova-prom-")
             .tempdir()
             .map_err(|e| Error::io("temporary directory", e))?;
-        let config = serde_json::json!({
+        let mut jobs = vec![serde_json::json!({"job_name": "app", "static_configs": [{"targets": targets}]})];
+        for (name, t) in &extra.jobs {
+            jobs.push(serde_json::json!({"job_name": name, "static_configs": [{"targets": t}]}));
+        }
+        let mut config = serde_json::json!({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "app", "static_configs": [{"targets": targets}]}],
+            "scrape_configs": jobs,
         });
+        if let Some(d) = &extra.rules_dir {
+            config["rule_files"] = serde_json::json!([d.join("*.yaml")]);
+        }
+        if let Some(am) = &extra.alertmanager {
+            config["alerting"] =
+                serde_json::json!({"alertmanagers": [{"static_configs": [{"targets": [am]}]}]});
+        }
         let config_path = dir.path().join("prometheus.yml");
         // JSON is YAML: no second serializer needed.
         std::fs::write(&config_path, config.to_string())
@@ -41,6 +68,8 @@ impl Prometheus {
             format!("--config.file={}", config_path.display()).into(),
             format!("--storage.tsdb.path={}", dir.path().join("data").display()).into(),
             format!("--web.listen-address=127.0.0.1:{port}").into(),
+            // POST /-/reload, after rule files changed.
+            "--web.enable-lifecycle".into(),
         ];
         let mut process = Process::start("prometheus", Path::new(&bin), args, dir.path())?;
         let url = format!("http://127.0.0.1:{port}");
@@ -52,6 +81,29 @@ impl Prometheus {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Reloads the configuration and rule files (`POST /-/reload`); fails with Prometheus's
+    /// words when it refuses them.
+    pub fn reload(&self) -> Result<()> {
+        let port = self.url.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or_default();
+        let out = http("POST", port, "/-/reload")?;
+        if out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(Error::Other(format!("Prometheus refused the reload: {out}")))
+        }
+    }
+}
+
+/// One plain HTTP/1.0 request on loopback; the whole answer.
+pub(crate) fn http(method: &str, port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| Error::io("connecting", e))?;
+    s.write_all(format!("{method} {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .map_err(|e| Error::io("writing a request", e))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| Error::io("reading an answer", e))?;
+    Ok(out)
 }
 
 fn wait_ready(port: u16, process: &mut Process) -> Result<()> {
