@@ -82,6 +82,9 @@ enum Command {
     /// Hosts over SSH, with no cluster: the Host is read from a file.
     #[command(subcommand)]
     Host(HostCmd),
+    /// AlertRules without a cluster: check them as Nova does, print the rule files.
+    #[command(subcommand)]
+    Alerts(nova::alerts::cli::Command),
     /// Backups with no cluster: run, list, verify (restore drills), restore, prune. The Backup,
     /// its Hosts and Secrets are read from YAML.
     #[command(subcommand)]
@@ -278,6 +281,13 @@ async fn main() -> Result<()> {
         }
         Command::Rollout(cmd) => rollout(cmd).await?,
         Command::Host(cmd) => host(cmd).await?,
+        Command::Alerts(cmd) => match nova::alerts::cli::main(cmd) {
+            Ok(out) => println!("{out}"),
+            Err(problems) => {
+                eprintln!("{problems}");
+                std::process::exit(1);
+            }
+        },
         Command::Backup(cmd) => println!("{}", nova::backup::cli::main(cmd).await?),
         Command::Apply { from, promote, abort, no_wait } => {
             let objs = nova::local::load(&from.file)?;
