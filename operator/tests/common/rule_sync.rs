@@ -20,8 +20,9 @@ use test_cluster::prometheus::Prometheus;
 pub enum Source {
     /// ConfigMaps labelled for rule sidecars.
     ConfigMaps,
-    /// PrometheusRule objects (their spec is a rule file).
-    PrometheusRules,
+    /// PrometheusRule objects (their spec is a rule file) with this label, when given — as a
+    /// Prometheus object's `ruleSelector` picks them.
+    PrometheusRules { selector: Option<(String, String)> },
 }
 
 /// Copies rule files until dropped.
@@ -47,10 +48,14 @@ async fn files(client: &Client, ns: &str, source: &Source) -> Result<BTreeMap<St
                 }
             }
         }
-        Source::PrometheusRules => {
+        Source::PrometheusRules { selector } => {
             let ar: ApiResource = nova::alerts::targets::prometheus_rule();
             let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-            for r in api.list(&ListParams::default()).await? {
+            let lp = match selector {
+                Some((k, v)) => ListParams::default().labels(&format!("{k}={v}")),
+                None => ListParams::default(),
+            };
+            for r in api.list(&lp).await? {
                 let file = format!("{ns}-{}.yaml", r.name_any());
                 out.insert(file, serde_yaml::to_string(&r.data["spec"])?);
             }

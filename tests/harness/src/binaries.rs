@@ -78,6 +78,19 @@ pub fn gitops_check_dir() -> Result<PathBuf, Error> {
     DIR.get_or_init(|| built("NOVA_GITOPS_CHECK_BIN", GITOPS_CHECK_BUILD)).clone().map_err(Error::Build)
 }
 
+const PROMETHEUS_OPERATOR_BUILD: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/prometheus-operator/build");
+
+/// The directory holding prometheus-operator's CRDs (PrometheusRule, AlertmanagerConfig,
+/// Prometheus, ...), from the module pinned in `tests/control-plane/prometheus-operator/go.mod`,
+/// fetched on first use; `NOVA_PROMETHEUS_OPERATOR_CRDS` names a prepared directory instead.
+pub fn prometheus_operator_crds_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| built("NOVA_PROMETHEUS_OPERATOR_CRDS", PROMETHEUS_OPERATOR_BUILD))
+        .clone()
+        .map_err(Error::Build)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
