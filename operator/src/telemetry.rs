@@ -25,6 +25,9 @@ impl Metrics {
         // Registering fresh families in a fresh registry fails only on a duplicate name: a bug
         // caught by every test that starts an operator.
         let reconcile = ReconcileMetrics::register(&registry).expect("reconcile metrics register once");
+        // process_cpu_seconds_total, process_resident_memory_bytes, open file descriptors: the
+        // operator dashboard's resource panels. Only Linux has them; elsewhere there are none.
+        let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
         Self { registry, reconcile }
     }
 

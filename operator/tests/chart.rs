@@ -316,3 +316,101 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     Ok(())
 }
+
+#[tokio::test]
+async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use nova::alerts::targets::{ALERTMANAGER_KEY, ALERTMANAGER_SECRET};
+    use nova::api::AlertRule;
+    let _turn = CLUSTER_WIDE.lock().await;
+    let cp = shared(Mode::Simulated).await?;
+    let admin = cp.client().await?;
+    let release_ns = cp.namespace(&admin, "nova-alerts").await?;
+    let apps_ns = cp.namespace(&admin, "alertapps").await?;
+    install_without_operator(cp, &release_ns)?;
+    common::record_logs();
+    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cfg = nova::operator::Config {
+        state_url: state.path().join("state.db").display().to_string(),
+        http_addr: ([127, 0, 0, 1], port).into(),
+        lease: nova::operator::default_lease(release_ns.clone(), "rbac-alerts".into()),
+        concurrency: 2,
+        watch_namespace: None,
+        trusted_namespaces: Vec::new(),
+        alerts: Default::default(),
+        acme: Default::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
+        let _ = stopped.await;
+    }));
+    let hook: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "hook"}, "stringData": {"url": "http://hook.example/x"}}),
+    )?;
+    Api::<Secret>::namespaced(admin.clone(), &apps_ns).create(&PostParams::default(), &hook).await?;
+    let ar: AlertRule = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AlertRule", "metadata": {"name": "team"},
+        "spec": {"packs": ["operator"], "routing": {"receivers": [{"name": "hook", "webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}]}},
+    }))?;
+    let rules: Api<AlertRule> = Api::namespaced(admin.clone(), &apps_ns);
+    rules.create(&PostParams::default(), &ar).await?;
+    let ready = |a: Option<&AlertRule>| {
+        a.and_then(|a| a.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    if tokio::time::timeout(Duration::from_secs(60), await_condition(rules.clone(), "team", ready))
+        .await
+        .is_err()
+    {
+        let status = rules.get("team").await?.status;
+        let _ = stop.send(());
+        let result = operator.await?;
+        anyhow::bail!(
+            "AlertRule not Ready under the chart's RBAC: {status:?}; operator ended with {result:?}"
+        );
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &apps_ns);
+    ensure!(cms.get_opt("nova-team").await?.is_some(), "no rule ConfigMap");
+    let merged = Api::<Secret>::namespaced(admin.clone(), &release_ns).get(ALERTMANAGER_SECRET).await?;
+    let text = merged
+        .data
+        .and_then(|mut d| d.remove(ALERTMANAGER_KEY))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    ensure!(text.is_some_and(|t| t.contains(&format!("{apps_ns}/team/hook"))), "route missing");
+    // Deleting runs the cleanup (finalizer) with the same rights.
+    rules.delete("team", &Default::default()).await?;
+    let gone =
+        test_cluster::eventually("the AlertRule and its ConfigMap gone", Duration::from_secs(60), || async {
+            Ok::<_, kube::Error>(
+                rules.get_opt("team").await?.is_none() && cms.get_opt("nova-team").await?.is_none(),
+            )
+        })
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    gone?;
+    Ok(())
+}
+
+#[test]
+fn dashboards_are_rendered_for_the_grafana_sidecar_and_can_be_turned_off() -> Result<()> {
+    let out = render("monitoring", &["--set", "dashboards.annotations.grafana_folder=Nova"])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = 0;
+    for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+        let v = serde_yaml::Value::deserialize(doc)?;
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        let Some(board) = name.strip_prefix("nova-dashboard-") else { continue };
+        assert_eq!(v["metadata"]["labels"]["grafana_dashboard"].as_str(), Some("1"));
+        assert_eq!(v["metadata"]["annotations"]["grafana_folder"].as_str(), Some("Nova"));
+        let shipped = std::fs::read_to_string(format!("{CHART}/dashboards/{board}.json"))?;
+        assert_eq!(v["data"][format!("nova-{board}.json").as_str()].as_str(), Some(shipped.as_str()));
+        seen += 1;
+    }
+    assert_eq!(seen, std::fs::read_dir(format!("{CHART}/dashboards"))?.count());
+    let off = render("monitoring", &["--set", "dashboards.enabled=false"])?;
+    assert!(!String::from_utf8_lossy(&off.stdout).contains("nova-dashboard-"));
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! the operator run in-process for one namespace.
 #![allow(dead_code)]
 
+pub mod dashboards;
 pub mod rule_sync;
 
 use std::time::Duration;

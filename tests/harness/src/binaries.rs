@@ -78,6 +78,16 @@ pub fn gitops_check_dir() -> Result<PathBuf, Error> {
     DIR.get_or_init(|| built("NOVA_GITOPS_CHECK_BIN", GITOPS_CHECK_BUILD)).clone().map_err(Error::Build)
 }
 
+const DASHBOARD_CHECK_BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/dashboards/build");
+
+/// The directory holding `nova-dashboard-check` (Grafana dashboards decoded strictly with
+/// grafana-foundation-sdk), built from the Go module in `tests/control-plane/dashboards` on
+/// first use; `NOVA_DASHBOARD_CHECK_BIN` names a prepared directory instead.
+pub fn dashboard_check_dir() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| built("NOVA_DASHBOARD_CHECK_BIN", DASHBOARD_CHECK_BUILD)).clone().map_err(Error::Build)
+}
+
 const PROMETHEUS_OPERATOR_BUILD: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../control-plane/prometheus-operator/build");
 

@@ -30,7 +30,10 @@ pub mod testhost;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-pub use binaries::{bin_dir, gitops_check_dir, pinned_version, prometheus_operator_crds_dir, seaweedfs_dir};
+pub use binaries::{
+    bin_dir, dashboard_check_dir, gitops_check_dir, pinned_version, prometheus_operator_crds_dir,
+    seaweedfs_dir,
+};
 pub use cluster::{AuditedWrite, ControlPlane, Mode, Options, eventually};
 
 #[derive(Debug, thiserror::Error)]

@@ -137,3 +137,49 @@ impl Drop for Prometheus {
         }
     }
 }
+
+/// Debian's node_exporter on a free loopback port.
+pub struct NodeExporter {
+    port: u16,
+    process: Option<Process>,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeExporter {
+    pub fn start() -> Result<Self> {
+        let bin = std::env::var_os("NOVA_NODE_EXPORTER")
+            .unwrap_or_else(|| "/usr/bin/prometheus-node-exporter".into());
+        let dir = tempfile::tempdir().map_err(|e| Error::io("temporary directory", e))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io("free port", e))?
+            .port();
+        let args: Vec<OsString> = vec![format!("--web.listen-address=127.0.0.1:{port}").into()];
+        let mut process = Process::start("node_exporter", Path::new(&bin), args, dir.path())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !http("GET", port, "/metrics").is_ok_and(|a| a.contains(" 200 ")) {
+            if let Some(status) = process.exited() {
+                return Err(process.died(status));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout { what: "node_exporter /metrics".into(), seconds: 30 });
+            }
+            // Poll interval while the condition is awaited.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self { port, process: Some(process), _dir: dir })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+}
