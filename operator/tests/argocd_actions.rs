@@ -67,6 +67,14 @@ async fn argo_cd_promote_action_promotes_a_paused_rollout() -> Result<()> {
     common::install_crds(&client).await?;
     let ns = cp.namespace(&client, "argo-actions").await?;
     let op = common::Operator::start(client.clone(), &ns).await?;
+    // Scraping from the start, so the platforms dashboard can be proven on this rollout.
+    let prom = test_cluster::prometheus::Prometheus::start_with(
+        &[],
+        &test_cluster::prometheus::Extra {
+            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
+            ..Default::default()
+        },
+    )?;
     let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), &ns);
     let container =
         |image: &str| json!([{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]);
@@ -98,5 +106,11 @@ async fn argo_cd_promote_action_promotes_a_paused_rollout() -> Result<()> {
     })
     .await?;
     assert_eq!(promoted.status.and_then(|s| s.active_revision), Some(preview));
+    common::dashboards::assert_every_panel_has_data(
+        "platforms",
+        prom.url(),
+        std::time::Duration::from_secs(90),
+    )
+    .await?;
     op.stop().await
 }

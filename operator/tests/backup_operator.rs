@@ -64,6 +64,13 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
     let patch = json!({"status": {"lastScheduleTime": three_days_ago.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}});
     backups.patch_status("site", &PatchParams::default(), &Patch::Merge(patch)).await?;
     let op = common::Operator::start_with_state(client.clone(), &ns, state).await?;
+    let prom = test_cluster::prometheus::Prometheus::start_with(
+        &[],
+        &test_cluster::prometheus::Extra {
+            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
+            ..Default::default()
+        },
+    )?;
     let verified = |b: Option<&Backup>| ready(b, "Verified");
     let b = tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", verified))
         .await
@@ -79,6 +86,7 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
     let metrics = op.metrics().await?;
     let series = format!("nova_backup_last_verified_timestamp_seconds{{backup=\"site\",namespace=\"{ns}\"}}");
     assert!(metrics.contains(&series), "{series} missing");
+    common::dashboards::assert_every_panel_has_data("backups", prom.url(), WAIT).await?;
     let met = st.conditions.iter().find(|c| c.type_ == "ObjectivesMet").context("ObjectivesMet")?;
     assert_eq!((met.status.as_str(), met.reason.as_str()), ("True", "WithinObjectives"), "{met:?}");
     let rpo =

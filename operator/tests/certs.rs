@@ -147,6 +147,13 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
     install_crds(&client).await?;
     let ns = cp.namespace(&client, "certs").await?;
     let op = Operator::start(client.clone(), &ns).await?;
+    let prom = test_cluster::prometheus::Prometheus::start_with(
+        &[],
+        &test_cluster::prometheus::Extra {
+            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
+            ..Default::default()
+        },
+    )?;
     // Short-lived certificates, so renewal (at 2/3 of the lifetime) happens within the test.
     let opts = PebbleOptions {
         http01_port: op.port(),
@@ -241,6 +248,8 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
         "{metrics}"
     );
     assert!(metrics.contains("nova_acme_issuances_total{outcome=\"issued\"} 1"), "{metrics}");
+    common::dashboards::assert_every_panel_has_data("certificates", prom.url(), Duration::from_secs(60))
+        .await?;
 
     // Renewal at 2/3 of the lifetime, with a new key (rotationPolicy Always, the default).
     let serial = st.serial_number.clone().unwrap();
