@@ -390,12 +390,10 @@ async fn alerts(
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let settings = crate::alerts::controller::Settings {
-        watch_namespace: cfg.watch_namespace.clone(),
-        ..cfg.alerts.clone()
-    };
-    let own = crate::context::Own::<AlertRule, _>::new(ctx, settings);
-    Controller::new(api::<AlertRule>(client, ns), watcher::Config::default())
+    let controller = Controller::new(api::<AlertRule>(client, ns), watcher::Config::default());
+    let families = crate::alerts::memo::Alerts::new(cfg.alerts.clone(), controller.store());
+    let own = crate::context::Own::<AlertRule, _>::new(ctx, families);
+    controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop)
         .run(crate::alerts::controller::reconcile, crate::context::error_policy, own)

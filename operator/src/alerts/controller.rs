@@ -42,10 +42,10 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-pub type Ctx = Own<AlertRule, Settings>;
+pub type Ctx = Own<AlertRule, super::memo::Alerts>;
 
 /// Looked at again while rules are still loading.
-const LOADING: Duration = Duration::from_secs(2);
+const LOADING: Duration = Duration::from_millis(500);
 /// Health read back again after this long when all is well.
 const REFRESH: Duration = Duration::from_secs(300);
 
@@ -76,7 +76,7 @@ async fn apply(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
     if let Some(r) = &o.spec.routing {
         problems.extend(routing::problems(r));
     }
-    let served = targets::served(&ctx.client).await?;
+    let served = ctx.families.served(&ctx.client).await?;
     let (applied_to, selected) = write_rules(o, ctx, &owner, &checked, served).await?;
     let routing_ok = o.spec.routing.as_ref().is_some_and(|r| routing::problems(r).is_empty());
     write_routing(o, ctx, &owner, served, routing_ok).await?;
@@ -87,7 +87,7 @@ async fn cleanup(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
     // Owner references would remove the children too, but only where garbage collection runs
     // and only later; the rules should stop with their object. The merged configuration is
     // written again without this object.
-    let served = targets::served(&ctx.client).await?;
+    let served = ctx.families.served(&ctx.client).await?;
     targets::drop_children(&ctx.client, o, served).await?;
     if !served.alertmanager_configs {
         merge_all(ctx, o, true).await?;
@@ -104,7 +104,7 @@ async fn write_rules(
     checked: &Checked,
     served: targets::Served,
 ) -> Result<(String, Option<Cond>), Error> {
-    let labels = &ctx.families.rule_labels;
+    let labels = &ctx.families.settings.rule_labels;
     if !served.prometheus_rules {
         let to = targets::put_config_map(&ctx.client, o, labels, rules::yaml(owner, &checked.groups)).await?;
         return Ok((to, None));
@@ -142,7 +142,14 @@ async fn write_routing(
 async fn merge_all(ctx: &Ctx, o: &AlertRule, leaving: bool) -> Result<(), Error> {
     let all = super::observe::routed(ctx, o, leaving).await?;
     let config = routing::merged(&all).map_err(|e| Error::Bug(format!("merging routing: {e}")))?;
-    targets::put_alertmanager_secret(&ctx.client, &ctx.namespace, &config).await
+    let text = serde_yaml::to_string(&config)
+        .map_err(|e| Error::Bug(format!("Alertmanager config as YAML: {e}")))?;
+    if !ctx.families.merged_changed(&text) {
+        return Ok(());
+    }
+    targets::put_alertmanager_secret(&ctx.client, &ctx.namespace, &text).await?;
+    ctx.families.merged_written(text);
+    Ok(())
 }
 
 async fn status(
@@ -163,7 +170,7 @@ async fn status(
         true => Cond::new(CondType::Degraded, false, "Valid", "every rule and route is valid"),
         false => Cond::new(CondType::Degraded, true, "InvalidRules", invalid(problems, applied)),
     });
-    let Some(url) = &ctx.families.prometheus_url else {
+    let Some(url) = &ctx.families.settings.prometheus_url else {
         new.groups.clear();
         new.rules_loaded = None;
         new.prometheus_version = None;
@@ -247,5 +254,50 @@ pub fn judge(new: &AlertRuleStatus, applied: usize, version: &str) -> (Duration,
         )
     };
     conds.push(ready);
-    (after, conds)
+    // Loaded but not evaluated yet: look again soon, so the first health is not five minutes late.
+    let unevaluated = all.clone().any(|(_, r)| r.loaded && r.last_evaluation.is_none());
+    (if unevaluated { after.min(LOADING) } else { after }, conds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::alert::{GroupStatus, RuleStatus};
+
+    fn status(rules: Vec<RuleStatus>) -> AlertRuleStatus {
+        let loaded = rules.iter().filter(|r| r.loaded).count() as i32;
+        AlertRuleStatus {
+            rules_loaded: Some(loaded),
+            groups: vec![GroupStatus { name: "g".into(), rules }],
+            ..Default::default()
+        }
+    }
+
+    fn rule(loaded: bool, health: &str, evaluated: bool) -> RuleStatus {
+        RuleStatus {
+            alert: "A".into(),
+            loaded,
+            health: Some(health.into()),
+            last_error: (health == "err").then(|| "boom".into()),
+            last_evaluation: evaluated.then(|| "2026-11-29T10:00:00Z".into()),
+            absent_metrics: vec![],
+        }
+    }
+
+    fn ready(conds: &[Cond]) -> (&'static str, bool) {
+        let c = conds.iter().find(|c| c.type_ == CondType::Ready).unwrap();
+        (c.reason, c.status)
+    }
+
+    #[test]
+    fn loading_evaluating_failing_and_loaded() {
+        let (after, c) = judge(&status(vec![rule(false, "", false)]), 1, "2.42.0");
+        assert_eq!((after, ready(&c)), (LOADING, ("Loading", false)));
+        let (after, c) = judge(&status(vec![rule(true, "unknown", false)]), 1, "2.42.0");
+        assert_eq!((after, ready(&c)), (LOADING, ("Loaded", true)), "not evaluated yet: soon again");
+        let (after, c) = judge(&status(vec![rule(true, "err", true)]), 1, "2.42.0");
+        assert_eq!((after, ready(&c)), (REFRESH, ("RuleErrors", false)));
+        let (after, c) = judge(&status(vec![rule(true, "ok", true)]), 1, "2.42.0");
+        assert_eq!((after, ready(&c)), (REFRESH, ("Loaded", true)));
+    }
 }

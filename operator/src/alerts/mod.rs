@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod controller;
 pub mod loaded;
+pub mod memo;
 pub mod observe;
 pub mod packs;
 pub mod prom;

@@ -13,7 +13,7 @@ use super::controller::{Ctx, judge};
 use super::routing::{self, Secrets};
 use super::selection::{self, PromObject};
 use super::validate::Checked;
-use super::{loaded, owner_key, prom, targets};
+use super::{loaded, owner_key, targets};
 use crate::api::AlertRule;
 use crate::api::alert::{AlertRuleStatus, Routing};
 use crate::conditions::{Cond, CondType};
@@ -93,11 +93,13 @@ pub async fn routed(
     o: &AlertRule,
     leaving: bool,
 ) -> Result<Vec<(String, Routing, Secrets)>, Error> {
-    let api: Api<AlertRule> = match &ctx.families.watch_namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let mut all = api.list(&ListParams::default()).await.call(|| "listing AlertRules".into())?.items;
+    // The watch cache, complete once its first list is in: an incomplete one would drop
+    // other objects' routes from the merged configuration.
+    let store = &ctx.families.store;
+    store.wait_until_ready().await.map_err(|e| Error::Bug(format!("the AlertRule cache: {e}")))?;
+    let mut all: Vec<AlertRule> =
+        store.state().iter().filter(|a| a.uid() != o.uid()).map(|a| (**a).clone()).collect();
+    all.push(o.clone());
     all.sort_by_key(|a| (a.namespace(), a.name_any()));
     let mut out = Vec::new();
     for a in all {
@@ -142,22 +144,14 @@ pub async fn read_back(
     checked: &Checked,
     new: &mut AlertRuleStatus,
 ) -> (Duration, Vec<Cond>) {
-    let http = crate::rollouts::gate::client();
-    let answer = async {
-        let version = prom::version(http, url).await?;
-        let rules = prom::rules(http, url).await?;
-        let names = prom::metric_names(http, url).await?;
-        Ok::<_, prom::PromError>((version, rules, names))
-    };
-    match answer.await {
-        Ok((version, rules, names)) => {
-            new.groups = loaded::status(owner, &checked.groups, &rules, Some(&names), &new.groups);
+    match ctx.families.answer(url).await {
+        Ok(a) => {
+            new.groups = loaded::status(owner, &checked.groups, &a.rules, Some(&a.names), &new.groups);
             new.rules_loaded = Some(loaded::loaded(&new.groups) as i32);
-            new.prometheus_version = Some(version.clone());
-            judge(new, checked.rules(), &version)
+            new.prometheus_version = Some(a.version.clone());
+            judge(new, checked.rules(), &a.version)
         }
         Err(e) => {
-            let _ = ctx;
             let c = Cond::new(CondType::Ready, false, "PrometheusUnreachable", e.to_string());
             (Duration::from_secs(30), vec![c])
         }

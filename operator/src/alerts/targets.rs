@@ -164,9 +164,7 @@ pub async fn drop_children(client: &Client, obj: &AlertRule, served: Served) -> 
 }
 
 /// Writes the merged Alertmanager configuration (Secret `nova-alertmanager` in `ns`).
-pub async fn put_alertmanager_secret(client: &Client, ns: &str, config: &Value) -> Result<(), Error> {
-    let yaml =
-        serde_yaml::to_string(config).map_err(|e| Error::Bug(format!("Alertmanager config as YAML: {e}")))?;
+pub async fn put_alertmanager_secret(client: &Client, ns: &str, yaml: &str) -> Result<(), Error> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(ALERTMANAGER_SECRET.into()),
@@ -174,7 +172,7 @@ pub async fn put_alertmanager_secret(client: &Client, ns: &str, config: &Value) 
             labels: Some([("app.kubernetes.io/managed-by".to_owned(), "nova".to_owned())].into()),
             ..Default::default()
         },
-        data: Some([(ALERTMANAGER_KEY.to_owned(), k8s_openapi::ByteString(yaml.into_bytes()))].into()),
+        data: Some([(ALERTMANAGER_KEY.to_owned(), k8s_openapi::ByteString(yaml.as_bytes().to_vec()))].into()),
         ..Default::default()
     };
     Api::<Secret>::namespaced(client.clone(), ns)

@@ -39,8 +39,20 @@ pub struct Operator(pub Child);
 
 impl Operator {
     pub fn start(ns: &str, concurrency: u16, state: &std::path::Path, port: u16) -> anyhow::Result<Self> {
+        Self::start_with(ns, concurrency, state, port, &[])
+    }
+
+    /// [`start`](Self::start) with more flags.
+    pub fn start_with(
+        ns: &str,
+        concurrency: u16,
+        state: &std::path::Path,
+        port: u16,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let child = Command::new(nova_binary()?)
             .args(["operator", "--watch-namespace", ns, "--lease-namespace", ns])
+            .args(extra)
             .args(["--concurrency", &concurrency.to_string()])
             .arg("--state")
             .arg(state.join("state.db"))

@@ -1,6 +1,7 @@
 //! `nova-bench`: measurements against the cluster of the current kubeconfig (the dev cluster),
 //! kept out of the product binary. See docs/benchmarks.md.
 
+mod alerts;
 mod bench;
 mod bluegreen;
 mod platforms;
@@ -26,6 +27,15 @@ enum Bench {
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
     },
+    /// AlertRules from apply to every rule reported loaded, next to promtool + reload by hand.
+    Alerts {
+        /// How many AlertRules.
+        #[arg(long, default_value_t = 100)]
+        objects: usize,
+        /// Rules in each.
+        #[arg(long, default_value_t = 10)]
+        rules: usize,
+    },
     /// Promote/abort cycles of one BlueGreenDeployment: switch and rollback latency, next to a
     /// plain selector patch.
     Bluegreen {
@@ -41,6 +51,10 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Bench::Platforms { count, concurrency } => {
             let report = platforms::platforms(client, count, concurrency).await?;
+            println!("{}", report.markdown());
+        }
+        Bench::Alerts { objects, rules } => {
+            let report = alerts::run(client, objects, rules).await?;
             println!("{}", report.markdown());
         }
         Bench::Bluegreen { cycles } => {

@@ -1,0 +1,92 @@
+//! What the AlertRule controller keeps between reconciles, so that a hundred objects cost a
+//! hundred small reconciles and not a hundred times everything: which of prometheus-operator's
+//! kinds are served (asked again after a while), every AlertRule (the controller's own watch
+//! cache, for the merged routing), the merged configuration last written, and Prometheus's
+//! last answer (shared by the reconciles of the same moment).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::runtime::reflector::Store;
+
+use super::controller::Settings;
+use super::loaded::RulesAnswer;
+use super::{prom, targets};
+use crate::api::AlertRule;
+use crate::context::Error;
+
+/// How long what the apiserver serves is believed (CRDs installed later are seen after this).
+const SERVED_FOR: Duration = Duration::from_secs(30);
+/// How long Prometheus's answer is shared.
+const ANSWER_FOR: Duration = Duration::from_millis(250);
+/// The merged configuration is written again after this long even when unchanged (someone
+/// may have edited the Secret).
+const MERGED_FOR: Duration = Duration::from_secs(300);
+
+/// Prometheus's answer: version, rules, metric names.
+pub struct Answer {
+    pub version: String,
+    pub rules: RulesAnswer,
+    pub names: HashSet<String>,
+}
+
+pub struct Alerts {
+    pub settings: Settings,
+    /// Every AlertRule the controller watches.
+    pub store: Store<AlertRule>,
+    served: Mutex<Option<(Instant, targets::Served)>>,
+    merged: Mutex<Option<(Instant, String)>>,
+    answer: tokio::sync::Mutex<Option<(Instant, Arc<Answer>)>>,
+}
+
+impl Alerts {
+    pub fn new(settings: Settings, store: Store<AlertRule>) -> Self {
+        Self {
+            settings,
+            store,
+            served: Mutex::default(),
+            merged: Mutex::default(),
+            answer: Default::default(),
+        }
+    }
+
+    pub async fn served(&self, client: &Client) -> Result<targets::Served, Error> {
+        if let Some((at, s)) = *self.served.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < SERVED_FOR
+        {
+            return Ok(s);
+        }
+        let s = targets::served(client).await?;
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), s));
+        Ok(s)
+    }
+
+    /// Whether `text` differs from the merged configuration last written (or that is old).
+    pub fn merged_changed(&self, text: &str) -> bool {
+        let m = self.merged.lock().unwrap_or_else(|p| p.into_inner());
+        !matches!(&*m, Some((at, t)) if t == text && at.elapsed() < MERGED_FOR)
+    }
+
+    pub fn merged_written(&self, text: String) {
+        *self.merged.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), text));
+    }
+
+    /// Prometheus's answer, asked at most once per [`ANSWER_FOR`].
+    pub async fn answer(&self, url: &str) -> Result<Arc<Answer>, prom::PromError> {
+        let mut last = self.answer.lock().await;
+        if let Some((at, a)) = &*last
+            && at.elapsed() < ANSWER_FOR
+        {
+            return Ok(a.clone());
+        }
+        let http = crate::rollouts::gate::client();
+        let version = prom::version(http, url).await?;
+        let rules = prom::rules(http, url).await?;
+        let names = prom::metric_names(http, url).await?;
+        let a = Arc::new(Answer { version, rules, names });
+        *last = Some((Instant::now(), a.clone()));
+        Ok(a)
+    }
+}
