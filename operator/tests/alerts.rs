@@ -170,6 +170,8 @@ async fn alerts_reach_a_webhook_and_mail_through_alertmanager_and_a_critical_mut
     common::install_crds(&client).await?;
     let ns = cp.namespace(&client, "routing").await?;
     let (hook, mail) = (HttpSink::start()?, SmtpSink::start()?);
+    // The suite's scan fails if this URL shows up in any log line, event or status it records.
+    test_cluster::record::secret(&hook.url());
     let s: Secret =
         serde_json::from_value(json!({"metadata": {"name": "hooks"}, "stringData": {"url": hook.url()}}))?;
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;

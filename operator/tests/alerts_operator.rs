@@ -57,6 +57,9 @@ async fn a_prometheus_rule_not_selected_is_reported_until_labelled_then_loads() 
     let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "notify"},
         "stringData": {"url": "https://hooks.example/T0KEN-in-url", "username": "nova", "password": "smtp-pa55word"}}))?;
     Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await?;
+    for s in ["https://hooks.example/T0KEN-in-url", "smtp-pa55word"] {
+        test_cluster::record::secret(s);
+    }
     // The cluster's Prometheus selects rules labelled release=kps (kube-prometheus-stack's way).
     let proms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &targets::prometheus());
     let p: DynamicObject = serde_json::from_value(json!({
