@@ -169,12 +169,14 @@ async fn alerts_reach_a_webhook_and_mail_through_alertmanager_and_a_critical_mut
     let client = cp.client().await?;
     common::install_crds(&client).await?;
     let ns = cp.namespace(&client, "routing").await?;
-    let (hook, mail) = (HttpSink::start()?, SmtpSink::start()?);
-    // The suite's scan fails if this URL shows up in any log line, event or status it records.
-    test_cluster::record::secret(&hook.url());
-    let s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "hooks"}, "stringData": {"url": hook.url()}}))?;
-    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    let (hook, mail, other_hook) = (HttpSink::start()?, SmtpSink::start()?, HttpSink::start()?);
+    for (name, h) in [("hooks", &hook), ("other-hooks", &other_hook)] {
+        // The suite's scan fails if this URL shows up in any log line, event or status it records.
+        test_cluster::record::secret(&h.url());
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"url": h.url()}}))?;
+        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    }
     let _op = common::Operator::start_alerts(client.clone(), &ns, free_port()?, Settings::default()).await?;
     let rules: Api<AlertRule> = Api::namespaced(client.clone(), &ns);
     let always = |alert: &str, severity: &str| json!({"alert": alert, "expr": "vector(1)", "labels": {"severity": severity}});
@@ -192,15 +194,25 @@ async fn alerts_reach_a_webhook_and_mail_through_alertmanager_and_a_critical_mut
                     "inhibitRules": [{"sourceMatch": {"severity": "critical"}, "targetMatch": {"severity": "warning"},
                                       "equal": ["alertname"]}]}}}))?;
     rules.create(&PostParams::default(), &ar).await?;
+    // A second team's object: its own receiver, and an inhibition that would mute every warning
+    // (the first team's Lonely too) if routing were not scoped to each object's own alerts.
+    let other: AlertRule = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "AlertRule", "metadata": {"name": "other"},
+        "spec": {"groups": [{"name": "other", "rules": [always("OtherTeam", "critical")]}],
+                 "routing": {"groupWait": "1s", "groupInterval": "1s",
+                    "receivers": [{"name": "pager", "webhook": {"urlSecretRef": {"name": "other-hooks", "key": "url"}}}],
+                    "inhibitRules": [{"sourceMatch": {"severity": "critical"}, "targetMatch": {"severity": "warning"}}]}}}))?;
+    rules.create(&PostParams::default(), &other).await?;
 
-    // The configuration Nova merged, checked by amtool and run by a real Alertmanager.
+    // The configuration Nova merged from both, checked by amtool and run by a real Alertmanager.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let config = std::sync::Mutex::new(String::new());
     eventually("the merged Alertmanager configuration", WAIT, || async {
         let s = secrets.get_opt(nova::alerts::targets::ALERTMANAGER_SECRET).await?;
         let text = s.and_then(|s| s.data).and_then(|mut d| d.remove(nova::alerts::targets::ALERTMANAGER_KEY));
         let text = text.map(|b| String::from_utf8_lossy(&b.0).into_owned()).unwrap_or_default();
-        let found = text.contains(&format!("{ns}/routed/oncall"));
+        let found =
+            text.contains(&format!("{ns}/routed/oncall")) && text.contains(&format!("{ns}/other/pager"));
         *config.lock().unwrap() = text;
         Ok::<_, kube::Error>(found)
     })
@@ -230,6 +242,12 @@ async fn alerts_reach_a_webhook_and_mail_through_alertmanager_and_a_critical_mut
             am.alerts().unwrap_or_default()
         )
     })?;
+    let theirs = [("OtherTeam".to_owned(), "critical".to_owned())];
+    eventually("the other team's webhook got its own alert only", WAIT, || async {
+        Ok::<_, anyhow::Error>(alerts_in(&other_hook.received()) == theirs)
+    })
+    .await?;
+    assert_eq!(alerts_in(&hook.received()), want_hook, "nothing of the other team's reached the first");
     // The warning of DiskFull is in Alertmanager, muted by its critical.
     let held: Value = serde_json::from_str(&am.alerts()?)?;
     let warning = held
