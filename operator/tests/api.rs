@@ -150,7 +150,7 @@ fn valid(kind: &str) -> Value {
                            "schedule": "0 3 * * *", "destination": {"pvc": {"pvc": "backups"}}})
         }
         "Restore" => json!({"backupRef": {"name": "nightly"}}),
-        "AlertRule" => json!({"packs": ["node"]}),
+        "AlertRule" => json!({"packs": ["host"]}),
         "TrainingJob" => json!({"trainer": {"model": "linear", "dataset": "synthetic-regression"}}),
         other => panic!("no valid example for {other}"),
     }
