@@ -68,13 +68,7 @@ async fn argo_cd_promote_action_promotes_a_paused_rollout() -> Result<()> {
     let ns = cp.namespace(&client, "argo-actions").await?;
     let op = common::Operator::start(client.clone(), &ns).await?;
     // Scraping from the start, so the platforms dashboard can be proven on this rollout.
-    let prom = test_cluster::prometheus::Prometheus::start_with(
-        &[],
-        &test_cluster::prometheus::Extra {
-            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
-            ..Default::default()
-        },
-    )?;
+    let prom = common::dashboards::scraping(op.port())?;
     let api: Api<BlueGreenDeployment> = Api::namespaced(client.clone(), &ns);
     let container =
         |image: &str| json!([{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}]);

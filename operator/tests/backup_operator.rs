@@ -64,13 +64,7 @@ async fn a_missed_slot_runs_once_after_a_restart_and_a_restore_brings_the_files_
     let patch = json!({"status": {"lastScheduleTime": three_days_ago.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}});
     backups.patch_status("site", &PatchParams::default(), &Patch::Merge(patch)).await?;
     let op = common::Operator::start_with_state(client.clone(), &ns, state).await?;
-    let prom = test_cluster::prometheus::Prometheus::start_with(
-        &[],
-        &test_cluster::prometheus::Extra {
-            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
-            ..Default::default()
-        },
-    )?;
+    let prom = common::dashboards::scraping(op.port())?;
     let verified = |b: Option<&Backup>| ready(b, "Verified");
     let b = tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", verified))
         .await

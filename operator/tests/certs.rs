@@ -147,13 +147,7 @@ async fn http01_issuance_renewal_and_key_rotation_on_kubernetes() -> Result<()> 
     install_crds(&client).await?;
     let ns = cp.namespace(&client, "certs").await?;
     let op = Operator::start(client.clone(), &ns).await?;
-    let prom = test_cluster::prometheus::Prometheus::start_with(
-        &[],
-        &test_cluster::prometheus::Extra {
-            jobs: vec![("nova".into(), vec![format!("127.0.0.1:{}", op.port())])],
-            ..Default::default()
-        },
-    )?;
+    let prom = common::dashboards::scraping(op.port())?;
     // Short-lived certificates, so renewal (at 2/3 of the lifetime) happens within the test.
     let opts = PebbleOptions {
         http01_port: op.port(),

@@ -137,6 +137,25 @@ fn install_without_operator(cp: &ControlPlane, release_ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// The operator's configuration in the RBAC tests: all namespaces, lease in the release's.
+fn rbac_config(
+    state: &tempfile::TempDir,
+    port: u16,
+    release_ns: &str,
+    identity: &str,
+) -> nova::operator::Config {
+    nova::operator::Config {
+        state_url: state.path().join("state.db").display().to_string(),
+        http_addr: ([127, 0, 0, 1], port).into(),
+        lease: nova::operator::default_lease(release_ns.to_owned(), identity.into()),
+        concurrency: 2,
+        watch_namespace: None,
+        trusted_namespaces: Vec::new(),
+        alerts: Default::default(),
+        acme: Default::default(),
+    }
+}
+
 /// The RBAC tests install the chart's cluster-scoped ClusterRole and binding (one name for
 /// every release) and run an operator watching all namespaces: one at a time.
 static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -156,16 +175,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     let sa_client_for_reads = sa_client.clone();
     let state = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = nova::operator::Config {
-        state_url: state.path().join("state.db").display().to_string(),
-        http_addr: ([127, 0, 0, 1], port).into(),
-        lease: nova::operator::default_lease(release_ns.clone(), "rbac-test".into()),
-        concurrency: 2,
-        watch_namespace: None,
-        trusted_namespaces: Vec::new(),
-        alerts: Default::default(),
-        acme: Default::default(),
-    };
+    let cfg = rbac_config(&state, port, &release_ns, "rbac-test");
     let (stop, stopped) = oneshot::channel::<()>();
     let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
         let _ = stopped.await;
@@ -258,17 +268,10 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
     let state = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let pebble = tokio::task::spawn_blocking(move || test_cluster::pebble::Pebble::start(port)).await??;
-    let cfg = nova::operator::Config {
-        state_url: state.path().join("state.db").display().to_string(),
-        http_addr: ([127, 0, 0, 1], port).into(),
-        lease: nova::operator::default_lease(release_ns.clone(), "rbac-certs".into()),
-        concurrency: 2,
-        watch_namespace: None,
-        trusted_namespaces: Vec::new(),
-        alerts: Default::default(),
-        // A pod IP stands in: the apiserver refuses loopback endpoints.
-        acme: nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() },
-    };
+    let mut cfg = rbac_config(&state, port, &release_ns, "rbac-certs");
+    // A pod IP stands in: the apiserver refuses loopback endpoints.
+    cfg.acme =
+        nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() };
     let (stop, stopped) = oneshot::channel::<()>();
     let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
         let _ = stopped.await;
@@ -332,16 +335,7 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
     let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
     let state = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = nova::operator::Config {
-        state_url: state.path().join("state.db").display().to_string(),
-        http_addr: ([127, 0, 0, 1], port).into(),
-        lease: nova::operator::default_lease(release_ns.clone(), "rbac-alerts".into()),
-        concurrency: 2,
-        watch_namespace: None,
-        trusted_namespaces: Vec::new(),
-        alerts: Default::default(),
-        acme: Default::default(),
-    };
+    let cfg = rbac_config(&state, port, &release_ns, "rbac-alerts");
     let (stop, stopped) = oneshot::channel::<()>();
     let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
         let _ = stopped.await;

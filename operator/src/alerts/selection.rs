@@ -16,22 +16,8 @@ pub struct PromObject {
     pub rule_namespace_selector: Option<LabelSelector>,
 }
 
-/// Whether `sel` matches `labels` (Kubernetes semantics; an empty selector matches all).
-pub fn matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_label = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    let by_expr = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let got = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => got.is_some_and(|v| values.contains(v)),
-            "NotIn" => got.is_none_or(|v| !values.contains(v)),
-            "Exists" => got.is_some(),
-            "DoesNotExist" => got.is_none(),
-            _ => false,
-        }
-    });
-    by_label && by_expr
-}
+/// Whether `sel` matches `labels`, as Kubernetes matches label selectors.
+pub use crate::tenancy::matches;
 
 /// Whether `p` selects a rule with `labels` in namespace `ns` (labelled `ns_labels`).
 pub fn selects(

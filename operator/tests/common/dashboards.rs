@@ -11,6 +11,15 @@ pub fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/nova/dashboards")
 }
 
+/// A real Prometheus scraping the operator on `port` as job `nova`, every second.
+pub fn scraping(port: u16) -> Result<test_cluster::prometheus::Prometheus> {
+    let jobs = vec![("nova".into(), vec![format!("127.0.0.1:{port}")])];
+    Ok(test_cluster::prometheus::Prometheus::start_with(
+        &[],
+        &test_cluster::prometheus::Extra { jobs, ..Default::default() },
+    )?)
+}
+
 /// Every dashboard file, sorted.
 pub fn files() -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir())?

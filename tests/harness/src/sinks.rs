@@ -11,10 +11,20 @@ use crate::{Error, Result};
 /// What arrived, shared with the thread that receives it.
 pub type Inbox = Arc<Mutex<Vec<String>>>;
 
-fn listen() -> Result<(TcpListener, u16)> {
+/// Listens on a free loopback port; each connection is handled by `handle` on a thread of its
+/// own, keeping what arrived in the returned inbox.
+fn serve(handle: fn(TcpStream, &Inbox)) -> Result<(u16, Inbox)> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("binding a sink", e))?;
     let port = l.local_addr().map_err(|e| Error::io("sink address", e))?.port();
-    Ok((l, port))
+    let inbox = Inbox::default();
+    let keep = inbox.clone();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let keep = keep.clone();
+            std::thread::spawn(move || handle(conn, &keep));
+        }
+    });
+    Ok((port, inbox))
 }
 
 /// Accepts POSTs and keeps their bodies; answers 200.
@@ -25,15 +35,7 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn start() -> Result<Self> {
-        let (l, port) = listen()?;
-        let inbox = Inbox::default();
-        let keep = inbox.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                let keep = keep.clone();
-                std::thread::spawn(move || http_conn(conn, &keep));
-            }
-        });
+        let (port, inbox) = serve(http_conn)?;
         Ok(Self { port, inbox })
     }
 
@@ -79,17 +81,9 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> Result<Self> {
-        let (l, port) = listen()?;
-        let inbox = Inbox::default();
-        let keep = inbox.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming().flatten() {
-                let keep = keep.clone();
-                std::thread::spawn(move || {
-                    let _ = smtp_conn(conn, &keep);
-                });
-            }
-        });
+        let (port, inbox) = serve(|conn, keep| {
+            let _ = smtp_conn(conn, keep);
+        })?;
         Ok(Self { port, inbox })
     }
 
