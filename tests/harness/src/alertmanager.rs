@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process::Process;
 use crate::{Error, Result};
@@ -58,17 +58,7 @@ impl Alertmanager {
             "--cluster.listen-address=".into(),
         ];
         let mut process = Process::start("alertmanager", Path::new(&bin), args, dir.path())?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !crate::prometheus::http("GET", port, "/-/ready").is_ok_and(|a| a.contains(" 200 ")) {
-            if let Some(status) = process.exited() {
-                return Err(process.died(status));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout { what: "Alertmanager /-/ready".into(), seconds: 60 });
-            }
-            // Poll interval while the condition is awaited.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::prometheus::await_ok(port, "/-/ready", "Alertmanager", &mut process)?;
         Ok(Self { port, process: Some(process), _dir: dir })
     }
 

@@ -107,23 +107,23 @@ pub(crate) fn http(method: &str, port: u16, path: &str) -> Result<String> {
 }
 
 fn wait_ready(port: u16, process: &mut Process) -> Result<()> {
-    use std::io::{Read, Write};
+    await_ok(port, "/-/ready", "Prometheus", process)
+}
+
+/// Waits until `GET path` on `port` answers 200, failing at once when `process` ended, or
+/// after 60 s naming `who`.
+pub(crate) fn await_ok(port: u16, path: &str, who: &str, process: &mut Process) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = process.exited() {
             return Err(process.died(status));
         }
-        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-            let _ = s.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
-        });
-        if ready {
+        let answer = http("GET", port, path).unwrap_or_default();
+        if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::Timeout { what: "Prometheus /-/ready".into(), seconds: 60 });
+            return Err(Error::Timeout { what: format!("{who} {path}"), seconds: 60 });
         }
         // Poll interval while the condition is awaited.
         std::thread::sleep(Duration::from_millis(100));
@@ -156,17 +156,7 @@ impl NodeExporter {
             .port();
         let args: Vec<OsString> = vec![format!("--web.listen-address=127.0.0.1:{port}").into()];
         let mut process = Process::start("node_exporter", Path::new(&bin), args, dir.path())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !http("GET", port, "/metrics").is_ok_and(|a| a.contains(" 200 ")) {
-            if let Some(status) = process.exited() {
-                return Err(process.died(status));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout { what: "node_exporter /metrics".into(), seconds: 30 });
-            }
-            // Poll interval while the condition is awaited.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        await_ok(port, "/metrics", "node_exporter", &mut process)?;
         Ok(Self { port, process: Some(process), _dir: dir })
     }
 
