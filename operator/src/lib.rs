@@ -14,6 +14,7 @@ pub mod certs;
 pub mod conditions;
 pub mod context;
 pub mod crdgen;
+pub mod documents;
 pub mod drift;
 pub mod host;
 pub mod hostaccess;

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use serde::Deserialize as _;
 
 use crate::api::bluegreen::{BlueGreenDeploymentStatus, Phase};
 use crate::api::host::Host;
@@ -34,58 +33,34 @@ pub struct Objects {
     pub platforms: Vec<Platform>,
 }
 
-fn yaml_files(path: &Path) -> Result<Vec<PathBuf>, Error> {
-    let io = |e: std::io::Error| Error::Input(format!("{}: {e}", path.display()));
-    if !path.is_dir() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Reads every document of a file, or of each `*.yaml`/`*.yml` in a directory. Kinds other
 /// than Host and Platform are refused: without a cluster nothing would act on them.
 pub fn load(path: &Path) -> Result<Objects, Error> {
     let mut out = Objects::default();
-    for file in yaml_files(path)? {
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let at = format!("{} (document {})", file.display(), i + 1);
-            let value =
-                serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input(format!("{at}: {e}")))?;
-            if value.is_null() {
-                continue;
-            }
-            let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-            if kind == "Host" || kind == "Platform" {
-                crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
-            }
-            match kind.as_str() {
-                "Host" => out.hosts.push(
-                    serde_yaml::from_value(value).map_err(|e| Error::Input(format!("{at}: a Host: {e}")))?,
-                ),
-                "Platform" => {
-                    let p: Platform = serde_yaml::from_value(value)
-                        .map_err(|e| Error::Input(format!("{at}: a Platform: {e}")))?;
-                    if p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).is_none() {
-                        return Err(Error::Input(format!(
-                            "{at}: Platform {} has no spec.target.hosts; without a cluster only host targets can run",
-                            p.name_any()
-                        )));
-                    }
-                    out.platforms.push(p);
-                }
-                other => {
+    for (at, value) in crate::documents::read(path).map_err(Error::Input)? {
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        if kind == "Host" || kind == "Platform" {
+            crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
+        }
+        match kind.as_str() {
+            "Host" => out
+                .hosts
+                .push(serde_yaml::from_value(value).map_err(|e| Error::Input(format!("{at}: a Host: {e}")))?),
+            "Platform" => {
+                let p: Platform = serde_yaml::from_value(value)
+                    .map_err(|e| Error::Input(format!("{at}: a Platform: {e}")))?;
+                if p.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).is_none() {
                     return Err(Error::Input(format!(
-                        "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host and Platform with target.hosts are)"
+                        "{at}: Platform {} has no spec.target.hosts; without a cluster only host targets can run",
+                        p.name_any()
                     )));
                 }
+                out.platforms.push(p);
+            }
+            other => {
+                return Err(Error::Input(format!(
+                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host and Platform with target.hosts are)"
+                )));
             }
         }
     }

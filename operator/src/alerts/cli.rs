@@ -5,8 +5,6 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use super::{owner_key, routing, rules, validate};
 use crate::api::AlertRule;
 
@@ -24,22 +22,6 @@ pub enum Command {
         #[arg(short, long)]
         file: PathBuf,
     },
-}
-
-fn read(path: &PathBuf) -> Result<Vec<(serde_yaml::Value, String)>, String> {
-    let text = if path.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))?
-    } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-    };
-    let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let v = serde_yaml::Value::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
-        if !v.is_null() {
-            out.push((v, format!("{} document {}", path.display(), i + 1)));
-        }
-    }
-    Ok(out)
 }
 
 /// Every problem of the AlertRule `doc`: admission's first, then Nova's own.
@@ -61,7 +43,7 @@ pub fn main(cmd: Command) -> Result<String, String> {
         Command::Check { file } => {
             let mut failed = Vec::new();
             let mut lines = Vec::new();
-            for (doc, at) in read(&file)? {
+            for (at, doc) in crate::documents::read(&file)? {
                 match problems(&doc) {
                     Ok(a) => lines.push(format!(
                         "{at}: AlertRule {}: {} rules, valid",
@@ -75,7 +57,7 @@ pub fn main(cmd: Command) -> Result<String, String> {
         }
         Command::Render { file } => {
             let mut out = Vec::new();
-            for (doc, at) in read(&file)? {
+            for (at, doc) in crate::documents::read(&file)? {
                 let json = serde_json::to_value(&doc).map_err(|e| format!("{at}: {e}"))?;
                 let a: AlertRule = serde_json::from_value(json).map_err(|e| format!("{at}: {e}"))?;
                 let owner = owner_key(

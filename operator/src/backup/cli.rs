@@ -9,7 +9,6 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use serde::Deserialize as _;
 
 use super::engine::{Catalog, EngineError, Job};
 use super::restore::Target;
@@ -42,36 +41,11 @@ pub struct Loaded {
     secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
 
-fn docs(path: &Path) -> Result<Vec<(String, serde_yaml::Value)>, Error> {
-    let mut files = vec![path.to_owned()];
-    if path.is_dir() {
-        let rd = std::fs::read_dir(path).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        files = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-            .collect();
-        files.sort();
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| Error::Input(format!("{}: {e}", f.display())))?;
-        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-            let at = format!("{} (document {})", f.display(), i + 1);
-            let v = serde_yaml::Value::deserialize(doc).map_err(|e| Error::Input(format!("{at}: {e}")))?;
-            if !v.is_null() {
-                out.push((at, v));
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Reads Backups, Hosts and Secrets from a file or a directory of them; Backups and Hosts are
 /// checked against the CRDs' schemas and rules, as the apiserver would.
 pub fn load(path: &Path) -> Result<Loaded, Error> {
     let mut out = Loaded::default();
-    for (at, v) in docs(path)? {
+    for (at, v) in crate::documents::read(path).map_err(Error::Input)? {
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
         let bad = |e: String| Error::Input(format!("{at}: {e}"));
         match kind.as_str() {

@@ -66,21 +66,19 @@ async fn has_data(http: &reqwest::Client, prom: &str, expr: &str) -> Result<bool
 pub async fn assert_every_panel_has_data(name: &str, prom: &str, wait: Duration) -> Result<()> {
     let d = load(name)?;
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let mut empty = Vec::new();
-        for (title, expr) in queries(&d) {
-            if !has_data(&http, prom, &expr).await? {
-                empty.push(format!("{title:?}: {expr}"));
+    let empty = std::sync::Mutex::new(Vec::new());
+    let shown =
+        test_cluster::eventually(&format!("every panel of dashboard {name} to show data"), wait, || async {
+            let mut none = Vec::new();
+            for (title, expr) in queries(&d) {
+                if !has_data(&http, prom, &expr).await? {
+                    none.push(format!("{title:?}: {expr}"));
+                }
             }
-        }
-        if empty.is_empty() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("dashboard {name}: panels without data:\n  {}", empty.join("\n  "));
-        }
-        // Prometheus scrapes every second: look again after the next scrapes.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            let done = none.is_empty();
+            *empty.lock().unwrap() = none;
+            Ok::<_, anyhow::Error>(done)
+        })
+        .await;
+    shown.with_context(|| format!("panels without data:\n  {}", empty.lock().unwrap().join("\n  ")))
 }
