@@ -33,5 +33,6 @@ pub mod ssh;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
+pub mod training;
 pub mod unserved;
 pub mod workload;

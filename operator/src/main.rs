@@ -89,6 +89,9 @@ enum Command {
     /// its Hosts and Secrets are read from YAML.
     #[command(subcommand)]
     Backup(nova::backup::cli::Command),
+    /// The built-in trainer (candle) on its own: Fashion-MNIST or synthetic data, checkpoints with
+    /// exact resume, the progress protocol on stdout or in --progress-file.
+    Train(Box<nova::training::cli::Args>),
     /// Apply Hosts and host-targeted Platforms from YAML with no cluster: over SSH, with status
     /// kept in the state database. Waits until each rollout settles, printing its progress.
     Apply {
@@ -289,6 +292,13 @@ async fn main() -> Result<()> {
             }
         },
         Command::Backup(cmd) => println!("{}", nova::backup::cli::main(cmd).await?),
+        Command::Train(args) => match nova::training::cli::main(*args) {
+            Ok(summary) => eprintln!("{summary}"),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
         Command::Apply { from, promote, abort, no_wait } => {
             let objs = nova::local::load(&from.file)?;
             let state = nova::state::State::connect(&from.state).await?;

@@ -297,6 +297,17 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             with("TrainingJob", json!({"checkpoint": {"path": "/ckpt", "pvc": "ckpt"}})),
             "checkpoint.path or checkpoint.pvc, not both",
         ),
+        ("TrainingJob", with("TrainingJob", json!({"workers": 2})), "the built-in trainer runs one worker"),
+        (
+            "TrainingJob",
+            with("TrainingJob", json!({"trainer": {"model": "cnn"}})),
+            "model cnn needs images: use dataset fashion-mnist",
+        ),
+        (
+            "TrainingJob",
+            with("TrainingJob", json!({"trainer": {"model": "mlp-small"}})),
+            "spec.trainer.model",
+        ),
     ]
 }
 

@@ -35,6 +35,7 @@ use super::common::{Conditions, HostSelector, conditions_schema, one, string_map
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.trainer)").message("give exactly one of image (with command) or trainer"))]
 #[x_kube(validation = Rule::new("!has(self.image) || (has(self.command) && size(self.command) > 0)").message("image needs a command"))]
+#[x_kube(validation = Rule::new("!has(self.trainer) || self.workers == 1").message("the built-in trainer runs one worker (candle has no collective across workers): set workers to 1, or bring an image with a distributed trainer"))]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {
     /// Where the workers run. Default: this Kubernetes cluster.
@@ -111,13 +112,16 @@ fn gpu_resource() -> String {
     "nvidia.com/gpu".into()
 }
 
-/// The built-in trainer.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// The built-in trainer (`nova train`): one worker, CPU, or CUDA in a build with the `cuda` feature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.model != 'cnn' || !self.dataset.startsWith('synthetic-')").message("model cnn needs images: use dataset fashion-mnist or a directory of IDX files"))]
 pub struct BuiltinTrainer {
-    /// Model preset.
+    /// Model preset: linear, mlp or cnn.
     pub model: ModelPreset,
-    /// Dataset: a built-in name (`synthetic-regression`, `synthetic-classification`) or a path.
+    /// Data set: `fashion-mnist` (Debian's dataset-fashion-mnist, nothing is downloaded),
+    /// `synthetic-classification`, `synthetic-regression`, or an absolute directory holding the
+    /// four MNIST-format IDX files.
     #[schemars(
         length(min = 1, max = 1024),
         regex(
@@ -137,6 +141,14 @@ pub struct BuiltinTrainer {
     #[serde(default = "lr")]
     #[schemars(length(max = 32), regex(pattern = r"^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$"))]
     pub learning_rate: String,
+    /// Seed of the initial weights and of the batch order: the same seed, the same run. Default 0.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub seed: i64,
+    /// Stop after this many epochs without a better validation loss. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub early_stopping_patience: Option<i32>,
 }
 
 fn batch() -> i32 {
@@ -150,12 +162,12 @@ fn lr() -> String {
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelPreset {
-    /// Linear regression.
+    /// One linear layer (softmax or linear regression).
     Linear,
-    /// Small multi-layer perceptron.
-    MlpSmall,
-    /// Larger multi-layer perceptron.
-    MlpLarge,
+    /// One hidden layer of 256 ReLU units.
+    Mlp,
+    /// Two 3×3 convolutions with max pooling, then a linear layer (image data sets only).
+    Cnn,
 }
 
 /// Checkpoint settings.

@@ -1,0 +1,4 @@
+//! TrainingJob: the built-in trainer's settings from a spec, and `nova train`.
+
+pub mod builtin;
+pub mod cli;
