@@ -170,7 +170,9 @@ impl Run<'_> {
             *since = (Instant::now(), step);
             self.emit(&r)?;
         }
-        if let Some(dir) = self.cfg.checkpoint_dir.clone().filter(|_| step.is_multiple_of(self.cfg.every_steps)) {
+        if let Some(dir) =
+            self.cfg.checkpoint_dir.clone().filter(|_| step.is_multiple_of(self.cfg.every_steps))
+        {
             let path = checkpoint::save(&dir, false, &self.pos, self.tensors())?;
             checkpoint::prune(&dir, self.cfg.keep_last)?;
             let mut r = self.record(Kind::Checkpoint);

@@ -76,6 +76,14 @@ pub struct TrainingJobSpec {
     #[serde(default)]
     #[schemars(range(min = -1000, max = 1000))]
     pub priority: i32,
+    /// Stop every worker and keep the job; set back to false, the workers start again from the
+    /// newest checkpoint (not counted as a restart).
+    #[serde(default)]
+    pub suspend: bool,
+    /// Environment of an own trainer's workers (added to Nova's contract; Nova's names win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "string_map")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Where training runs. At most one of kubernetes or hosts; kubernetes when neither.
@@ -231,6 +239,20 @@ pub struct RunPolicy {
     /// gang (default): when one worker fails, all restart together from the last checkpoint.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// A running job whose progress (the step in its progress lines) has not advanced for this
+    /// long is taken as hung: all workers restart from the last checkpoint. Default: not watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10))]
+    pub progress_deadline_seconds: Option<i64>,
+    /// All workers must be placed (scheduled) within this long, or all are removed and placed
+    /// again after a backoff (not counted as a restart). Default 300.
+    #[serde(default = "scheduling_timeout")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub scheduling_timeout_seconds: i64,
+}
+
+fn scheduling_timeout() -> i64 {
+    300
 }
 
 impl Default for RunPolicy {
@@ -240,6 +262,8 @@ impl Default for RunPolicy {
             active_deadline_seconds: None,
             ttl_seconds_after_finished: None,
             restart: RestartPolicy::Gang,
+            progress_deadline_seconds: None,
+            scheduling_timeout_seconds: scheduling_timeout(),
         }
     }
 }
@@ -283,9 +307,14 @@ fn cool() -> i32 {
 /// Training phases.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum TrainingPhase {
+    /// Workers are being created or placed.
     Pending,
+    /// Every worker is placed and running.
     Running,
+    /// Frozen by the thermal guard.
     Paused,
+    /// spec.suspend: no workers.
+    Suspended,
     Succeeded,
     Failed,
 }
@@ -314,9 +343,30 @@ pub struct TrainingJobStatus {
     /// The generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Pending, Running, Paused, Succeeded or Failed.
+    /// Pending, Running, Paused, Suspended, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<TrainingPhase>,
+    /// The current gang of workers: 1 for the first, one more per restart or re-placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
+    /// When the first workers were created (activeDeadlineSeconds counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the current gang was created (schedulingTimeoutSeconds counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_start_time: Option<Time>,
+    /// When the job succeeded or failed (ttlSecondsAfterFinished counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// When the step last advanced (progressDeadlineSeconds counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_time: Option<Time>,
+    /// Gangs removed in a row because not every worker could be placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_failures: Option<i32>,
+    /// No new gang before this time (the backoff after a failed placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
     /// Current epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i32>,

@@ -2,3 +2,5 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod plan;
+pub mod thermal;
