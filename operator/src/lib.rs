@@ -34,5 +34,4 @@ pub mod state;
 pub mod telemetry;
 pub mod tenancy;
 pub mod training;
-pub mod unserved;
 pub mod workload;

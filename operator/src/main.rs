@@ -74,6 +74,10 @@ enum Command {
         /// cluster's Prometheus selects rules by (its spec.ruleSelector).
         #[arg(long = "prometheus-rule-label", value_parser = parse_label)]
         prometheus_rule_labels: Vec<(String, String)>,
+        /// Image whose `nova train` runs TrainingJobs of the built-in trainer (the chart passes
+        /// the operator's own); default ghcr.io/nova-infra/nova:<this version>.
+        #[arg(long, env = "NOVA_TRAINER_IMAGE")]
+        trainer_image: Option<String>,
     },
     /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
     /// when this binary is on PATH as `kubectl-nova`.
@@ -252,6 +256,7 @@ async fn main() -> Result<()> {
             trusted_namespaces,
             prometheus_url,
             prometheus_rule_labels,
+            trainer_image,
         } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
@@ -273,6 +278,9 @@ async fn main() -> Result<()> {
                     rule_labels: prometheus_rule_labels.into_iter().collect(),
                     watch_namespace: None,
                 },
+                training: trainer_image
+                    .map(|trainer_image| nova::training::controller::Settings { trainer_image })
+                    .unwrap_or_default(),
                 acme: nova::certs::Settings {
                     backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),
                     backoff_cap: std::time::Duration::from_secs(acme_backoff_cap_seconds),

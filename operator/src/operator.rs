@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{self, Controller};
@@ -17,7 +17,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::{
-    AcmeIssuer, AlertRule, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate,
+    AcmeIssuer, AlertRule, Backup, BlueGreenDeployment, Host, Platform, Restore, TlsCertificate, TrainingJob,
 };
 use crate::context::{ChildStores, Context};
 use crate::leader::{Elector, LeaseConfig};
@@ -40,6 +40,8 @@ pub struct Config {
     pub trusted_namespaces: Vec<String>,
     /// The Prometheus AlertRules are read back from, and the labels their rules get.
     pub alerts: crate::alerts::controller::Settings,
+    /// The image of the built-in trainer's workers.
+    pub training: crate::training::controller::Settings,
 }
 
 impl std::fmt::Debug for Config {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Config {
             .field("acme", &self.acme)
             .field("trusted_namespaces", &self.trusted_namespaces)
             .field("alerts", &self.alerts)
+            .field("training", &self.training)
             .finish()
     }
 }
@@ -267,12 +270,12 @@ async fn run_controllers(
         .for_each(log_controller_error);
     let prune = forget_deleted((platform_ctx, bg_ctx, host_ctx), platform_store, bg_stores, host_store);
     let backups = backups(&client, ns, cfg, ctx.clone(), shared_stop.clone());
-    let unserved = crate::unserved::run(&client, ns, ctx.clone(), shared_stop.clone());
+    let training = training(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let alerts = alerts(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join3(futures::future::join5(platforms, rollouts, hosts, certs, backups), unserved, alerts) => {}
+        _ = futures::future::join3(futures::future::join5(platforms, rollouts, hosts, certs, backups), training, alerts) => {}
         _ = watches => {}
         () = prune => {}
     }
@@ -380,6 +383,25 @@ async fn certificates(
         _ = futures::future::join(issuers, certificates) => {}
         () = prune => {}
     }
+}
+
+/// The TrainingJob controller; the workers' pods wake it.
+async fn training(
+    client: &Client,
+    ns: Option<&str>,
+    cfg: &Config,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let own = crate::context::Own::<TrainingJob, _>::new(ctx, cfg.training.clone());
+    let pods = watcher::Config::default().labels(crate::training::pods::JOB);
+    Controller::new(api::<TrainingJob>(client, ns), watcher::Config::default())
+        .owns(api::<Pod>(client, ns), pods)
+        .with_config(controller::Config::default().concurrency(cfg.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(crate::training::controller::reconcile, crate::context::error_policy, own)
+        .for_each(log_controller_error)
+        .await;
 }
 
 /// The AlertRule controller.
@@ -499,6 +521,7 @@ mod tests {
                 prometheus_url: Some("https://nova:s3cret@prom:9090".into()),
                 ..Default::default()
             },
+            training: Default::default(),
         };
         let text = format!("{cfg:?}");
         assert!(text.contains("https://nova:***@prom:9090") && !text.contains("s3cret"), "{text}");

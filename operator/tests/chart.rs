@@ -152,6 +152,7 @@ fn rbac_config(
         watch_namespace: None,
         trusted_namespaces: Vec::new(),
         alerts: Default::default(),
+        training: Default::default(),
         acme: Default::default(),
     }
 }
@@ -385,6 +386,56 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(30), operator).await???;
     gone?;
+    Ok(())
+}
+
+/// A TrainingJob under the chart's role: its pods and headless Service are created, listed, and
+/// stopped together (deletecollection) for a gang restart.
+#[tokio::test]
+async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    use nova::api::TrainingJob;
+    let _turn = CLUSTER_WIDE.lock().await;
+    let cp = shared(Mode::Simulated).await?;
+    let admin = cp.client().await?;
+    let release_ns = cp.namespace(&admin, "nova-train").await?;
+    let apps_ns = cp.namespace(&admin, "trainapps").await?;
+    install_without_operator(cp, &release_ns)?;
+    common::record_logs();
+    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
+    let state = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let cfg = rbac_config(&state, port, &release_ns, "rbac-train");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
+        let _ = stopped.await;
+    }));
+    let job: TrainingJob = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "t"},
+        "spec": {"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0},
+    }))?;
+    let jobs: Api<TrainingJob> = Api::namespaced(admin.clone(), &apps_ns);
+    jobs.create(&PostParams::default(), &job).await?;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &apps_ns);
+    let attempt = |n: &'static str| {
+        let pods = pods.clone();
+        async move {
+            let l = pods.list(&Default::default()).await?;
+            let names: Vec<String> = l.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+            Ok::<_, kube::Error>(names.len() == 2 && names.iter().all(|p| p.starts_with(n)))
+        }
+    };
+    let wait = Duration::from_secs(60);
+    let first = test_cluster::eventually("attempt 1's pods", wait, || attempt("t-a1-")).await;
+    if first.is_ok() {
+        let failed = json!({"status": {"phase": "Failed", "reason": "Evicted"}});
+        pods.patch_status("t-a1-0", &Default::default(), &kube::api::Patch::Merge(failed)).await?;
+    }
+    let second = test_cluster::eventually("attempt 2's pods", wait, || attempt("t-a2-")).await;
+    let status = jobs.get("t").await?.status;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    first.and(second).with_context(|| format!("under the chart's RBAC: {status:?}"))?;
     Ok(())
 }
 

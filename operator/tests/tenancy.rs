@@ -46,6 +46,7 @@ fn start_operator(client: Client, ns: &str, state: &tempfile::TempDir) -> Result
         watch_namespace: None,
         trusted_namespaces: Vec::new(),
         alerts: Default::default(),
+        training: Default::default(),
         acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -31,7 +31,8 @@ use super::common::{Conditions, HostSelector, conditions_schema, one, string_map
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
         priority = 1
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name: at most 52 characters (each worker's host name is <name>-<index>, a DNS label of at most 63)")
 )]
 #[x_kube(validation = Rule::new("has(self.image) != has(self.trainer)").message("give exactly one of image (with command) or trainer"))]
 #[x_kube(validation = Rule::new("!has(self.image) || (has(self.command) && size(self.command) > 0)").message("image needs a command"))]

@@ -48,3 +48,35 @@ pub fn from_spec(spec: &TrainingJobSpec) -> Result<Settings, String> {
         keep_last: Some(spec.checkpoint.keep_last.max(1) as usize),
     })
 }
+
+/// The `nova train` command line of a job's built-in trainer, as its workers run it. The
+/// checkpoint directory, resume point and progress file come from the worker's environment.
+pub fn command(spec: &TrainingJobSpec) -> Result<Vec<String>, String> {
+    let s = from_spec(spec)?;
+    let mut c = vec!["nova".to_string(), "train".into()];
+    let model = match s.model {
+        Some(nova_train::Preset::Linear) => "linear",
+        Some(nova_train::Preset::Cnn) => "cnn",
+        _ => "mlp",
+    };
+    let pairs = [
+        ("--model", Some(model.to_string())),
+        ("--dataset", s.dataset),
+        ("--epochs", s.epochs.map(|v| v.to_string())),
+        ("--batch-size", s.batch_size.map(|v| v.to_string())),
+        ("--learning-rate", s.learning_rate.map(|v| v.to_string())),
+        ("--seed", s.seed.map(|v| v.to_string())),
+        ("--patience", s.patience.map(|v| v.to_string())),
+        ("--every-steps", s.every_steps.map(|v| v.to_string())),
+        ("--keep-last", s.keep_last.map(|v| v.to_string())),
+    ];
+    for (flag, value) in pairs {
+        if let Some(v) = value {
+            c.extend([flag.to_string(), v]);
+        }
+    }
+    if spec.gpus_per_worker > 0 {
+        c.extend(["--device".into(), "cuda".into()]);
+    }
+    Ok(c)
+}

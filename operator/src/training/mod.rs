@@ -2,5 +2,8 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod controller;
+pub mod observe;
 pub mod plan;
+pub mod pods;
 pub mod thermal;

@@ -61,8 +61,10 @@ pub struct Observed {
     pub workers: BTreeMap<u32, Worker>,
     /// Pods of earlier attempts still there.
     pub leftovers: usize,
-    /// The step read from the progress lines advanced since the last look.
-    pub progressed: bool,
+    /// Whether the step read from the progress lines advanced since the last look; None when
+    /// they could not be read (then the progress deadline is not judged: a log Nova cannot
+    /// read is no evidence of a hang).
+    pub progressed: Option<bool>,
 }
 
 /// Why the gang changed, as event reasons.
@@ -254,10 +256,10 @@ fn running(p: &Policy, mut plan: Plan, seen: &Observed, now: Timestamp) -> Plan 
         st.phase = Some(TrainingPhase::Running);
     }
     st.placement_failures = None;
-    if seen.progressed {
+    if seen.progressed == Some(true) {
         st.last_progress_time = Some(Time(now));
     }
-    if let Some(d) = p.progress_deadline {
+    if let Some(d) = p.progress_deadline.filter(|_| seen.progressed.is_some()) {
         let left = until(&st.last_progress_time, d, now).unwrap_or_default();
         if !left.is_positive() && st.phase != Some(TrainingPhase::Paused) {
             return restart(

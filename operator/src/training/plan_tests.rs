@@ -37,7 +37,7 @@ impl World {
     }
 
     /// One reconcile, carried out: stopped workers become leftovers until `settle`.
-    fn tick_with(&mut self, progressed: bool) -> Plan {
+    fn tick_with(&mut self, progressed: Option<bool>) -> Plan {
         let seen = Observed { workers: self.workers.clone(), leftovers: self.leftovers, progressed };
         let plan = decide(&self.p, &self.status, &seen, self.now);
         self.status = plan.status.clone();
@@ -52,7 +52,7 @@ impl World {
     }
 
     fn tick(&mut self) -> Plan {
-        self.tick_with(false)
+        self.tick_with(Some(false))
     }
 
     /// The stopped pods are gone.
@@ -187,7 +187,7 @@ fn a_hung_gang_is_restarted_at_the_progress_deadline() {
     w.all(Worker::Running);
     w.tick();
     w.wait(20);
-    w.tick_with(true);
+    w.tick_with(Some(true));
     w.wait(20);
     let plan = w.tick();
     assert!(!plan.stop_all, "progress 20 s ago is within the deadline");
@@ -198,6 +198,15 @@ fn a_hung_gang_is_restarted_at_the_progress_deadline() {
         plan.stop_all && plan.message.contains("no progress for spec.runPolicy.progressDeadlineSeconds (30)")
     );
     assert_eq!(w.status.restarts, Some(1));
+
+    // Progress that cannot be read is no evidence of a hang.
+    let mut w = World::new(1);
+    w.p.progress_deadline = Some(SignedDuration::from_secs(30));
+    w.tick();
+    w.all(Worker::Running);
+    w.wait(300);
+    let plan = w.tick_with(None);
+    assert!(!plan.stop_all && plan.recheck.is_none(), "{plan:?}");
 }
 
 #[test]

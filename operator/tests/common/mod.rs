@@ -97,6 +97,7 @@ impl Operator {
             watch_namespace: Some(ns.to_owned()),
             trusted_namespaces: Vec::new(),
             alerts,
+            training: Default::default(),
             acme: nova::certs::Settings {
                 backoff_base: Duration::from_secs(2),
                 order_timeout: Duration::from_secs(30),

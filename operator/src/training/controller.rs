@@ -1,0 +1,162 @@
+//! The TrainingJob controller on Kubernetes: observe (the workers' pods, rank 0's progress
+//! lines) → decide (the gang's plan, pure) → act (pods created or stopped, the headless
+//! Service) → status. Owner references remove everything with the job: no finalizer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+
+use super::plan::{self, Plan, Policy};
+use super::pods::{self, JOB};
+use crate::api::TrainingJob;
+use crate::api::training::TrainingPhase;
+use crate::conditions::{Cond, CondType};
+use crate::context::{Error, Own};
+use crate::kit::error::Call;
+use crate::kit::{self, FIELD_MANAGER};
+
+/// What the operator is told about training.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The image whose `nova train` runs jobs of the built-in trainer (`--trainer-image`).
+    pub trainer_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { trainer_image: format!("ghcr.io/nova-infra/nova:{}", env!("CARGO_PKG_VERSION")) }
+    }
+}
+
+pub type Ctx = Own<TrainingJob, Settings>;
+
+/// Progress is read again this often while workers run.
+const WATCH: Duration = Duration::from_secs(30);
+
+pub async fn reconcile(obj: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let c = ctx.clone();
+    kit::run(obj, &ctx.kit, &ctx.status, &[], |job| async move { apply(&job, &c).await }).await
+}
+
+async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
+    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = ctx.status.current(job);
+    let (mut seen, current) = super::observe::pods(&api, &name, old.attempt).await?;
+    let mut status = old.clone();
+    let rank0 = current.iter().find(|p| p.labels().get(pods::INDEX).map(String::as_str) == Some("0"));
+    if let Some(p) = rank0.filter(|_| old.phase == Some(TrainingPhase::Running)) {
+        seen.progressed = super::observe::progress(&api, &p.name_any(), &mut status).await;
+    }
+    let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
+    act(job, ctx, &api, &mut plan, &seen).await?;
+    write_status(job, ctx, &plan).await?;
+    Ok(match plan.recheck {
+        Some(d) => Action::requeue(d.unsigned_abs().max(Duration::from_millis(200))),
+        None if matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Pending)) => {
+            Action::requeue(WATCH)
+        }
+        None => Action::await_change(),
+    })
+}
+
+async fn act(
+    job: &TrainingJob,
+    ctx: &Ctx,
+    api: &Api<Pod>,
+    plan: &mut Plan,
+    seen: &plan::Observed,
+) -> Result<(), Error> {
+    let name = job.name_any();
+    if let Some((warning, reason, note)) = &plan.event {
+        let t = if *warning { EventType::Warning } else { EventType::Normal };
+        ctx.publish(&job.object_ref(&()), "Train", t, reason, note).await;
+    }
+    if plan.stop_all || plan.stop_leftovers {
+        ctx.kit.fenced()?;
+        let keep = (!plan.stop_all).then_some(plan.status.attempt).flatten();
+        stop(api, &name, keep, seen).await?;
+    }
+    if plan.create.is_empty() {
+        return Ok(());
+    }
+    ctx.kit.fenced()?;
+    put_service(ctx, job).await?;
+    let attempt = plan.status.attempt.unwrap_or(1);
+    for index in plan.create.clone() {
+        let w = pods::Worker {
+            attempt,
+            index,
+            restarts: plan.status.restarts.unwrap_or(0),
+            resume_from: plan.status.last_checkpoint.as_ref().map(|c| c.path.as_str()),
+            trainer_image: &ctx.families.trainer_image,
+        };
+        let pod = pods::pod(job, &w).map_err(|m| crate::context::Blocked::new("InvalidSpec", m))?;
+        match api
+            .create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &pod)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            r => {
+                r.call(|| format!("creating worker {index} of TrainingJob {name}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the job's pods: all of them, or (`keep`) all but those of the current attempt.
+async fn stop(api: &Api<Pod>, job: &str, keep: Option<i32>, seen: &plan::Observed) -> Result<(), Error> {
+    let mut selector = format!("{JOB}={job}");
+    if let Some(a) = keep {
+        selector += &format!(",{}!={a}", pods::ATTEMPT);
+    }
+    if seen.workers.is_empty() && seen.leftovers == 0 {
+        return Ok(());
+    }
+    // The pods' own grace period (30 s) lets a trainer write a checkpoint on SIGTERM.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
+        .await
+        .call(|| format!("stopping the workers of TrainingJob {job}"))?;
+    Ok(())
+}
+
+async fn put_service(ctx: &Ctx, job: &TrainingJob) -> Result<(), Error> {
+    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    Api::<Service>::namespaced(ctx.client.clone(), &ns)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pods::service(job)))
+        .await
+        .call(|| format!("applying Service {ns}/{name}"))?;
+    Ok(())
+}
+
+/// Ready while the gang runs, after it succeeded, or suspended; Stalled once it failed;
+/// Reconciling while workers are created, placed or restarted. A finished job's conditions stay as written.
+fn conditions(plan: &Plan) -> Vec<Cond> {
+    if plan.reason.is_empty() {
+        return Vec::new();
+    }
+    let (r, m) = (plan.reason, plan.message.clone());
+    match plan.status.phase {
+        Some(TrainingPhase::Running | TrainingPhase::Succeeded) => {
+            vec![Cond::new(CondType::Ready, true, r, m)]
+        }
+        Some(TrainingPhase::Failed) => {
+            vec![Cond::new(CondType::Ready, false, r, m.clone()), Cond::new(CondType::Stalled, true, r, m)]
+        }
+        // As a suspended Backup: the state the user asked for (kstatus Current, not Failed).
+        Some(TrainingPhase::Suspended) => vec![Cond::new(CondType::Ready, true, r, m)],
+        _ => vec![Cond::new(CondType::Ready, false, r, m)],
+    }
+}
+
+async fn write_status(job: &TrainingJob, ctx: &Ctx, plan: &Plan) -> Result<(), Error> {
+    ctx.status.write(&ctx.kit, job, plan.status.clone(), &conditions(plan)).await?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! The TrainingJob controller on the simulated cluster (kwok runs the pods; the test fails them
+//! as a kubelet would): the gang's pods, environment and headless Service; gang restart with a
+//! new rendezvous; the backoff limit counted across attempts; a permanent exit code; placement
+//! that times out and is retried; suspend and resume; the active deadline; the TTL.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use nova::api::TrainingJob;
+use nova::api::training::TrainingPhase;
+use serde_json::{Value, json};
+use test_cluster::{Mode, eventually, shared};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Env {
+    client: Client,
+    ns: String,
+    jobs: Api<TrainingJob>,
+    pods: Api<Pod>,
+    _op: common::Operator,
+}
+
+async fn env(name: &str) -> Result<Env> {
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, name).await?;
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let jobs = Api::namespaced(client.clone(), &ns);
+    let pods = Api::namespaced(client.clone(), &ns);
+    Ok(Env { client, ns, jobs, pods, _op: op })
+}
+
+impl Env {
+    async fn create(&self, name: &str, spec: Value) -> Result<()> {
+        let job: TrainingJob = serde_json::from_value(json!({
+            "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": name}, "spec": spec}))?;
+        self.jobs.create(&PostParams::default(), &job).await?;
+        Ok(())
+    }
+
+    /// The job's live pods of `attempt`, once there are `n` of them and no others.
+    async fn gang(&self, job: &str, attempt: i32, n: usize) -> Result<Vec<Pod>> {
+        let what = format!("{n} pods of {job} attempt {attempt} and no others");
+        eventually(&what, WAIT, || async {
+            let all = self
+                .pods
+                .list(&ListParams::default().labels(&format!("nova.infra.dev/trainingjob={job}")))
+                .await?;
+            let ours = all
+                .items
+                .iter()
+                .filter(|p| attempt_of(p) == Some(attempt) && p.metadata.deletion_timestamp.is_none());
+            Ok::<_, kube::Error>(ours.count() == n && all.items.len() == n)
+        })
+        .await?;
+        let all = self
+            .pods
+            .list(&ListParams::default().labels(&format!("nova.infra.dev/trainingjob={job}")))
+            .await?;
+        Ok(all.items)
+    }
+
+    async fn status_until(
+        &self,
+        job: &str,
+        what: &str,
+        f: impl Fn(&nova::api::training::TrainingJobStatus) -> bool,
+    ) -> Result<TrainingJob> {
+        eventually(what, WAIT, || async {
+            let j = self.jobs.get(job).await?;
+            Ok::<_, kube::Error>(j.status.as_ref().is_some_and(&f))
+        })
+        .await?;
+        Ok(self.jobs.get(job).await?)
+    }
+
+    /// Marks the pod as a kubelet marks one whose container exited with `code`.
+    async fn exit(&self, pod: &str, code: i32, reason: &str) -> Result<()> {
+        let phase = if code == 0 { "Succeeded" } else { "Failed" };
+        let status = json!({"status": {"phase": phase, "containerStatuses": [{
+            "name": "trainer", "image": "t", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "reason": reason}}}]}});
+        self.pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(status)).await?;
+        Ok(())
+    }
+
+    async fn events(&self, job: &str) -> Result<Vec<String>> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let list = api.list(&ListParams::default().fields(&format!("involvedObject.name={job}"))).await?;
+        Ok(list.items.into_iter().filter_map(|e| e.reason).collect())
+    }
+}
+
+fn attempt_of(p: &Pod) -> Option<i32> {
+    p.metadata.labels.as_ref()?.get("nova.infra.dev/attempt")?.parse().ok()
+}
+
+fn env_of(p: &Pod, name: &str) -> Option<String> {
+    let c = &p.spec.as_ref()?.containers[0];
+    c.env.as_ref()?.iter().find(|e| e.name == name)?.value.clone()
+}
+
+fn cond(j: &TrainingJob, type_: &str) -> Option<(String, String, String)> {
+    let c = j.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn one_failed_worker_restarts_the_gang_until_the_backoff_limit() -> Result<()> {
+    let e = env("train-gang").await?;
+    let spec = json!({"image": "trainer:1", "command": ["torchrun", "train.py"], "workers": 3,
+                      "gpusPerWorker": 0, "runPolicy": {"backoffLimit": 1}, "env": {"EXTRA": "x"}});
+    e.create("gang", spec).await?;
+    let pods = e.gang("gang", 1, 3).await?;
+    let one = pods.iter().find(|p| p.metadata.name.as_deref() == Some("gang-a1-1")).context("gang-a1-1")?;
+    assert_eq!(env_of(one, "PET_NODE_RANK").as_deref(), Some("1"));
+    assert_eq!(env_of(one, "MASTER_ADDR").as_deref(), Some("gang-0.gang"));
+    assert_eq!(env_of(one, "EXTRA").as_deref(), Some("x"));
+    let rdzv1 = env_of(one, "PET_RDZV_ID").context("PET_RDZV_ID")?;
+    assert!(rdzv1.ends_with("-1"), "{rdzv1}");
+    let svc: Service = Api::namespaced(e.client.clone(), &e.ns).get("gang").await?;
+    assert_eq!(svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()), Some("None"));
+    let j = e.status_until("gang", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    assert_eq!(cond(&j, "Ready").map(|c| c.0), Some("True".into()));
+
+    // A worker killed (137, retriable): every worker stops, all come back in attempt 2.
+    e.exit("gang-a1-1", 137, "OOMKilled").await?;
+    let pods = e.gang("gang", 2, 3).await?;
+    assert!(pods.iter().all(|p| env_of(p, "NOVA_RESTART_COUNT").as_deref() == Some("1")));
+    assert!(pods.iter().all(|p| env_of(p, "PET_RDZV_ID").is_some_and(|r| r != rdzv1 && r.ends_with("-2"))));
+    let j = e
+        .status_until("gang", "restart 1 recorded", |s| s.restarts == Some(1) && s.attempt == Some(2))
+        .await?;
+    assert!(j.status.as_ref().unwrap().start_time.is_some());
+    assert!(e.events("gang").await?.iter().any(|r| r == "GangRestart"));
+
+    // Again: backoffLimit 1 is used up (counted across attempts), the job fails.
+    e.exit("gang-a2-0", 137, "Error").await?;
+    let j = e.status_until("gang", "Failed", |s| s.phase == Some(TrainingPhase::Failed)).await?;
+    let (_, reason, msg) = cond(&j, "Stalled").context("Stalled")?;
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert!(msg.contains("worker 0 failed (Error)") && msg.contains("backoffLimit (1)"), "{msg}");
+    eventually("the failed gang's pods to be gone", WAIT, || async {
+        let n =
+            e.pods.list(&ListParams::default().labels("nova.infra.dev/trainingjob=gang")).await?.items.len();
+        Ok::<_, kube::Error>(n == 0)
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_permanent_exit_fails_the_job_and_a_deadline_ends_it() -> Result<()> {
+    let e = env("train-exit").await?;
+    e.create(
+        "perm",
+        json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0}),
+    )
+    .await?;
+    e.gang("perm", 1, 2).await?;
+    e.status_until("perm", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.exit("perm-a1-0", 2, "Error").await?;
+    let j = e.status_until("perm", "Failed", |s| s.phase == Some(TrainingPhase::Failed)).await?;
+    let (_, reason, msg) = cond(&j, "Ready").context("Ready")?;
+    assert_eq!(reason, "WorkerFailed");
+    assert!(msg.contains("worker 0 exited with 2") && msg.contains("not retried"), "{msg}");
+    assert_eq!(j.status.as_ref().unwrap().attempt, Some(1));
+
+    let spec = json!({"image": "trainer:1", "command": ["python", "t.py"], "gpusPerWorker": 0,
+                      "runPolicy": {"activeDeadlineSeconds": 3}});
+    e.create("late", spec).await?;
+    let j = e.status_until("late", "Failed", |s| s.phase == Some(TrainingPhase::Failed)).await?;
+    assert_eq!(cond(&j, "Ready").map(|c| c.1), Some("DeadlineExceeded".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unplaceable_gang_is_removed_and_placed_again() -> Result<()> {
+    let e = env("train-place").await?;
+    let spec = json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0,
+                      "target": {"kubernetes": {"nodeSelector": {"gpu": "none-such"}}},
+                      "runPolicy": {"schedulingTimeoutSeconds": 5}});
+    e.create("big", spec).await?;
+    e.gang("big", 1, 2).await?;
+    let j = e.status_until("big", "a placement failure", |s| s.placement_failures == Some(1)).await?;
+    let (_, reason, msg) = cond(&j, "Ready").context("Ready")?;
+    assert_eq!(reason, "GangUnschedulable");
+    assert!(msg.contains("not placed within spec.runPolicy.schedulingTimeoutSeconds (5)"), "{msg}");
+    assert_eq!(j.status.as_ref().unwrap().restarts, Some(0), "placement is not a restart");
+    // After the backoff (10 s), a new gang.
+    e.gang("big", 2, 2).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn suspended_no_worker_runs_and_finished_the_ttl_removes_the_workers() -> Result<()> {
+    let e = env("train-suspend").await?;
+    e.create(
+        "sus",
+        json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0}),
+    )
+    .await?;
+    e.gang("sus", 1, 2).await?;
+    e.status_until("sus", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.jobs.patch("sus", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}}))).await?;
+    e.gang("sus", 1, 0).await?;
+    let j = e.status_until("sus", "Suspended", |s| s.phase == Some(TrainingPhase::Suspended)).await?;
+    assert_eq!(cond(&j, "Ready").map(|c| (c.0, c.1)), Some(("True".into(), "Suspended".into())));
+    e.jobs.patch("sus", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": false}}))).await?;
+    e.gang("sus", 2, 2).await?;
+    let j = e.status_until("sus", "Running again", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    assert_eq!(j.status.as_ref().unwrap().restarts, Some(0), "a resume is not a restart");
+
+    let spec = json!({"image": "trainer:1", "command": ["python", "t.py"], "gpusPerWorker": 0,
+                      "runPolicy": {"ttlSecondsAfterFinished": 2}});
+    e.create("ttl", spec).await?;
+    e.gang("ttl", 1, 1).await?;
+    e.status_until("ttl", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.exit("ttl-a1-0", 0, "Completed").await?;
+    let j = e.status_until("ttl", "Succeeded", |s| s.phase == Some(TrainingPhase::Succeeded)).await?;
+    assert_eq!(cond(&j, "Ready").map(|c| c.1), Some("Succeeded".into()));
+    e.gang("ttl", 1, 0).await?;
+    assert!(e.events("ttl").await?.iter().any(|r| r == "Expired"));
+    Ok(())
+}
