@@ -393,7 +393,10 @@ async fn training(
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let own = crate::context::Own::<TrainingJob, _>::new(ctx, cfg.training.clone());
+    let metrics = crate::training::metrics::Training::register(&ctx.metrics.registry)
+        .expect("training metrics register once");
+    let families = crate::training::controller::Families { settings: cfg.training.clone(), metrics };
+    let own = crate::context::Own::<TrainingJob, _>::new(ctx, families);
     let pods = watcher::Config::default().labels(crate::training::pods::JOB);
     Controller::new(api::<TrainingJob>(client, ns), watcher::Config::default())
         .owns(api::<Pod>(client, ns), pods)

@@ -18,7 +18,9 @@ pub enum Error {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 mod backups;
+mod training;
 pub use backups::CatalogRow;
+pub use training::TrainingRun;
 
 #[derive(Clone, Debug)]
 pub struct State {

@@ -23,7 +23,7 @@ struct Env {
     ns: String,
     jobs: Api<TrainingJob>,
     pods: Api<Pod>,
-    _op: common::Operator,
+    op: common::Operator,
 }
 
 async fn env(name: &str) -> Result<Env> {
@@ -34,7 +34,7 @@ async fn env(name: &str) -> Result<Env> {
     let op = common::Operator::start(client.clone(), &ns).await?;
     let jobs = Api::namespaced(client.clone(), &ns);
     let pods = Api::namespaced(client.clone(), &ns);
-    Ok(Env { client, ns, jobs, pods, _op: op })
+    Ok(Env { client, ns, jobs, pods, op })
 }
 
 impl Env {
@@ -148,6 +148,20 @@ async fn one_failed_worker_restarts_the_gang_until_the_backoff_limit() -> Result
     let (_, reason, msg) = cond(&j, "Stalled").context("Stalled")?;
     assert_eq!(reason, "BackoffLimitExceeded");
     assert!(msg.contains("worker 0 failed (Error)") && msg.contains("backoffLimit (1)"), "{msg}");
+    let metrics = e.op.metrics().await?;
+    let series = |m: &str, extra: &str| format!("{m}{{name=\"gang\",namespace=\"{}\"{extra}}}", e.ns);
+    for want in [
+        format!("{} 1", series("nova_training_restarts_total", "")),
+        format!("{} 1", series("nova_training_phase", ",phase=\"Failed\"")),
+        format!("{} 0", series("nova_training_phase", ",phase=\"Running\"")),
+    ] {
+        assert!(metrics.contains(&want), "{want} missing");
+    }
+    // The state database keeps each attempt and how it ended.
+    let state = nova::state::State::connect(&e.op.state_url()).await?;
+    let runs = state.training_runs(&e.ns, "gang").await?;
+    let outcomes: Vec<_> = runs.iter().map(|r| (r.run, r.outcome.as_deref())).collect();
+    assert_eq!(outcomes, [(1, Some("GangRestart")), (2, Some("BackoffLimitExceeded"))], "{runs:?}");
     eventually("the failed gang's pods to be gone", WAIT, || async {
         let n =
             e.pods.list(&ListParams::default().labels("nova.infra.dev/trainingjob=gang")).await?.items.len();

@@ -44,10 +44,14 @@ impl AdamW {
 
     pub fn step(&mut self, params: &BTreeMap<String, Var>, grads: &GradStore) -> candle_core::Result<()> {
         self.t += 1;
-        let h = &self.hyper;
+        let h = self.hyper.clone();
         let (c1, c2) = (1.0 - h.beta1.powi(self.t as i32), 1.0 - h.beta2.powi(self.t as i32));
         for (name, var) in params {
             let Some(g) = grads.get(var) else { continue };
+            if var.device().is_cpu() {
+                self.step_host(name, var, g, (c1, c2))?;
+                continue;
+            }
             let m = ((&self.m[name] * h.beta1)? + (g * (1.0 - h.beta1))?)?;
             let v = ((&self.v[name] * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
             let decayed = (var.as_tensor() * (1.0 - h.lr * h.weight_decay))?;
@@ -56,6 +60,34 @@ impl AdamW {
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
         }
+        Ok(())
+    }
+
+    /// The same update as one loop over host memory: on the CPU, ten tensor operations that each
+    /// allocate and write a parameter-sized buffer cost more than the forward and backward pass
+    /// of a small model (docs/benchmarks.md).
+    fn step_host(
+        &mut self,
+        name: &str,
+        var: &Var,
+        g: &Tensor,
+        (c1, c2): (f64, f64),
+    ) -> candle_core::Result<()> {
+        let h = &self.hyper;
+        let host = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let (mut p, g, mut m, mut v) =
+            (host(var.as_tensor())?, host(g)?, host(&self.m[name])?, host(&self.v[name])?);
+        let (b1, b2, lr, eps) = (h.beta1 as f32, h.beta2 as f32, h.lr as f32, h.eps as f32);
+        let (c1, c2, decay) = (c1 as f32, c2 as f32, (1.0 - h.lr * h.weight_decay) as f32);
+        for i in 0..p.len() {
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            p[i] = p[i] * decay - lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+        }
+        let (shape, dev) = (var.shape().clone(), var.device().clone());
+        var.set(&Tensor::from_vec(p, &shape, &dev)?)?;
+        self.m.insert(name.to_owned(), Tensor::from_vec(m, &shape, &dev)?);
+        self.v.insert(name.to_owned(), Tensor::from_vec(v, &shape, &dev)?);
         Ok(())
     }
 

@@ -15,7 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::plan::{self, Plan, Policy};
 use super::pods::{self, JOB};
 use crate::api::TrainingJob;
-use crate::api::training::TrainingPhase;
+use crate::api::training::{TrainingJobStatus, TrainingPhase};
 use crate::conditions::{Cond, CondType};
 use crate::context::{Error, Own};
 use crate::kit::error::Call;
@@ -34,7 +34,13 @@ impl Default for Settings {
     }
 }
 
-pub type Ctx = Own<TrainingJob, Settings>;
+/// The settings and the metric families of the controller.
+pub struct Families {
+    pub settings: Settings,
+    pub metrics: super::metrics::Training,
+}
+
+pub type Ctx = Own<TrainingJob, Families>;
 
 /// Progress is read again this often while workers run.
 const WATCH: Duration = Duration::from_secs(30);
@@ -56,6 +62,7 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     }
     let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
     act(job, ctx, &api, &mut plan, &seen).await?;
+    record_runs(job, ctx, &old, &plan).await?;
     write_status(job, ctx, &plan).await?;
     Ok(match plan.recheck {
         Some(d) => Action::requeue(d.unsigned_abs().max(Duration::from_millis(200))),
@@ -75,6 +82,9 @@ async fn act(
 ) -> Result<(), Error> {
     let name = job.name_any();
     if let Some((warning, reason, note)) = &plan.event {
+        if *reason == plan::reason::RESTARTING {
+            ctx.families.metrics.restarted(&job.namespace().unwrap_or_default(), &name);
+        }
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         ctx.publish(&job.object_ref(&()), "Train", t, reason, note).await;
     }
@@ -95,7 +105,7 @@ async fn act(
             index,
             restarts: plan.status.restarts.unwrap_or(0),
             resume_from: plan.status.last_checkpoint.as_ref().map(|c| c.path.as_str()),
-            trainer_image: &ctx.families.trainer_image,
+            trainer_image: &ctx.families.settings.trainer_image,
         };
         let pod = pods::pod(job, &w).map_err(|m| crate::context::Blocked::new("InvalidSpec", m))?;
         match api
@@ -124,6 +134,26 @@ async fn stop(api: &Api<Pod>, job: &str, keep: Option<i32>, seen: &plan::Observe
     api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
         .await
         .call(|| format!("stopping the workers of TrainingJob {job}"))?;
+    Ok(())
+}
+
+/// Opens a training run when a gang starts and closes it, with how it ended, when it stops.
+async fn record_runs(
+    job: &TrainingJob,
+    ctx: &Ctx,
+    old: &TrainingJobStatus,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    let st = &plan.status;
+    if let Some(a) =
+        old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none())
+    {
+        ctx.state.end_training_run(&ns, &name, a.into(), plan.reason, st.step, st.loss).await?;
+    }
+    if let (false, Some(a)) = (plan.create.is_empty(), st.attempt) {
+        ctx.state.start_training_run(&ns, &name, a.into()).await?;
+    }
     Ok(())
 }
 
@@ -157,6 +187,7 @@ fn conditions(plan: &Plan) -> Vec<Cond> {
 }
 
 async fn write_status(job: &TrainingJob, ctx: &Ctx, plan: &Plan) -> Result<(), Error> {
+    ctx.families.metrics.observe(&job.namespace().unwrap_or_default(), &job.name_any(), &plan.status);
     ctx.status.write(&ctx.kit, job, plan.status.clone(), &conditions(plan)).await?;
     Ok(())
 }

@@ -291,8 +291,25 @@ impl TestHost {
             root,
             dir,
         };
-        host.wait_for_sshd(Duration::from_secs(60))?;
+        // Generous: CI boots a dozen hosts at once on two loaded cores.
+        host.wait_for_sshd(Duration::from_secs(120))?;
         Ok(host)
+    }
+
+    /// What runs in this host (its cgroup), for an error that must say where a boot stands.
+    fn processes(&self) -> String {
+        let cg = format!("/{}", cgroup_name(self.dir.path()));
+        let Ok(entries) = std::fs::read_dir("/proc") else { return String::new() };
+        let mut found = Vec::new();
+        for e in entries.flatten() {
+            let pid = e.path();
+            let inside = std::fs::read_to_string(pid.join("cgroup")).is_ok_and(|c| c.contains(&cg));
+            if let (true, Ok(cmd)) = (inside, std::fs::read(pid.join("cmdline"))) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                found.push(cmd.trim().chars().take(120).collect::<String>());
+            }
+        }
+        found.join("; ")
     }
 
     fn wait_for_sshd(&mut self, timeout: Duration) -> Result<()> {
@@ -314,7 +331,7 @@ impl TestHost {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!("sshd on test host {}", self.name),
+                    what: format!("sshd on test host {} (running there: {})", self.name, self.processes()),
                     seconds: timeout.as_secs(),
                 });
             }

@@ -26,7 +26,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
 }
 
 /// The `nova` binary built beside this one (`target/release/nova`), or `$NOVA_BIN`.
-fn nova_binary() -> anyhow::Result<std::path::PathBuf> {
+pub fn nova_binary() -> anyhow::Result<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("NOVA_BIN") {
         return Ok(p.into());
     }
