@@ -161,26 +161,73 @@ fn rbac_config(
 /// every release) and run an operator watching all namespaces: one at a time.
 static CLUSTER_WIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The chart installed without its Deployment, in a release namespace of its own, and the
+/// operator run in this process with the chart's ServiceAccount token, watching all namespaces.
+struct Rbac {
+    admin: Client,
+    /// A client with the chart's ServiceAccount, for reads the test makes in its name.
+    sa: Client,
+    release_ns: String,
+    apps_ns: String,
+    port: u16,
+    /// The operator's configuration until [`Rbac::start`]; tests adjust it first.
+    cfg: Option<nova::operator::Config>,
+    _state: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    operator: Option<tokio::task::JoinHandle<Result<(), nova::operator::Error>>>,
+}
+
+impl Rbac {
+    async fn install(cp: &ControlPlane, release: &str, apps: &str, identity: &str) -> Result<Self> {
+        let admin = cp.client().await?;
+        let release_ns = cp.namespace(&admin, release).await?;
+        let apps_ns = cp.namespace(&admin, apps).await?;
+        install_without_operator(cp, &release_ns)?;
+        common::record_logs();
+        let sa = cp.client_for_service_account(&release_ns, "nova").await?;
+        let state = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let cfg = Some(rbac_config(&state, port, &release_ns, identity));
+        Ok(Self { admin, sa, release_ns, apps_ns, port, cfg, _state: state, stop: None, operator: None })
+    }
+
+    fn start(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let cfg = self.cfg.take().expect("started once");
+        self.operator = Some(tokio::spawn(nova::operator::run(cfg, self.sa.clone(), async move {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+    }
+
+    /// Stops the operator; an error if it failed.
+    async fn stop(&mut self) -> Result<()> {
+        let _ = self.stop.take().map(|s| s.send(()));
+        if let Some(op) = self.operator.take() {
+            tokio::time::timeout(Duration::from_secs(30), op).await???;
+        }
+        Ok(())
+    }
+
+    /// For a test that gave up waiting: stops the operator and says what it waited for and how
+    /// the operator ended.
+    async fn gave_up(&mut self, what: String) -> anyhow::Error {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let ended = match self.operator.take() {
+            Some(op) => format!("{:?}", op.await),
+            None => "not started".into(),
+        };
+        anyhow::anyhow!("{what} under the chart's RBAC; operator ended with {ended}")
+    }
+}
+
 #[tokio::test]
 async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Result<()> {
     let _turn = CLUSTER_WIDE.lock().await;
     let cp = shared(Mode::Simulated).await?;
-    let admin = cp.client().await?;
-    let release_ns = cp.namespace(&admin, "nova-system").await?;
-    let apps_ns = cp.namespace(&admin, "apps").await?;
-
-    install_without_operator(cp, &release_ns)?;
-
-    common::record_logs();
-    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
-    let sa_client_for_reads = sa_client.clone();
-    let state = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = rbac_config(&state, port, &release_ns, "rbac-test");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
-        let _ = stopped.await;
-    }));
+    let mut rbac = Rbac::install(cp, "nova-system", "apps", "rbac-test").await?;
+    let (admin, apps_ns) = (rbac.admin.clone(), rbac.apps_ns.clone());
+    rbac.start();
 
     let platforms: Api<Platform> = Api::namespaced(admin.clone(), &apps_ns);
     let p: Platform = serde_json::from_value(json!({
@@ -195,13 +242,11 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     let waited =
         tokio::time::timeout(Duration::from_secs(60), await_condition(platforms.clone(), "web", ready)).await;
     if waited.is_err() {
-        let _ = stop.send(());
-        let result = operator.await?;
-        anyhow::bail!("not Ready under the chart's RBAC; operator ended with {result:?}");
+        return Err(rbac.gave_up("the Platform not Ready".into()).await);
     }
 
     // What a Host's spec.allowedNamespaces selector needs: the namespace's labels.
-    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(sa_client_for_reads.clone());
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(rbac.sa.clone());
     namespaces.get(&apps_ns).await.context("reading a Namespace under the chart's RBAC")?;
 
     // Removing the domain makes the operator delete the Ingress: the delete verb is granted too.
@@ -249,9 +294,7 @@ async fn chart_rbac_is_enough_for_a_platform_and_its_blue_green_rollout() -> Res
     .context("deleted")?;
     let gate = failed.status.and_then(|s| s.gate).context("gate status")?;
     ensure!(gate.failed && !gate.message.contains("forbidden"), "{}", gate.message);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), operator).await???;
-    Ok(())
+    rbac.stop().await
 }
 
 #[tokio::test]
@@ -259,24 +302,16 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
     let _turn = CLUSTER_WIDE.lock().await;
     use nova::api::{AcmeIssuer, TlsCertificate};
     let cp = shared(Mode::Simulated).await?;
-    let admin = cp.client().await?;
-    let release_ns = cp.namespace(&admin, "nova-certs").await?;
-    let apps_ns = cp.namespace(&admin, "certapps").await?;
-    install_without_operator(cp, &release_ns)?;
-
-    common::record_logs();
-    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
-    let state = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut rbac = Rbac::install(cp, "nova-certs", "certapps", "rbac-certs").await?;
+    let (admin, release_ns, apps_ns, port) =
+        (rbac.admin.clone(), rbac.release_ns.clone(), rbac.apps_ns.clone(), rbac.port);
     let pebble = tokio::task::spawn_blocking(move || test_cluster::pebble::Pebble::start(port)).await??;
-    let mut cfg = rbac_config(&state, port, &release_ns, "rbac-certs");
     // A pod IP stands in: the apiserver refuses loopback endpoints.
-    cfg.acme =
-        nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
-        let _ = stopped.await;
-    }));
+    if let Some(cfg) = rbac.cfg.as_mut() {
+        cfg.acme =
+            nova::certs::Settings { solver_endpoint: ([192, 0, 2, 11], port).into(), ..Default::default() };
+    }
+    rbac.start();
 
     // The issuer's CA bundle and account key live in the release namespace.
     let bundle = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pebble-ca"},
@@ -306,19 +341,13 @@ async fn chart_rbac_is_enough_for_certificates() -> Result<()> {
         tokio::time::timeout(Duration::from_secs(90), await_condition(certs.clone(), "web", ready)).await;
     if waited.is_err() {
         let status = certs.get("web").await?.status;
-        let _ = stop.send(());
-        let result = operator.await?;
-        anyhow::bail!(
-            "certificate not Ready under the chart's RBAC: {status:?}; operator ended with {result:?}"
-        );
+        return Err(rbac.gave_up(format!("certificate not Ready: {status:?}")).await);
     }
     let secret =
         Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &apps_ns).get("web-tls").await?;
     ensure!(secret.type_.as_deref() == Some("kubernetes.io/tls"));
     Api::<AcmeIssuer>::all(admin.clone()).delete(&issuer_name, &Default::default()).await?;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), operator).await???;
-    Ok(())
+    rbac.stop().await
 }
 
 #[tokio::test]
@@ -328,19 +357,9 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
     use nova::api::AlertRule;
     let _turn = CLUSTER_WIDE.lock().await;
     let cp = shared(Mode::Simulated).await?;
-    let admin = cp.client().await?;
-    let release_ns = cp.namespace(&admin, "nova-alerts").await?;
-    let apps_ns = cp.namespace(&admin, "alertapps").await?;
-    install_without_operator(cp, &release_ns)?;
-    common::record_logs();
-    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
-    let state = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = rbac_config(&state, port, &release_ns, "rbac-alerts");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
-        let _ = stopped.await;
-    }));
+    let mut rbac = Rbac::install(cp, "nova-alerts", "alertapps", "rbac-alerts").await?;
+    let (admin, release_ns, apps_ns) = (rbac.admin.clone(), rbac.release_ns.clone(), rbac.apps_ns.clone());
+    rbac.start();
     let hook: Secret = serde_json::from_value(
         json!({"metadata": {"name": "hook"}, "stringData": {"url": "http://hook.example/x"}}),
     )?;
@@ -360,11 +379,7 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
         .is_err()
     {
         let status = rules.get("team").await?.status;
-        let _ = stop.send(());
-        let result = operator.await?;
-        anyhow::bail!(
-            "AlertRule not Ready under the chart's RBAC: {status:?}; operator ended with {result:?}"
-        );
+        return Err(rbac.gave_up(format!("AlertRule not Ready: {status:?}")).await);
     }
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &apps_ns);
     ensure!(cms.get_opt("nova-team").await?.is_some(), "no rule ConfigMap");
@@ -383,8 +398,7 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
             )
         })
         .await;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    rbac.stop().await?;
     gone?;
     Ok(())
 }
@@ -397,19 +411,9 @@ async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     use nova::api::TrainingJob;
     let _turn = CLUSTER_WIDE.lock().await;
     let cp = shared(Mode::Simulated).await?;
-    let admin = cp.client().await?;
-    let release_ns = cp.namespace(&admin, "nova-train").await?;
-    let apps_ns = cp.namespace(&admin, "trainapps").await?;
-    install_without_operator(cp, &release_ns)?;
-    common::record_logs();
-    let sa_client: Client = cp.client_for_service_account(&release_ns, "nova").await?;
-    let state = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cfg = rbac_config(&state, port, &release_ns, "rbac-train");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let operator = tokio::spawn(nova::operator::run(cfg, sa_client, async move {
-        let _ = stopped.await;
-    }));
+    let mut rbac = Rbac::install(cp, "nova-train", "trainapps", "rbac-train").await?;
+    let (admin, apps_ns) = (rbac.admin.clone(), rbac.apps_ns.clone());
+    rbac.start();
     let job: TrainingJob = serde_json::from_value(json!({
         "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "t"},
         "spec": {"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0},
@@ -433,8 +437,7 @@ async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     }
     let second = test_cluster::eventually("attempt 2's pods", wait, || attempt("t-a2-")).await;
     let status = jobs.get("t").await?.status;
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), operator).await???;
+    rbac.stop().await?;
     first.and(second).with_context(|| format!("under the chart's RBAC: {status:?}"))?;
     Ok(())
 }

@@ -19,6 +19,17 @@ pub enum Preset {
     Cnn,
 }
 
+impl Preset {
+    /// The name `--model` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Mlp => "mlp",
+            Self::Cnn => "cnn",
+        }
+    }
+}
+
 impl std::str::FromStr for Preset {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {

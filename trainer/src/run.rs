@@ -87,7 +87,7 @@ pub fn train(cfg: &Config, out: &mut Writer) -> Result<Summary, Error> {
         batch_in_epoch: 0,
         best_validation_loss: None,
         epochs_since_best: 0,
-        model: format!("{:?}", cfg.model).to_lowercase(),
+        model: cfg.model.as_str().into(),
         dataset: cfg.dataset.clone(),
         seed: cfg.seed,
     };

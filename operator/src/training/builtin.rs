@@ -54,13 +54,8 @@ pub fn from_spec(spec: &TrainingJobSpec) -> Result<Settings, String> {
 pub fn command(spec: &TrainingJobSpec) -> Result<Vec<String>, String> {
     let s = from_spec(spec)?;
     let mut c = vec!["nova".to_string(), "train".into()];
-    let model = match s.model {
-        Some(nova_train::Preset::Linear) => "linear",
-        Some(nova_train::Preset::Cnn) => "cnn",
-        _ => "mlp",
-    };
     let pairs = [
-        ("--model", Some(model.to_string())),
+        ("--model", s.model.map(|m| m.as_str().to_string())),
         ("--dataset", s.dataset),
         ("--epochs", s.epochs.map(|v| v.to_string())),
         ("--batch-size", s.batch_size.map(|v| v.to_string())),

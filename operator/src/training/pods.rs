@@ -67,10 +67,12 @@ pub fn pod_name(job: &str, attempt: i32, index: u32) -> String {
     format!("{job}-a{attempt}-{index}")
 }
 
+/// Without blockOwnerDeletion, as Nova's other children: with it, clusters that enforce owner
+/// reference permissions would ask for update on trainingjobs/finalizers too.
 fn owner(job: &TrainingJob) -> serde_json::Value {
     json!([{
         "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob", "name": job.name_any(),
-        "uid": job.uid().unwrap_or_default(), "controller": true, "blockOwnerDeletion": true,
+        "uid": job.uid().unwrap_or_default(), "controller": true,
     }])
 }
 
