@@ -403,8 +403,8 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
     Ok(())
 }
 
-/// A TrainingJob under the chart's role: its pods and headless Service are created, listed, and
-/// stopped together (deletecollection) for a gang restart.
+/// A TrainingJob under the chart's role: its pods and headless Service are created, listed,
+/// rank 0's log read, and the pods stopped together (deletecollection) for a gang restart.
 #[tokio::test]
 async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     use k8s_openapi::api::core::v1::Pod;
@@ -430,7 +430,15 @@ async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
         }
     };
     let wait = Duration::from_secs(60);
-    let first = test_cluster::eventually("attempt 1's pods", wait, || attempt("t-a1-")).await;
+    let running = || async {
+        let phase = jobs.get("t").await?.status.and_then(|s| s.phase);
+        Ok::<_, kube::Error>(phase == Some(nova::api::training::TrainingPhase::Running))
+    };
+    // Running, the next look reads rank 0's log (pods/log) before it judges the failed worker.
+    let first = match test_cluster::eventually("attempt 1's pods", wait, || attempt("t-a1-")).await {
+        Ok(()) => test_cluster::eventually("attempt 1 running", wait, running).await,
+        e => e,
+    };
     if first.is_ok() {
         let failed = json!({"status": {"phase": "Failed", "reason": "Evicted"}});
         pods.patch_status("t-a1-0", &Default::default(), &kube::api::Patch::Merge(failed)).await?;

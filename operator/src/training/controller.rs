@@ -58,7 +58,7 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     let mut status = old.clone();
     let rank0 = current.iter().find(|p| p.labels().get(pods::INDEX).map(String::as_str) == Some("0"));
     if let Some(p) = rank0.filter(|_| old.phase == Some(TrainingPhase::Running)) {
-        seen.progressed = super::observe::progress(&api, &p.name_any(), &mut status).await;
+        seen.progressed = super::observe::progress(&api, &p.name_any(), &mut status).await?;
     }
     let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
     act(job, ctx, &api, &mut plan, &seen).await?;

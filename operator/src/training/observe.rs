@@ -58,12 +58,22 @@ pub fn classify(p: &Pod) -> Worker {
     }
 }
 
-/// Reads rank 0's progress lines into `st`; true when the step advanced. A log that cannot be
-/// read (the kubelet unreachable) says nothing either way: None.
-pub async fn progress(api: &Api<Pod>, rank0: &str, st: &mut TrainingJobStatus) -> Option<bool> {
+/// Reads rank 0's progress lines into `st`; Some(true) when the step advanced. A log that
+/// cannot be read (the kubelet unreachable, the container gone) says nothing either way: None.
+/// Being refused the log is an error: a missing `pods/log` grant must not pass for a quiet job.
+pub async fn progress(
+    api: &Api<Pod>,
+    rank0: &str,
+    st: &mut TrainingJobStatus,
+) -> Result<Option<bool>, Error> {
     let params = LogParams { tail_lines: Some(400), ..Default::default() };
-    let log = api.logs(rank0, &params).await.ok()?;
-    Some(fold(log.lines().filter_map(Record::parse), st))
+    match api.logs(rank0, &params).await {
+        Ok(log) => Ok(Some(fold(log.lines().filter_map(Record::parse), st))),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            Err(kube::Error::Api(e)).call(|| format!("reading the log of {rank0}"))
+        }
+        Err(_) => Ok(None),
+    }
 }
 
 /// Folds progress lines into the status: step, epoch, loss, throughput, the newest checkpoint.
