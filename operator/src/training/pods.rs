@@ -54,7 +54,11 @@ pub fn env(job: &TrainingJob, w: &Worker) -> BTreeMap<String, String> {
         ("WORLD_SIZE", n.to_string()),
         ("RANK", w.index.to_string()),
         ("NOVA_CHECKPOINT_DIR", checkpoint_dir(job)),
-        ("NOVA_RESUME_FROM", w.resume_from.unwrap_or_default().to_string()),
+        // Only a PVC outlives the pods: a checkpoint in an emptyDir is gone with its gang.
+        (
+            "NOVA_RESUME_FROM",
+            w.resume_from.filter(|_| job.spec.checkpoint.pvc.is_some()).unwrap_or_default().into(),
+        ),
         ("NOVA_RESTART_COUNT", w.restarts.to_string()),
         // Read back from the pod's log.
         ("NOVA_PROGRESS_FILE", "/dev/stdout".into()),
@@ -154,7 +158,7 @@ mod tests {
             attempt,
             index,
             restarts: attempt - 1,
-            resume_from: Some("/ckpt/step-0000000500.safetensors"),
+            resume_from: Some("/checkpoints/step-0000000500.safetensors"),
             trainer_image: "nova:1",
         }
     }
@@ -163,7 +167,7 @@ mod tests {
     fn the_environment_is_torchruns_and_kubeflows_and_the_rendezvous_changes_per_attempt() {
         let j = job(
             json!({"image": "t:1", "command": ["torchrun", "train.py"], "workers": 3, "gpusPerWorker": 2,
-                           "env": {"RANK": "9", "EXTRA": "x"}, "checkpoint": {"path": "/ckpt"}}),
+                           "env": {"RANK": "9", "EXTRA": "x"}, "checkpoint": {"pvc": "ckpt"}}),
         );
         let e = env(&j, &worker(2, 1));
         let want = [
@@ -177,8 +181,8 @@ mod tests {
             ("MASTER_PORT", "29500"),
             ("WORLD_SIZE", "3"),
             ("RANK", "1"),
-            ("NOVA_CHECKPOINT_DIR", "/ckpt"),
-            ("NOVA_RESUME_FROM", "/ckpt/step-0000000500.safetensors"),
+            ("NOVA_CHECKPOINT_DIR", "/checkpoints"),
+            ("NOVA_RESUME_FROM", "/checkpoints/step-0000000500.safetensors"),
             ("NOVA_RESTART_COUNT", "1"),
             ("EXTRA", "x"),
         ];
@@ -186,6 +190,10 @@ mod tests {
             assert_eq!(e.get(k).map(String::as_str), Some(v), "{k}");
         }
         assert_ne!(env(&j, &worker(3, 1))["PET_RDZV_ID"], e["PET_RDZV_ID"]);
+        // Without a PVC the checkpoint died with the last gang: nothing to resume from.
+        let scratch = job(json!({"image": "t:1", "command": ["t"], "checkpoint": {"path": "/ckpt"}}));
+        assert_eq!(env(&scratch, &worker(2, 0))["NOVA_RESUME_FROM"], "");
+        assert_eq!(env(&scratch, &worker(2, 0))["NOVA_CHECKPOINT_DIR"], "/ckpt");
     }
 
     #[test]
