@@ -92,10 +92,15 @@ impl Env {
         Ok(())
     }
 
-    async fn events(&self, job: &str) -> Result<Vec<String>> {
+    /// The job's events as (reason, note).
+    async fn events(&self, job: &str) -> Result<Vec<(String, String)>> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let list = api.list(&ListParams::default().fields(&format!("involvedObject.name={job}"))).await?;
-        Ok(list.items.into_iter().filter_map(|e| e.reason).collect())
+        Ok(list
+            .items
+            .into_iter()
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect())
     }
 }
 
@@ -140,7 +145,7 @@ async fn one_failed_worker_restarts_the_gang_until_the_backoff_limit() -> Result
         .status_until("gang", "restart 1 recorded", |s| s.restarts == Some(1) && s.attempt == Some(2))
         .await?;
     assert!(j.status.as_ref().unwrap().start_time.is_some());
-    assert!(e.events("gang").await?.iter().any(|r| r == "GangRestart"));
+    assert!(e.events("gang").await?.iter().any(|(r, _)| r == "GangRestart"));
 
     // Again: backoffLimit 1 is used up (counted across attempts), the job fails.
     e.exit("gang-a2-0", 137, "Error").await?;
@@ -205,9 +210,12 @@ async fn an_unplaceable_gang_is_removed_and_placed_again() -> Result<()> {
     e.create("big", spec).await?;
     e.gang("big", 1, 2).await?;
     let j = e.status_until("big", "a placement failure", |s| s.placement_failures == Some(1)).await?;
-    let (_, reason, msg) = cond(&j, "Ready").context("Ready")?;
-    assert_eq!(reason, "GangUnschedulable");
-    assert!(msg.contains("not placed within spec.runPolicy.schedulingTimeoutSeconds (5)"), "{msg}");
+    // The condition says what happens next (it moves on to "placing the workers again in …");
+    // the Warning event keeps why.
+    assert_eq!(cond(&j, "Ready").map(|c| c.1), Some("GangUnschedulable".into()));
+    let events = e.events("big").await?;
+    let why = events.iter().find(|(r, _)| r == "GangUnschedulable").context("no GangUnschedulable event")?;
+    assert!(why.1.contains("not placed within spec.runPolicy.schedulingTimeoutSeconds (5)"), "{events:?}");
     assert_eq!(j.status.as_ref().unwrap().restarts, Some(0), "placement is not a restart");
     // After the backoff (10 s), a new gang.
     e.gang("big", 2, 2).await?;
@@ -242,6 +250,6 @@ async fn suspended_no_worker_runs_and_finished_the_ttl_removes_the_workers() -> 
     let j = e.status_until("ttl", "Succeeded", |s| s.phase == Some(TrainingPhase::Succeeded)).await?;
     assert_eq!(cond(&j, "Ready").map(|c| c.1), Some("Succeeded".into()));
     e.gang("ttl", 1, 0).await?;
-    assert!(e.events("ttl").await?.iter().any(|r| r == "Expired"));
+    assert!(e.events("ttl").await?.iter().any(|(r, _)| r == "Expired"));
     Ok(())
 }
