@@ -46,6 +46,17 @@ impl Env {
         Ok(())
     }
 
+    /// Creates a job of `workers` with an own trainer (and `extra` merged into its spec) and waits
+    /// until its first gang is placed and running.
+    async fn running(&self, name: &str, workers: usize, extra: Value) -> Result<()> {
+        let mut spec = json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": workers, "gpusPerWorker": 0});
+        json_patch::merge(&mut spec, &extra);
+        self.create(name, spec).await?;
+        self.gang(name, 1, workers).await?;
+        self.status_until(name, "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+        Ok(())
+    }
+
     /// The job's live pods of `attempt`, once there are `n` of them and no others.
     async fn gang(&self, job: &str, attempt: i32, n: usize) -> Result<Vec<Pod>> {
         let what = format!("{n} pods of {job} attempt {attempt} and no others");
@@ -179,13 +190,7 @@ async fn one_failed_worker_restarts_the_gang_until_the_backoff_limit() -> Result
 #[tokio::test]
 async fn a_permanent_exit_fails_the_job_and_a_deadline_ends_it() -> Result<()> {
     let e = env("train-exit").await?;
-    e.create(
-        "perm",
-        json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0}),
-    )
-    .await?;
-    e.gang("perm", 1, 2).await?;
-    e.status_until("perm", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.running("perm", 2, json!({})).await?;
     e.exit("perm-a1-0", 2, "Error").await?;
     let j = e.status_until("perm", "Failed", |s| s.phase == Some(TrainingPhase::Failed)).await?;
     let (_, reason, msg) = cond(&j, "Ready").context("Ready")?;
@@ -225,13 +230,7 @@ async fn an_unplaceable_gang_is_removed_and_placed_again() -> Result<()> {
 #[tokio::test]
 async fn suspended_no_worker_runs_and_finished_the_ttl_removes_the_workers() -> Result<()> {
     let e = env("train-suspend").await?;
-    e.create(
-        "sus",
-        json!({"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0}),
-    )
-    .await?;
-    e.gang("sus", 1, 2).await?;
-    e.status_until("sus", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.running("sus", 2, json!({})).await?;
     e.jobs.patch("sus", &PatchParams::default(), &Patch::Merge(json!({"spec": {"suspend": true}}))).await?;
     e.gang("sus", 1, 0).await?;
     let j = e.status_until("sus", "Suspended", |s| s.phase == Some(TrainingPhase::Suspended)).await?;
@@ -241,11 +240,7 @@ async fn suspended_no_worker_runs_and_finished_the_ttl_removes_the_workers() -> 
     let j = e.status_until("sus", "Running again", |s| s.phase == Some(TrainingPhase::Running)).await?;
     assert_eq!(j.status.as_ref().unwrap().restarts, Some(0), "a resume is not a restart");
 
-    let spec = json!({"image": "trainer:1", "command": ["python", "t.py"], "gpusPerWorker": 0,
-                      "runPolicy": {"ttlSecondsAfterFinished": 2}});
-    e.create("ttl", spec).await?;
-    e.gang("ttl", 1, 1).await?;
-    e.status_until("ttl", "Running", |s| s.phase == Some(TrainingPhase::Running)).await?;
+    e.running("ttl", 1, json!({"runPolicy": {"ttlSecondsAfterFinished": 2}})).await?;
     e.exit("ttl-a1-0", 0, "Completed").await?;
     let j = e.status_until("ttl", "Succeeded", |s| s.phase == Some(TrainingPhase::Succeeded)).await?;
     assert_eq!(cond(&j, "Ready").map(|c| c.1), Some("Succeeded".into()));

@@ -54,11 +54,13 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let old = ctx.status.current(job);
-    let (mut seen, current) = super::observe::pods(&api, &name, old.attempt).await?;
+    let mut seen = super::observe::pods(&api, &name, old.attempt).await?;
     let mut status = old.clone();
-    let rank0 = current.iter().find(|p| p.labels().get(pods::INDEX).map(String::as_str) == Some("0"));
-    if let Some(p) = rank0.filter(|_| old.phase == Some(TrainingPhase::Running)) {
-        seen.progressed = super::observe::progress(&api, &p.name_any(), &mut status).await?;
+    if let (Some(attempt), true) =
+        (old.attempt, old.phase == Some(TrainingPhase::Running) && seen.workers.contains_key(&0))
+    {
+        let rank0 = pods::pod_name(&name, attempt, 0);
+        seen.progressed = super::observe::progress(&api, &rank0, &mut status).await?;
     }
     let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
     act(job, ctx, &api, &mut plan, &seen).await?;

@@ -15,25 +15,23 @@ use crate::kit::Error;
 use crate::kit::error::Call;
 
 /// The job's pods: those of `attempt` by index, the others (older, or being deleted) counted.
-pub async fn pods(api: &Api<Pod>, job: &str, attempt: Option<i32>) -> Result<(Observed, Vec<Pod>), Error> {
+pub async fn pods(api: &Api<Pod>, job: &str, attempt: Option<i32>) -> Result<Observed, Error> {
     let list = api
         .list(&ListParams::default().labels(&format!("{JOB}={job}")))
         .await
         .call(|| format!("listing the pods of TrainingJob {job}"))?;
     let mut seen = Observed::default();
-    let mut current = Vec::new();
     for p in list.items {
         let label = |k: &str| p.labels().get(k).and_then(|v| v.parse::<i64>().ok());
         let live = p.metadata.deletion_timestamp.is_none();
         match (label(ATTEMPT), label(INDEX)) {
             (Some(a), Some(i)) if live && Some(a) == attempt.map(i64::from) => {
                 seen.workers.insert(i as u32, classify(&p));
-                current.push(p);
             }
             _ => seen.leftovers += 1,
         }
     }
-    Ok((seen, current))
+    Ok(seen)
 }
 
 /// A pod as the plan sees it.
