@@ -4,7 +4,6 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{CloneFlags, setns};
 
@@ -35,28 +34,74 @@ fn ip(args: &[&str]) -> Result<(), Error> {
     }
 }
 
+/// The /30s handed out: 10.100.0.0 to 10.249.255.252.
+const SUBNETS: u32 = 150 * 256 * 64;
+
+/// Addresses configured on this namespace's interfaces now (`ip -4 -o addr`).
+fn addresses_in_use() -> String {
+    Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 impl NetNs {
+    /// A namespace on the first /30 that no interface here uses. The host-side interface is
+    /// named after the subnet, so two processes that pick the same one at once collide on the
+    /// name (the kernel refuses the second) instead of sharing a route; a namespace left over
+    /// by a killed test keeps its subnet and is stepped over.
     pub fn create() -> Result<Self, Error> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
-        let name = format!("nova-test-{pid}-{n}");
-        let host_if = format!("nvh{:x}x{n:x}", pid & 0xffff);
-        let peer_if = format!("nvn{:x}x{n:x}", pid & 0xffff);
-        // 10.<pid-derived>.<n>.0/30: distinct per test process and per namespace within it.
-        let second = u8::try_from(100 + pid % 150).unwrap_or(100);
-        let third = u8::try_from(n % 256).unwrap_or(0);
-        let host_ip = Ipv4Addr::new(10, second, third, 1);
-        let ns_ip = Ipv4Addr::new(10, second, third, 2);
-        let ns = Self { name, host_if, host_ip, ip: ns_ip };
-        ip(&["netns", "add", &ns.name])?;
-        ip(&["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns.name])?;
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if])?;
-        ip(&["link", "set", &ns.host_if, "up"])?;
-        ip(&["-n", &ns.name, "addr", "add", &format!("{ns_ip}/30"), "dev", &peer_if])?;
-        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"])?;
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
+        let in_use = addresses_in_use();
+        let mut last = None;
+        for idx in 0..SUBNETS {
+            let [_, second, third, fourth] = (idx * 4).to_be_bytes();
+            let host_ip = Ipv4Addr::new(10, 100 + second, third, fourth + 1);
+            if in_use.contains(&format!(" {host_ip}/")) {
+                continue;
+            }
+            let ns = Self {
+                name: format!("nova-test-{idx:x}"),
+                host_if: format!("nvh{idx:x}"),
+                host_ip,
+                ip: Ipv4Addr::new(10, 100 + second, third, fourth + 2),
+            };
+            // Dropping a value that was never set up would remove another's names.
+            let ns = std::mem::ManuallyDrop::new(ns);
+            match ns.set_up(&format!("nvn{idx:x}")) {
+                Ok(()) => return Ok(std::mem::ManuallyDrop::into_inner(ns)),
+                Err(e) if e.to_string().contains("exists") => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Other("no free test subnet in 10.100.0.0/8".into())))
+    }
+
+    /// Creates the namespace and the pair; on failure removes only what it made (a name that
+    /// exists is another's).
+    fn set_up(&self, peer_if: &str) -> Result<(), Error> {
+        ip(&["netns", "add", &self.name])?;
+        let pair =
+            ["link", "add", &self.host_if, "type", "veth", "peer", "name", peer_if, "netns", &self.name];
+        if let Err(e) = ip(&pair) {
+            let _ = ip(&["netns", "del", &self.name]);
+            return Err(e);
+        }
+        let configured = ip(&["addr", "add", &format!("{}/30", self.host_ip), "dev", &self.host_if])
+            .and_then(|()| ip(&["link", "set", &self.host_if, "up"]))
+            .and_then(|()| ip(&["-n", &self.name, "addr", "add", &format!("{}/30", self.ip), "dev", peer_if]))
+            .and_then(|()| ip(&["-n", &self.name, "link", "set", peer_if, "up"]))
+            .and_then(|()| ip(&["-n", &self.name, "link", "set", "lo", "up"]));
+        if configured.is_err() {
+            self.remove();
+        }
+        configured
+    }
+
+    fn remove(&self) {
+        // Deleting the namespace does not always take the host end of the pair along.
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
     }
 
     pub fn name(&self) -> &str {
@@ -87,9 +132,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // Deleting the namespace does not always take the host end of the pair along.
-        let _ = ip(&["link", "del", &self.host_if]);
-        let _ = ip(&["netns", "del", &self.name]);
+        self.remove();
     }
 }
 
@@ -97,6 +140,26 @@ impl Drop for NetNs {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    /// A link left by a killed test (another naming scheme, its namespace gone) keeps its
+    /// subnet: routing to it would reach nothing (seen in CI as an sshd never answering).
+    #[test]
+    fn a_subnet_in_use_by_another_interface_is_stepped_over() {
+        let first = NetNs::create().unwrap();
+        let taken = first.host_ip;
+        drop(first);
+        // A veth pair both of whose ends stay here (no dummy driver on every kernel).
+        let leftover = format!("nvleft{}", std::process::id() % 100_000);
+        let peer = format!("nvpeer{}", std::process::id() % 100_000);
+        ip(&["link", "add", &leftover, "type", "veth", "peer", "name", &peer]).unwrap();
+        let added = ip(&["addr", "add", &format!("{taken}/30"), "dev", &leftover]);
+        let next = added.and_then(|()| NetNs::create());
+        let _ = ip(&["link", "del", &leftover]);
+        let next = next.unwrap();
+        assert_ne!(next.host_ip, taken, "the leftover's subnet was handed out again");
+        let subnet = |a: Ipv4Addr| u32::from(a) & !3;
+        assert_ne!(subnet(next.ip), subnet(taken), "{} shares {taken}'s /30", next.ip);
+    }
 
     #[test]
     fn a_server_in_the_namespace_answers_on_its_address_only() {
@@ -116,9 +179,13 @@ mod tests {
         server.join().unwrap();
         // Nothing listens on that port on loopback: the socket is in the other namespace.
         assert!(std::net::TcpStream::connect(("127.0.0.1", addr.port())).is_err());
-        let name = ns.name().to_owned();
+        // The name may be handed out again at once (tests run in parallel): compare the
+        // namespace itself, which nsfs names by inode.
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/run/netns/{}", ns.name());
+        let inode = std::fs::metadata(&path).unwrap().ino();
         drop(ns);
-        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        assert!(!String::from_utf8_lossy(&list.stdout).contains(&name), "namespace removed on drop");
+        let now = std::fs::metadata(&path).map(|m| m.ino()).ok();
+        assert_ne!(now, Some(inode), "namespace removed on drop");
     }
 }

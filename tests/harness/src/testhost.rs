@@ -210,6 +210,15 @@ mount --bind -o ro "$2" "$R/srv/nova-apt"
 exec chroot "$R" /lib/systemd/systemd
 "#;
 
+/// How this namespace reaches `addr` (`ip route get`), for an error about a host not answering.
+fn route_to(addr: std::net::IpAddr) -> String {
+    Command::new("ip")
+        .args(["route", "get", &addr.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|e| e.to_string())
+}
+
 /// The host's cgroup name: its directory's, unique among the hosts alive.
 fn cgroup_name(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "nova-host".into())
@@ -331,7 +340,12 @@ impl TestHost {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!("sshd on test host {} (running there: {})", self.name, self.processes()),
+                    what: format!(
+                        "sshd on test host {} (running there: {}; route to it: {})",
+                        self.name,
+                        self.processes(),
+                        route_to(self.ssh_addr.ip())
+                    ),
                     seconds: timeout.as_secs(),
                 });
             }
