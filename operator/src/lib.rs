@@ -24,6 +24,7 @@ pub mod kit;
 pub mod kubeclient;
 pub mod leader;
 pub mod local;
+pub mod local_alerts;
 pub mod operator;
 pub mod platform;
 pub mod render;

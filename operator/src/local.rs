@@ -31,15 +31,19 @@ pub enum Error {
 pub struct Objects {
     pub hosts: Vec<Host>,
     pub platforms: Vec<Platform>,
+    pub alert_rules: Vec<crate::api::AlertRule>,
+    /// Values of the `kind: Secret` documents (used by AlertRule routing, never stored).
+    pub secrets: crate::local_alerts::SecretDocs,
 }
 
 /// Reads every document of a file, or of each `*.yaml`/`*.yml` in a directory. Kinds other
-/// than Host and Platform are refused: without a cluster nothing would act on them.
+/// than Host, Platform, AlertRule (those with target.hosts) and Secret are refused: without a
+/// cluster nothing would act on them.
 pub fn load(path: &Path) -> Result<Objects, Error> {
     let mut out = Objects::default();
     for (at, value) in crate::documents::read(path).map_err(Error::Input)? {
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-        if kind == "Host" || kind == "Platform" {
+        if kind == "Host" || kind == "Platform" || kind == "AlertRule" {
             crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
         }
         match kind.as_str() {
@@ -57,15 +61,27 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
                 }
                 out.platforms.push(p);
             }
+            "AlertRule" => {
+                let a: crate::api::AlertRule = serde_yaml::from_value(value)
+                    .map_err(|e| Error::Input(format!("{at}: an AlertRule: {e}")))?;
+                if a.spec.target.as_ref().and_then(|t| t.hosts.as_ref()).is_none() {
+                    return Err(Error::Input(format!(
+                        "{at}: AlertRule {} has no spec.target.hosts; without a cluster only host targets can run",
+                        a.name_any()
+                    )));
+                }
+                out.alert_rules.push(a);
+            }
+            "Secret" => crate::local_alerts::add_secret(&mut out.secrets, value, &at)?,
             other => {
                 return Err(Error::Input(format!(
-                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host and Platform with target.hosts are)"
+                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host, Secret, and Platform and AlertRule with target.hosts are)"
                 )));
             }
         }
     }
-    if out.hosts.is_empty() && out.platforms.is_empty() {
-        return Err(Error::Input(format!("{}: no Host or Platform in it", path.display())));
+    if out.hosts.is_empty() && out.platforms.is_empty() && out.alert_rules.is_empty() {
+        return Err(Error::Input(format!("{}: no Host, Platform or AlertRule in it", path.display())));
     }
     Ok(out)
 }
@@ -128,6 +144,8 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
         let st = serde_json::to_string(&status).unwrap_or_default();
         state.save_local("Platform", &ns, &name, &spec, &st).await?;
     }
+    let alerts = &objs.alert_rules;
+    failed += crate::local_alerts::apply(state, alerts, &objs.secrets, &hosts, &cfg.identity, say).await?;
     Ok(failed)
 }
 
@@ -169,6 +187,7 @@ pub async fn delete(
             }
         }
     }
+    failed += crate::local_alerts::delete(state, &objs.alert_rules, &hosts, identity, say).await?;
     for h in &objs.hosts {
         if state.delete_local("Host", "", &h.name_any()).await? {
             say(&format!("host/{}: forgotten (nothing was changed on the machine)", h.name_any()));
@@ -357,7 +376,12 @@ pub async fn table(state: &State) -> Result<String, Error> {
             (st.phase.map_or("Unknown", |p| p.as_str()).to_owned(), active)
         } else {
             let v: serde_json::Value = serde_json::from_str(&o.status).unwrap_or_default();
-            let ready = if v["ready"] == serde_json::Value::Bool(true) { "Ready" } else { "NotReady" };
+            // A Host stores `ready`; an AlertRule its conditions.
+            let cond_ready = v["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            let ready =
+                if v["ready"] == serde_json::Value::Bool(true) || cond_ready { "Ready" } else { "NotReady" };
             (ready.to_owned(), "-".into())
         };
         let ns = if o.namespace.is_empty() { "-".to_owned() } else { o.namespace };

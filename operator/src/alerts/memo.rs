@@ -4,7 +4,6 @@
 //! cache, for the merged routing), the merged configuration last written, and Prometheus's
 //! last answer (shared by the reconciles of the same moment).
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,6 @@ use kube::Client;
 use kube::runtime::reflector::Store;
 
 use super::controller::Settings;
-use super::loaded::RulesAnswer;
 use super::{prom, targets};
 use crate::api::AlertRule;
 use crate::context::Error;
@@ -25,12 +23,7 @@ const ANSWER_FOR: Duration = Duration::from_millis(250);
 /// may have edited the Secret).
 const MERGED_FOR: Duration = Duration::from_secs(300);
 
-/// Prometheus's answer: version, rules, metric names.
-pub struct Answer {
-    pub version: String,
-    pub rules: RulesAnswer,
-    pub names: HashSet<String>,
-}
+pub use super::prom::Answer;
 
 pub struct Alerts {
     pub settings: Settings,
@@ -81,11 +74,7 @@ impl Alerts {
         {
             return Ok(a.clone());
         }
-        let http = crate::rollouts::gate::client();
-        let version = prom::version(http, url).await?;
-        let rules = prom::rules(http, url).await?;
-        let names = prom::metric_names(http, url).await?;
-        let a = Arc::new(Answer { version, rules, names });
+        let a = Arc::new(prom::answer(url).await?);
         *last = Some((Instant::now(), a.clone()));
         Ok(a)
     }

@@ -8,9 +8,11 @@
 
 pub mod cli;
 pub mod controller;
+pub mod hosts;
 pub mod loaded;
 pub mod memo;
 pub mod observe;
+pub mod onhost;
 pub mod packs;
 pub mod prom;
 pub mod routing;

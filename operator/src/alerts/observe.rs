@@ -13,7 +13,7 @@ use super::controller::{Ctx, judge};
 use super::routing::{self, Secrets};
 use super::selection::{self, PromObject};
 use super::validate::Checked;
-use super::{loaded, owner_key, targets};
+use super::{loaded, owner_key, prom, targets};
 use crate::api::AlertRule;
 use crate::api::alert::{AlertRuleStatus, Routing};
 use crate::conditions::{Cond, CondType};
@@ -145,15 +145,26 @@ pub async fn read_back(
     new: &mut AlertRuleStatus,
 ) -> (Duration, Vec<Cond>) {
     match ctx.families.answer(url).await {
-        Ok(a) => {
-            new.groups = loaded::status(owner, &checked.groups, &a.rules, Some(&a.names), &new.groups);
-            new.rules_loaded = Some(loaded::loaded(&new.groups) as i32);
-            new.prometheus_version = Some(a.version.clone());
-            judge(new, checked.rules(), &a.version)
-        }
-        Err(e) => {
-            let c = Cond::new(CondType::Ready, false, "PrometheusUnreachable", e.to_string());
-            (Duration::from_secs(30), vec![c])
-        }
+        Ok(a) => fill(owner, checked, &a, new),
+        Err(e) => unreachable(&e),
     }
+}
+
+/// `new` filled from Prometheus's answer; when to look again and the conditions.
+pub fn fill(
+    owner: &str,
+    checked: &Checked,
+    a: &prom::Answer,
+    new: &mut AlertRuleStatus,
+) -> (Duration, Vec<Cond>) {
+    new.groups = loaded::status(owner, &checked.groups, &a.rules, Some(&a.names), &new.groups);
+    new.rules_loaded = Some(loaded::loaded(&new.groups) as i32);
+    new.prometheus_version = Some(a.version.clone());
+    judge(new, checked.rules(), &a.version)
+}
+
+/// Prometheus unreachable is a condition, looked at again in 30 s.
+pub fn unreachable(e: &prom::PromError) -> (Duration, Vec<Cond>) {
+    let c = Cond::new(CondType::Ready, false, "PrometheusUnreachable", e.to_string());
+    (Duration::from_secs(30), vec![c])
 }

@@ -71,3 +71,19 @@ pub async fn version(http: &reqwest::Client, base: &str) -> Result<String, PromE
     let b: BuildInfo = get(http, base, "/api/v1/status/buildinfo", "build information").await?;
     Ok(b.data.version)
 }
+
+/// Prometheus's answer: version, rules, metric names.
+pub struct Answer {
+    pub version: String,
+    pub rules: RulesAnswer,
+    pub names: HashSet<String>,
+}
+
+/// Everything the read-back needs, asked of the Prometheus at `base`.
+pub async fn answer(base: &str) -> Result<Answer, PromError> {
+    let http = crate::rollouts::gate::client();
+    let version = version(http, base).await?;
+    let rules = rules(http, base).await?;
+    let names = metric_names(http, base).await?;
+    Ok(Answer { version, rules, names })
+}

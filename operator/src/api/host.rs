@@ -154,6 +154,11 @@ pub struct Bootstrap {
     /// Prometheus node_exporter.
     #[serde(default)]
     pub node_exporter: bool,
+    /// Prometheus, Alertmanager and node_exporter from the distribution, listening on the
+    /// host's loopback (Nova reaches them over SSH): scraping every 10 s, 15 days kept. AlertRules
+    /// with `spec.target.hosts` load their rules and routing here.
+    #[serde(default)]
+    pub monitoring: bool,
     /// Check the NVIDIA driver and container toolkit (role gpu).
     #[serde(default)]
     pub nvidia: bool,

@@ -101,8 +101,11 @@ pub fn steps(spec: &HostSpec) -> Result<Vec<Step>, Error> {
     if b.unattended_upgrades {
         out.push(services::unattended_upgrades_step());
     }
-    if b.node_exporter {
+    if b.node_exporter || b.monitoring {
         out.push(services::node_exporter_step());
+    }
+    if b.monitoring {
+        out.push(crate::host::monitoring::step());
     }
     if b.docker {
         out.push(services::docker_step());

@@ -1,11 +1,12 @@
 //! Hosts: what Nova does on a machine (facts, bootstrap steps — packages, users, sshd, firewall,
-//! fail2ban, unattended upgrades, node_exporter, Docker), usable with or without a cluster, and
+//! fail2ban, unattended upgrades, node_exporter, Docker, the monitoring stack), usable with or without a cluster, and
 //! the Host controller (`controller`) that runs it from the cluster.
 
 pub mod bootstrap;
 pub mod cli;
 pub mod controller;
 pub mod facts;
+pub mod monitoring;
 pub mod services;
 
 use std::sync::Arc;

@@ -26,8 +26,11 @@ pub fn packages(b: &crate::api::host::Bootstrap) -> Vec<&'static str> {
     if b.unattended_upgrades {
         p.push("unattended-upgrades");
     }
-    if b.node_exporter {
+    if b.node_exporter && !b.monitoring {
         p.push("prometheus-node-exporter");
+    }
+    if b.monitoring {
+        p.extend(crate::host::monitoring::PACKAGES);
     }
     if b.docker {
         p.extend(DOCKER_PACKAGES);
@@ -36,7 +39,7 @@ pub fn packages(b: &crate::api::host::Bootstrap) -> Vec<&'static str> {
 }
 
 /// Shell: exits 10 with `msg` unless the file at `path` holds exactly `content`.
-fn same_file(path: &str, content: &str, msg: &str) -> String {
+pub(crate) fn same_file(path: &str, content: &str, msg: &str) -> String {
     format!(
         "[ \"$(cat {p} 2>/dev/null; echo x)\" = \"$(printf '%s' {c}; echo x)\" ] || {{ echo {m}; exit 10; }}; ",
         p = quote(path),
@@ -46,7 +49,7 @@ fn same_file(path: &str, content: &str, msg: &str) -> String {
 }
 
 /// Shell: writes `content` to `path` atomically with `mode`.
-fn write_file(path: &str, content: &str, mode: &str) -> String {
+pub(crate) fn write_file(path: &str, content: &str, mode: &str) -> String {
     format!(
         "install -d \"$(dirname {p})\"; t=$(mktemp \"$(dirname {p})/.nova.XXXXXX\"); printf '%s' {c} > \"$t\"; \
          chmod {mode} \"$t\"; mv -f \"$t\" {p}; ",

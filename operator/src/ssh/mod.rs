@@ -5,6 +5,7 @@
 pub mod pool;
 pub mod quote;
 mod stream;
+pub mod tunnel;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

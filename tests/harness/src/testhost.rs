@@ -36,6 +36,8 @@ pub const REPO_PACKAGES: &[&str] = &[
     "python3-systemd",
     "unattended-upgrades",
     "prometheus-node-exporter",
+    "prometheus",
+    "prometheus-alertmanager",
     "docker.io",
     "docker-compose",
 ];
@@ -253,6 +255,14 @@ impl TestHost {
         write(&root.join("etc/ssh/ssh_host_ed25519_key.pub"), &format!("{host_key}\n"), 0o644)?;
         write(&root.join("root/.ssh/authorized_keys"), &format!("{client_public_key}\n"), 0o600)?;
         write(&root.join("etc/hostname"), &format!("{name}\n"), 0o644)?;
+        // These hosts run in a sandbox that may not create user namespaces: units that ask for
+        // them (Debian's prometheus.service: PrivateUsers=true) would fail with 217/USER. A
+        // drop-in for every service, as a machine without that restriction would not need.
+        write(
+            &root.join("etc/systemd/system/service.d/10-nova-test-host.conf"),
+            "[Service]\nPrivateUsers=no\n",
+            0o644,
+        )?;
         write(
             &root.join("etc/ssh/sshd_config.d/nova-test.conf"),
             "HostKey /etc/ssh/ssh_host_ed25519_key\nPermitRootLogin prohibit-password\n",

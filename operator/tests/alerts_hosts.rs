@@ -1,0 +1,129 @@
+//! AlertRules on a Host, with `nova apply` and no cluster: Prometheus, Alertmanager and
+//! node_exporter installed by the bootstrap (Debian's, from the hosts' local repository); rules
+//! checked by the host's promtool and read back from its Prometheus through the SSH session; an
+//! alert delivered by the host's Alertmanager to a webhook; a file promtool refuses leaves the
+//! old one in place; `nova delete` takes everything away.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use test_cluster::testhost::TestHost;
+
+const RULES: &str = "etc/prometheus/nova/rules/default--app.yml";
+
+fn host_doc(th: &TestHost) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": th.name},
+           "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
+                    "sshKeySecretRef": {"name": "unused-without-a-cluster", "key": "k"},
+                    "bootstrap": {"monitoring": true}}})
+}
+
+/// Two good rules and one broken expression; routed to a webhook on the host.
+fn rule_doc(th: &TestHost, description: &str) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "AlertRule",
+           "metadata": {"name": "app", "namespace": "default"},
+           "spec": {
+               "target": {"hosts": {"names": [th.name]}},
+               "groups": [{"name": "app", "rules": [
+                   {"alert": "NovaTestAlways", "expr": "vector(1)", "for": "0s",
+                    "labels": {"severity": "warning"},
+                    "annotations": {"summary": "always firing", "description": description}},
+                   {"alert": "NovaTestBroken", "expr": "sum(rate(x[5m]", "for": "1m",
+                    "labels": {"severity": "warning"}, "annotations": {"summary": "never loads"}},
+                   {"alert": "NovaTestNodeDown", "expr": "up{job=\"node\"} == 0", "for": "1m",
+                    "labels": {"severity": "critical"}, "annotations": {"summary": "node_exporter down"}},
+               ]}],
+               "routing": {"groupWait": "1s", "groupInterval": "1s", "repeatInterval": "1h",
+                           "receivers": [{"name": "hook", "webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}]}}})
+}
+
+fn secret_doc() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook", "namespace": "default"},
+           "stringData": {"url": "http://127.0.0.1:9999/hook-token-s3cr3t"}})
+}
+
+fn write(dir: &Path, docs: &[Value]) -> Result<String> {
+    let text: Vec<String> = docs.iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
+    let path = dir.join("alerts.yaml");
+    std::fs::write(&path, text.join("---\n"))?;
+    Ok(path.to_str().context("path")?.to_owned())
+}
+
+async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+        .args(args)
+        .env("NOVA_STATE", dir.join("state.db"))
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    ))
+}
+
+/// What the host's Prometheus says of its rules (asked on the host, not through Nova).
+fn loaded_rules(th: &TestHost) -> Result<Vec<String>> {
+    let out = th.ssh("python3 -c \"import json,urllib.request as u; d=json.load(u.urlopen('http://127.0.0.1:9090/api/v1/rules')); print('\\n'.join(r['name'] for g in d['data']['groups'] for r in g['rules']))\"")?;
+    Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+}
+
+/// A webhook on the host that appends each request body to /root/hook.log.
+const SINK: &str = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n  def do_POST(self):\n    b=self.rfile.read(int(self.headers['Content-Length']))\n    open('/root/hook.log','ab').write(self.path.encode()+b' '+b+b'\\n')\n    self.send_response(200); self.end_headers()\nhttp.server.HTTPServer(('127.0.0.1',9999),H).serve_forever()\n";
+
+#[tokio::test]
+async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("alerts")).await??;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &th.client_key)?;
+    let key = key_path.to_str().context("path")?;
+    std::fs::write(th.root().join("root/sink.py"), SINK)?;
+    th.ssh("systemd-run -q --unit hook-sink python3 /root/sink.py")?;
+
+    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job }} fires")])?;
+    let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
+    let journal = || {
+        th.ssh("journalctl -u prometheus -u prometheus-alertmanager --no-pager | tail -n 30")
+            .unwrap_or_default()
+    };
+    assert!(ok, "{out}\n{}", journal());
+    // The broken rule is named and left out; the other two load.
+    assert!(out.contains("spec.groups[0].rules[1].expr"), "{out}");
+    let mut names = loaded_rules(&th)?;
+    names.sort();
+    assert_eq!(names, ["NovaTestAlways", "NovaTestNodeDown"], "{out}");
+    let (_, status) = nova(&["status", "app"], dir.path()).await?;
+    assert!(status.contains("rulesLoaded: 2"), "{status}");
+    assert!(!status.contains("s3cr3t") && !out.contains("s3cr3t"), "a secret in output: {out}{status}");
+    let am = std::fs::read_to_string(th.root().join("etc/prometheus/alertmanager.yml"))?;
+    assert!(am.contains("hook-token-s3cr3t"), "{am}");
+    assert_eq!(th.ssh("stat -c %a /etc/prometheus/alertmanager.yml")?.trim(), "640");
+
+    // The alert goes from the host's Prometheus through its Alertmanager to the webhook.
+    let log = th.root().join("root/hook.log");
+    test_cluster::eventually("the alert at the webhook", Duration::from_secs(90), || async {
+        anyhow::Ok(std::fs::read_to_string(&log).is_ok_and(|l| l.contains("NovaTestAlways")))
+    })
+    .await?;
+
+    // A template only promtool checks: refused on the host, the old file stays and loads.
+    let before = std::fs::read_to_string(th.root().join(RULES))?;
+    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job ")])?;
+    let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
+    assert!(!ok, "{out}");
+    assert!(out.contains("promtool refused"), "{out}");
+    assert_eq!(std::fs::read_to_string(th.root().join(RULES))?, before);
+    assert_eq!(loaded_rules(&th)?.len(), 2);
+
+    // Deleted: no rules, no route to the webhook.
+    let (ok, out) = nova(&["delete", "-f", &file, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
+    assert!(!th.root().join(RULES).exists());
+    let left = loaded_rules(&th)?;
+    assert!(left.is_empty(), "{left:?} after {out}\n{}", th.ssh("ls -la /etc/prometheus/nova/rules")?);
+    let am = std::fs::read_to_string(th.root().join("etc/prometheus/alertmanager.yml"))?;
+    assert!(!am.contains("s3cr3t"), "{am}");
+    Ok(())
+}
