@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use test_cluster::testhost::TestHost;
 
+mod common;
+
 const RULES: &str = "etc/prometheus/nova/rules/default--app.yml";
 
 fn host_doc(th: &TestHost) -> Value {
@@ -126,4 +128,51 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     let am = std::fs::read_to_string(th.root().join("etc/prometheus/alertmanager.yml"))?;
     assert!(!am.contains("s3cr3t"), "{am}");
     Ok(())
+}
+
+/// The operator's way: a Host bootstrapped with `monitoring` by the Host controller, an
+/// AlertRule whose status is read back from the host's Prometheus, its rules taken away by the
+/// finalizer when it is deleted.
+#[tokio::test]
+async fn the_operator_loads_rules_on_a_host_and_removes_them_on_delete() -> Result<()> {
+    use kube::Api;
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+    use nova::api::{AlertRule, Host};
+
+    let cp = test_cluster::shared(test_cluster::Mode::Simulated).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "alerts-hosts").await?;
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let (th, host) = common::app_host(&client, &ns, "alrt").await?;
+    let hosts: Api<Host> = Api::all(client.clone());
+    let patch = json!({"spec": {"bootstrap": {"monitoring": true}}});
+    hosts.patch(&host, &PatchParams::default(), &Patch::Merge(patch)).await?;
+
+    let rules: Api<AlertRule> = Api::namespaced(client.clone(), &ns);
+    let mut doc = rule_doc(&th, "{{ $labels.job }} fires");
+    doc["metadata"] = json!({"name": "app"});
+    doc["spec"]["target"] = json!({"hosts": {"names": [host]}});
+    doc["spec"].as_object_mut().context("spec")?.remove("routing");
+    rules.create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
+    let file = th.root().join(format!("etc/prometheus/nova/rules/{ns}--app.yml"));
+    test_cluster::eventually("rules loaded on the host, read back", Duration::from_secs(240), || async {
+        let st = rules.get("app").await?.status.unwrap_or_default();
+        anyhow::Ok(st.rules_loaded == Some(2) && st.applied_to.as_deref() == Some(&format!("Hosts {host}")))
+    })
+    .await?;
+    assert!(file.exists());
+    let st = rules.get("app").await?.status.unwrap_or_default();
+    let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded").context("Degraded")?;
+    assert!(degraded.message.contains("spec.groups[0].rules[1].expr"), "{degraded:?}");
+    assert_eq!(loaded_rules(&th)?.len(), 2);
+
+    rules.delete("app", &DeleteParams::default()).await?;
+    test_cluster::eventually("the AlertRule gone", Duration::from_secs(60), || async {
+        anyhow::Ok(rules.get_opt("app").await?.is_none())
+    })
+    .await?;
+    assert!(!file.exists(), "the finalizer left {}", file.display());
+    assert!(loaded_rules(&th)?.is_empty());
+    op.stop().await
 }

@@ -260,7 +260,7 @@ fn cases() -> Vec<Case> {
         "Degraded",
     ));
     v.push(case("Restore", "blocked", B(vec![]), "Failed", "Degraded"));
-    v.push(case("AlertRule", "not-implemented", B(vec![]), "Failed", "Degraded"));
+    v.push(case("AlertRule", "no-monitoring", B(vec![]), "Failed", "Degraded"));
     let loading = Conds(vec![c(Ready, false, "Loading", "3 of 12 rules loaded in Prometheus 2.42.0")]);
     v.push(case("AlertRule", "loading", loading, "InProgress", "Progressing"));
     v.push(case("AlertRule", "ready", ready("Loaded"), "Current", "Healthy"));
@@ -309,10 +309,10 @@ where
             writer.write(kit, &created, status, conds).await?;
         }
         Write::Blocked(extra) => {
-            let b = if case.state == "not-implemented" {
+            let b = if case.state == "no-monitoring" {
                 Blocked::new(
-                    "NotImplemented",
-                    "spec.target.hosts: loading rules into Prometheus on Hosts is not built yet",
+                    "NoMonitoring",
+                    "Host web-1: no promtool on the host: set spec.bootstrap.monitoring: true on the Host",
                 )
             } else {
                 Blocked::missing(format!(

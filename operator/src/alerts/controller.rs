@@ -16,7 +16,7 @@ use super::{owner_key, routing, rules, targets};
 use crate::api::AlertRule;
 use crate::api::alert::AlertRuleStatus;
 use crate::conditions::{Cond, CondType};
-use crate::context::{Blocked, Error, Own};
+use crate::context::{Error, Own};
 use crate::kit::{self, Reconciled};
 
 /// What the operator is told about the monitoring it works with.
@@ -65,16 +65,14 @@ pub async fn reconcile(obj: Arc<AlertRule>, ctx: Arc<Ctx>) -> Result<Action, Err
 }
 
 async fn apply(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
-    if o.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()) {
-        let msg = "spec.target.hosts: loading rules into Prometheus on Hosts is not built yet; \
-                   remove spec.target to load them into the cluster's Prometheus";
-        return Err(Blocked::new("NotImplemented", msg).into());
-    }
     let owner = owner_key(&o.namespace().unwrap_or_default(), &o.name_any());
     let checked = validate::check(&o.spec);
     let mut problems = checked.problems.clone();
     if let Some(r) = &o.spec.routing {
         problems.extend(routing::problems(r));
+    }
+    if on_hosts(o) {
+        return super::hostctl::apply(o, ctx, &owner, &checked, &problems).await;
     }
     let served = ctx.families.served(&ctx.client).await?;
     let (applied_to, selected) = write_rules(o, ctx, &owner, &checked, served).await?;
@@ -87,12 +85,20 @@ async fn cleanup(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
     // Owner references would remove the children too, but only where garbage collection runs
     // and only later; the rules should stop with their object. The merged configuration is
     // written again without this object.
+    if on_hosts(o) {
+        super::hostctl::cleanup(o, ctx).await?;
+        return Ok(Action::await_change());
+    }
     let served = ctx.families.served(&ctx.client).await?;
     targets::drop_children(&ctx.client, o, served).await?;
     if !served.alertmanager_configs {
         merge_all(ctx, o, true).await?;
     }
     Ok(Action::await_change())
+}
+
+fn on_hosts(o: &AlertRule) -> bool {
+    o.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
 }
 
 /// Writes the rules; returns where to, and the Selected condition when Prometheus objects
@@ -193,7 +199,7 @@ async fn status(
     Ok(Action::requeue(after))
 }
 
-fn invalid(problems: &[String], applied: usize) -> String {
+pub fn invalid(problems: &[String], applied: usize) -> String {
     let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
     let more = problems.len().saturating_sub(shown.len());
     format!(

@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod hostctl;
 pub mod hosts;
 pub mod loaded;
 pub mod memo;

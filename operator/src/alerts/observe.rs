@@ -104,7 +104,10 @@ pub async fn routed(
     let mut out = Vec::new();
     for a in all {
         let me = a.uid() == o.uid();
-        let gone = a.metadata.deletion_timestamp.is_some() && !me;
+        // Routing for Hosts goes to the hosts' own Alertmanager, not the cluster's.
+        let gone = (a.metadata.deletion_timestamp.is_some()
+            || a.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()))
+            && !me;
         let Some(r) = a.spec.routing.clone().filter(|r| routing::problems(r).is_empty()) else { continue };
         if (me && leaving) || gone {
             continue;
@@ -119,7 +122,7 @@ pub async fn routed(
     Ok(out)
 }
 
-async fn secrets(ctx: &Ctx, ns: &str, r: &Routing) -> Result<Secrets, Error> {
+pub async fn secrets(ctx: &Ctx, ns: &str, r: &Routing) -> Result<Secrets, Error> {
     let mut out = Secrets::new();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     for (name, key) in routing::secret_refs(r) {

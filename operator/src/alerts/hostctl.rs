@@ -1,0 +1,148 @@
+//! The AlertRule controller's hosts target (`spec.target.hosts`): the Hosts it selects are
+//! connected first — each must allow the namespace — then each gets the rule file and routing
+//! and is read back ([`super::hosts`], shared with `nova apply`). Hosts no longer selected lose
+//! the object's files; so do all of them when it is deleted (finalizer).
+
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::controller::Ctx;
+use super::hosts::{self, Object};
+use super::onhost;
+use super::validate::Checked;
+use super::{observe, routing};
+use crate::api::AlertRule;
+use crate::api::alert::AlertRuleStatus;
+use crate::api::host::Host;
+use crate::conditions::{Cond, CondType};
+use crate::context::{Blocked, Call, Error};
+use crate::{hostaccess, hostapp, ssh};
+
+const PREFIX: &str = "Hosts ";
+
+/// The Hosts named in `status.appliedTo` (where the files were last written).
+fn applied_hosts(status: &AlertRuleStatus) -> Vec<String> {
+    let to = status.applied_to.as_deref().unwrap_or_default();
+    to.strip_prefix(PREFIX).map(|l| l.split(", ").map(str::to_owned).collect()).unwrap_or_default()
+}
+
+fn on_host(host: &str, e: onhost::Error) -> Error {
+    match e {
+        onhost::Error::Ssh(e) if e.transient() => Error::Host(format!("Host {host}: {e}")),
+        onhost::Error::NoMonitoring { .. } => {
+            Blocked::new("NoMonitoring", format!("Host {host}: {e}")).retry(Duration::from_secs(60)).into()
+        }
+        onhost::Error::Refused { .. } | onhost::Error::ReloadRefused { .. } => {
+            Blocked::new("RefusedOnHost", format!("Host {host}: {e}")).retry(Duration::from_secs(300)).into()
+        }
+        e => Error::Host(format!("Host {host}: {e}")),
+    }
+}
+
+async fn connect(ctx: &Ctx, hosts: &[&Host], ns: &str) -> Result<Vec<(String, ssh::Connection)>, Error> {
+    let mut out = Vec::new();
+    for h in hosts {
+        out.push((h.name_any(), hostaccess::connect(h, ctx, ns).await?));
+    }
+    Ok(out)
+}
+
+async fn all_hosts(ctx: &Ctx) -> Result<Vec<Host>, Error> {
+    Ok(Api::<Host>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .call(|| "listing Hosts".into())?
+        .items)
+}
+
+/// Applies `o` on its Hosts and writes its status.
+pub async fn apply(
+    o: &AlertRule,
+    ctx: &Ctx,
+    owner: &str,
+    checked: &Checked,
+    problems: &[String],
+) -> Result<Action, Error> {
+    let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
+    let all = all_hosts(ctx).await?;
+    let sel = o
+        .spec
+        .target
+        .as_ref()
+        .and_then(|t| t.hosts.as_ref())
+        .ok_or_else(|| Error::Bug("no spec.target.hosts".into()))?;
+    let chosen = hostapp::select(&all, sel);
+    if chosen.is_empty() {
+        let msg = format!("spec.target.hosts of AlertRule {name} selects no Host");
+        return Err(Blocked::missing(msg).retry(Duration::from_secs(30)).into());
+    }
+    let routing = o.spec.routing.as_ref().filter(|r| routing::problems(r).is_empty());
+    let secrets = match routing {
+        Some(r) => Some(observe::secrets(ctx, &ns, r).await?),
+        None => None,
+    };
+    let conns = connect(ctx, &chosen, &ns).await?;
+    let old = ctx.status.current(o);
+    let names: Vec<String> = conns.iter().map(|(h, _)| h.clone()).collect();
+    let gone: Vec<&Host> = all
+        .iter()
+        .filter(|h| applied_hosts(&old).contains(&h.name_any()) && !names.contains(&h.name_any()))
+        .collect();
+    for (h, conn) in connect(ctx, &gone, &ns).await? {
+        hosts::remove(&conn, &ns, &name).await.map_err(|e| on_host(&h, e))?;
+    }
+    let obj = Object { namespace: &ns, name: &name, owner, checked, routing: routing.zip(secrets.as_ref()) };
+    let mut new = AlertRuleStatus {
+        rules_applied: Some(checked.rules() as i32),
+        applied_to: Some(format!("{PREFIX}{}", names.join(", "))),
+        ..old
+    };
+    let (mut after, mut conds) = (Duration::from_secs(300), Vec::new());
+    for (h, conn) in &conns {
+        let (a, c) = hosts::apply(conn, &obj, &mut new).await.map_err(|e| on_host(h, e))?;
+        let not_ready = c.iter().any(|c| c.type_ == CondType::Ready && !c.status);
+        after = after.min(a);
+        // The first Host not ready speaks for the object; otherwise any (all say Loaded).
+        if conds.is_empty()
+            || not_ready && !conds.iter().any(|c: &Cond| c.type_ == CondType::Ready && !c.status)
+        {
+            conds = c
+                .into_iter()
+                .map(|mut c| {
+                    if conns.len() > 1 {
+                        c.message = format!("Host {h}: {}", c.message);
+                    }
+                    c
+                })
+                .collect();
+        }
+    }
+    if problems.is_empty() {
+        conds.push(Cond::new(CondType::Degraded, false, "Valid", "every rule and route is valid"));
+    } else {
+        let msg = super::controller::invalid(problems, checked.rules());
+        conds.retain(|c| c.type_ != CondType::Ready);
+        conds.push(Cond::new(CondType::Ready, false, "InvalidRules", msg.clone()));
+        conds.push(Cond::new(CondType::Degraded, true, "InvalidRules", msg));
+    }
+    ctx.status.write(&ctx.kit, o, new, &conds).await?;
+    Ok(Action::requeue(after))
+}
+
+/// Removes `o`'s files from every Host it selects or was last applied to.
+pub async fn cleanup(o: &AlertRule, ctx: &Ctx) -> Result<(), Error> {
+    let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
+    let all = all_hosts(ctx).await?;
+    let mut names = applied_hosts(&ctx.status.current(o));
+    if let Some(sel) = o.spec.target.as_ref().and_then(|t| t.hosts.as_ref()) {
+        names.extend(hostapp::select(&all, sel).into_iter().map(|h| h.name_any()));
+    }
+    let hosts: Vec<&Host> = all.iter().filter(|h| names.contains(&h.name_any())).collect();
+    for (h, conn) in connect(ctx, &hosts, &ns).await? {
+        hosts::remove(&conn, &ns, &name).await.map_err(|e| on_host(&h, e))?;
+    }
+    Ok(())
+}
