@@ -100,25 +100,20 @@ pub async fn apply(
         applied_to: Some(format!("{PREFIX}{}", names.join(", "))),
         ..old
     };
-    let (mut after, mut conds) = (Duration::from_secs(300), Vec::new());
+    let mut rounds = Vec::new();
     for (h, conn) in &conns {
-        let (a, c) = hosts::apply(conn, &obj, &mut new).await.map_err(|e| on_host(h, e))?;
-        let not_ready = c.iter().any(|c| c.type_ == CondType::Ready && !c.status);
-        after = after.min(a);
-        // The first Host not ready speaks for the object; otherwise any (all say Loaded).
-        if conds.is_empty()
-            || not_ready && !conds.iter().any(|c: &Cond| c.type_ == CondType::Ready && !c.status)
-        {
-            conds = c
-                .into_iter()
-                .map(|mut c| {
-                    if conns.len() > 1 {
-                        c.message = format!("Host {h}: {}", c.message);
-                    }
-                    c
-                })
-                .collect();
-        }
+        let mut st = new.clone();
+        let (after, conds) = hosts::apply(conn, &obj, &mut st).await.map_err(|e| on_host(h, e))?;
+        rounds.push((h, after, conds, st));
+    }
+    let after = rounds.iter().map(|r| r.1).min().unwrap_or(Duration::from_secs(300));
+    // The first Host whose rules are not loaded speaks for the object (status and conditions).
+    let not_ready = |c: &Vec<Cond>| c.iter().any(|c| c.type_ == CondType::Ready && !c.status);
+    let pick = rounds.iter().position(|r| not_ready(&r.2)).unwrap_or(0);
+    let (h, _, mut conds, st) = rounds.swap_remove(pick);
+    new = st;
+    if conns.len() > 1 {
+        conds.iter_mut().for_each(|c| c.message = format!("Host {h}: {}", c.message));
     }
     if problems.is_empty() {
         conds.push(Cond::new(CondType::Degraded, false, "Valid", "every rule and route is valid"));
