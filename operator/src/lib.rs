@@ -5,6 +5,7 @@
 
 pub mod acme;
 pub mod admission;
+pub mod alertgen;
 pub mod alerts;
 pub mod api;
 pub mod apply;

@@ -272,10 +272,11 @@ async fn run_controllers(
     let backups = backups(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let training = training(&client, ns, cfg, ctx.clone(), shared_stop.clone());
     let alerts = alerts(&client, ns, cfg, ctx.clone(), shared_stop.clone());
+    let generated = crate::alertgen::run(&client, ctx.client.clone(), ns, shared_stop.clone());
     let certs = certificates(&client, ns, cfg, ctx, shared_stop);
     // The watches never end on their own; the controllers end on shutdown.
     tokio::select! {
-        _ = futures::future::join3(futures::future::join5(platforms, rollouts, hosts, certs, backups), training, alerts) => {}
+        _ = futures::future::join4(futures::future::join5(platforms, rollouts, hosts, certs, backups), training, alerts, generated) => {}
         _ = watches => {}
         () = prune => {}
     }

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramVec, Registry, histogram_opts};
+use prometheus::{GaugeVec, HistogramVec, Registry, histogram_opts, opts};
+
+use crate::api::bluegreen::Phase;
 
 #[derive(Clone)]
 pub struct Switches {
     switches: HistogramVec,
+    degraded: GaugeVec,
 }
 
 impl Switches {
@@ -21,7 +24,19 @@ impl Switches {
             &["kind"],
         )?;
         registry.register(Box::new(switches.clone()))?;
-        Ok(Self { switches })
+        // What a BlueGreenDeployment's generated alert reads (see `alertgen`).
+        let degraded = GaugeVec::new(
+            opts!("nova_bluegreen_degraded", "1 while the BlueGreenDeployment's phase is Degraded, else 0."),
+            &["namespace", "name"],
+        )?;
+        registry.register(Box::new(degraded.clone()))?;
+        Ok(Self { switches, degraded })
+    }
+
+    /// Records the phase just written to the status.
+    pub fn phase(&self, namespace: &str, name: &str, phase: Phase) {
+        let v = if phase == Phase::Degraded { 1.0 } else { 0.0 };
+        self.degraded.with_label_values(&[namespace, name]).set(v);
     }
 
     pub fn switched(&self, rollback: bool, took: Duration) {

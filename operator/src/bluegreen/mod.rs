@@ -275,6 +275,7 @@ async fn write_status(
 ) -> Result<(), Error> {
     planned.phase = Some(phase);
     ctx.status.write(&ctx.kit, bg, planned, conds).await?;
+    ctx.families.phase(&bg.namespace().unwrap_or_default(), &bg.name_any(), phase);
     Ok(())
 }
 
