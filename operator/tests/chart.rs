@@ -403,8 +403,8 @@ async fn chart_rbac_is_enough_for_alert_rules() -> Result<()> {
     Ok(())
 }
 
-/// A TrainingJob under the chart's role: its pods and headless Service are created, listed,
-/// rank 0's log read, and the pods stopped together (deletecollection) for a gang restart.
+/// A TrainingJob under the chart's role: its PriorityClass, pods and headless Service are
+/// created, listed, rank 0's log read, and the pods stopped together (deletecollection) for a gang restart.
 #[tokio::test]
 async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     use k8s_openapi::api::core::v1::Pod;
@@ -416,7 +416,8 @@ async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     rbac.start();
     let job: TrainingJob = serde_json::from_value(json!({
         "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "t"},
-        "spec": {"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0},
+        "spec": {"image": "trainer:1", "command": ["python", "t.py"], "workers": 2, "gpusPerWorker": 0,
+                 "priority": 10},
     }))?;
     let jobs: Api<TrainingJob> = Api::namespaced(admin.clone(), &apps_ns);
     jobs.create(&PostParams::default(), &job).await?;

@@ -248,3 +248,21 @@ async fn suspended_no_worker_runs_and_finished_the_ttl_removes_the_workers() -> 
     assert!(e.events("ttl").await?.iter().any(|(r, _)| r == "Expired"));
     Ok(())
 }
+
+/// `spec.priority` reaches the scheduler: a PriorityClass of that value, named by every worker.
+#[tokio::test]
+async fn the_priority_becomes_a_priority_class_the_workers_name() -> Result<()> {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    use kube::ResourceExt;
+    let e = env("training-priority").await?;
+    e.running("urgent", 2, json!({"priority": 100})).await?;
+    let pc = Api::<PriorityClass>::all(e.client.clone()).get("nova-training-100").await?;
+    assert_eq!(pc.value, Some(100));
+    assert_ne!(pc.global_default, Some(true), "never the cluster default");
+    let pods = e.gang("urgent", 1, 2).await?;
+    for p in &pods {
+        let spec = p.spec.as_ref().context("spec")?;
+        assert_eq!(spec.priority_class_name.as_deref(), Some("nova-training-100"), "{}", p.name_any());
+    }
+    e.op.stop().await
+}

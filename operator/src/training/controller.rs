@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -99,6 +100,7 @@ async fn act(
         return Ok(());
     }
     ctx.kit.fenced()?;
+    put_priority_class(ctx, job).await?;
     put_service(ctx, job).await?;
     let attempt = plan.status.attempt.unwrap_or(1);
     for index in plan.create.clone() {
@@ -156,6 +158,17 @@ async fn record_runs(
     if let (false, Some(a)) = (plan.create.is_empty(), st.attempt) {
         ctx.state.start_training_run(&ns, &name, a.into()).await?;
     }
+    Ok(())
+}
+
+/// The job's PriorityClass, before its pods name it (cluster-scoped and shared: never deleted).
+async fn put_priority_class(ctx: &Ctx, job: &TrainingJob) -> Result<(), Error> {
+    let Some(pc) = pods::priority_class(job.spec.priority) else { return Ok(()) };
+    let name = pc.name_any();
+    Api::<PriorityClass>::all(ctx.client.clone())
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&pc))
+        .await
+        .call(|| format!("applying PriorityClass {name} (spec.priority)"))?;
     Ok(())
 }
 

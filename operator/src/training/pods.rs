@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -94,6 +95,28 @@ pub fn service(job: &TrainingJob) -> Service {
     .expect("a valid Service")
 }
 
+/// The PriorityClass of `spec.priority` (none for 0, the cluster's default): one per value,
+/// shared by every TrainingJob of that priority, so the scheduler orders and preempts by it.
+pub fn priority_class_name(priority: i32) -> Option<String> {
+    match priority {
+        0 => None,
+        p if p < 0 => Some(format!("nova-training-minus-{}", p.unsigned_abs())),
+        p => Some(format!("nova-training-{p}")),
+    }
+}
+
+/// The PriorityClass object for `priority` (not 0).
+pub fn priority_class(priority: i32) -> Option<PriorityClass> {
+    let name = priority_class_name(priority)?;
+    serde_json::from_value(json!({
+        "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "nova"}},
+        "value": priority, "globalDefault": false,
+        "description": format!("TrainingJobs with spec.priority {priority} (made by Nova, shared by those jobs)"),
+    }))
+    .ok()
+}
+
 /// Worker `w`'s Pod. `restartPolicy: Never`: Nova restarts the gang, never one worker.
 pub fn pod(job: &TrainingJob, w: &Worker) -> Result<Pod, String> {
     let name = job.name_any();
@@ -126,6 +149,7 @@ pub fn pod(job: &TrainingJob, w: &Worker) -> Result<Pod, String> {
             "hostname": format!("{name}-{}", w.index),
             "subdomain": name,
             "nodeSelector": k8s.map(|k| k.node_selector.clone()).unwrap_or_default(),
+            "priorityClassName": priority_class_name(job.spec.priority),
             "terminationGracePeriodSeconds": 30,
             "volumes": [volume],
             "containers": [{
@@ -161,6 +185,14 @@ mod tests {
             resume_from: Some("/checkpoints/step-0000000500.safetensors"),
             trainer_image: "nova:1",
         }
+    }
+
+    #[test]
+    fn priorities_name_their_class_and_zero_names_none() {
+        assert_eq!(priority_class_name(0), None);
+        assert_eq!(priority_class_name(100).as_deref(), Some("nova-training-100"));
+        assert_eq!(priority_class_name(-5).as_deref(), Some("nova-training-minus-5"));
+        assert_eq!(priority_class(-5).and_then(|p| p.value), Some(-5));
     }
 
     #[test]
