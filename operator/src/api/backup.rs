@@ -67,6 +67,11 @@ pub struct BackupSpec {
     pub objectives: Option<Objectives>,
 }
 
+/// Annotation on a Backup asking for a run now: any new value is answered by one run (also
+/// while suspended, as a Job made from a suspended CronJob runs), recorded in
+/// `status.lastRequest`.
+pub const RUN_REQUESTED: &str = "nova.infra.dev/run-requested";
+
 /// Recovery point and recovery time objectives.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -291,6 +296,10 @@ pub struct BackupStatus {
     /// How long the last restore drill took, in seconds: the measured recovery time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_seconds: Option<f64>,
+    /// The last run request (annotation `nova.infra.dev/run-requested`, set by a rollout's
+    /// backup gate or by hand) that a run answered, whatever its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
     /// Artifacts whose manifest or verification record failed its check (id: why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corrupt: Vec<String>,

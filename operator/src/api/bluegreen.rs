@@ -51,6 +51,27 @@ pub struct BlueGreenStrategy {
     /// Optional metric analysis: a Prometheus query that must satisfy a condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// Promote only after a fresh verified backup: on a new revision Nova asks the Backup for a
+    /// run and promotes once an artifact of it, newer than the preview and than `maxAgeSeconds`,
+    /// is written and verified. A failed run holds the rollout in Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_gate: Option<BackupGate>,
+}
+
+/// A Backup that must hold a fresh verified artifact before a promotion.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupGate {
+    /// The Backup (same namespace); it must verify its artifacts (`spec.verify.restoreTest`).
+    pub backup_ref: super::common::LocalRef,
+    /// The artifact may be at most this old at promotion (seconds). Default 3600.
+    #[serde(default = "default_backup_max_age")]
+    #[schemars(range(min = 60))]
+    pub max_age_seconds: i64,
+}
+
+fn default_backup_max_age() -> i64 {
+    3600
 }
 
 impl Default for BlueGreenStrategy {
@@ -66,6 +87,7 @@ impl Default for BlueGreenStrategy {
             abort_on_progress_deadline: false,
             health_check: None,
             analysis: None,
+            backup_gate: None,
         }
     }
 }

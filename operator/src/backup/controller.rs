@@ -19,7 +19,7 @@ use super::s3::S3Store;
 use super::schedule::{Decision, Schedule, decide};
 use super::source::{PgTarget, Source};
 use super::store::Store;
-use crate::api::backup::{Backup, BackupArtifact, BackupSource, BackupStatus};
+use crate::api::backup::{Backup, BackupArtifact, BackupSource, BackupStatus, RUN_REQUESTED};
 use crate::api::host::Host;
 use crate::conditions::{Cond, CondType};
 use crate::context::{Blocked, Call, Context, Error};
@@ -52,6 +52,10 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
     let last_slot = old.last_schedule_time.as_ref().map(from_time);
     let created = b.metadata.creation_timestamp.as_ref().map_or(now, from_time);
     let deadline = b.spec.starting_deadline_seconds.map(chrono::Duration::seconds);
+    let request = b.annotations().get(RUN_REQUESTED).filter(|r| old.last_request.as_ref() != Some(*r));
+    if let Some(r) = request {
+        return run(b, ctx, &schedule, now, Some(r.clone())).await;
+    }
     match decide(&schedule, now, last_slot, created, b.spec.suspend, deadline) {
         Decision::Suspended => {
             let new = BackupStatus { next_schedule_time: None, ..old };
@@ -93,7 +97,7 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
                 .await?;
             Ok(requeue_at(next, now))
         }
-        Decision::Run { slot } => run(b, ctx, &schedule, slot).await,
+        Decision::Run { slot } => run(b, ctx, &schedule, slot, None).await,
     }
 }
 
@@ -160,8 +164,15 @@ fn requeue_at(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Action {
     }
 }
 
-/// Claims `slot`, runs one cycle, writes what the store now holds.
-async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) -> Result<Action, Error> {
+/// Claims `slot`, runs one cycle, writes what the store now holds (and, for a run asked for by
+/// annotation, that `request` was answered).
+async fn run(
+    b: &Backup,
+    ctx: &Ctx,
+    schedule: &Schedule,
+    slot: DateTime<Utc>,
+    request: Option<String>,
+) -> Result<Action, Error> {
     let job = job(b, ctx).await?;
     let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
     let next = schedule.next_after(slot.max(Utc::now()));
@@ -210,7 +221,8 @@ async fn run(b: &Backup, ctx: &Ctx, schedule: &Schedule, slot: DateTime<Utc>) ->
             ));
         }
     }
-    let new = catalog_status(&cat, ctx.status.current(b));
+    let mut new = catalog_status(&cat, ctx.status.current(b));
+    new.last_request = request.or(new.last_request);
     let (objective, deadline) = objectives(b, ctx, &new, Utc::now());
     conds.extend(objective);
     ctx.status.write(&ctx.kit, b, new, &conds).await?;

@@ -82,7 +82,8 @@ pub async fn reconcile(
     spec.replicas = i32::try_from(hosts.len()).unwrap_or(i32::MAX);
     let asked = |key: &str| bg.annotations().get(key).is_some_and(|v| *v == app.revision);
     let req = Requests { promote: asked(PROMOTE_ANNOTATION), abort: asked(ABORT_ANNOTATION) };
-    let round = hostapp::engine::round(&hosts, &app, &spec, &status, req).await;
+    let backup = super::backup_gate::view(ctx, &ns, &spec.strategy).await?;
+    let round = hostapp::engine::round(&hosts, &app, &spec, &status, req, backup).await;
     drop(removing);
     for h in hosts {
         h.conn.close().await;
@@ -104,6 +105,9 @@ pub async fn reconcile(
     for (warning, reason, msg) in &plan.events {
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         publish(ctx, bg, t, reason, msg).await;
+    }
+    if let Some(r) = &plan.backup_request {
+        super::backup_gate::request(ctx, &ns, &spec.strategy, r).await?;
     }
     write_status(bg, ctx, plan.status.clone(), plan.phase, &plan.conditions).await?;
     if let Some(sw) = &plan.switch {

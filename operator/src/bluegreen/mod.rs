@@ -4,6 +4,7 @@
 //! `plan` decides (pure); this module reads the cluster, runs the gate's checks when the plan
 //! asks for them, applies what the plan wants, and writes status, events, metrics and history.
 
+pub mod backup_gate;
 pub mod desired;
 pub mod hosts;
 pub mod metrics;
@@ -126,6 +127,7 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Ctx, started: Instant) 
         promote: asked(PROMOTE_ANNOTATION),
         abort_requested: asked(ABORT_ANNOTATION),
         round: None,
+        backup: backup_gate::view(ctx, &ns, &bg.spec.strategy).await?,
         now: Timestamp::now(),
     };
     let mut p = plan::plan(&input);
@@ -136,6 +138,9 @@ async fn reconcile_inner(bg: &BlueGreenDeployment, ctx: &Ctx, started: Instant) 
     // Act, record, status.
     let release = Release { template: &template, revision: &revision, port, blue: &blue, green: &green };
     act(bg, ctx, &ns, &p, &release, started).await?;
+    if let Some(r) = &p.backup_request {
+        backup_gate::request(ctx, &ns, &bg.spec.strategy, r).await?;
+    }
     // Revision history and events before the status, as `nova rollout` and watchers expect to
     // find them once the status shows the step. The status before the release and audit
     // records: it is what the next reconcile decides from, so a process killed after it never

@@ -174,6 +174,7 @@ pub async fn round(
     spec: &BlueGreenDeploymentSpec,
     status: &BlueGreenDeploymentStatus,
     req: Requests,
+    backup: Option<crate::rollouts::plan::BackupView>,
 ) -> Result<Plan, Error> {
     let apps = super::ports::resolve(hosts, app).await?;
     let obs = observe(hosts, &apps).await?;
@@ -186,6 +187,7 @@ pub async fn round(
         promote: req.promote,
         abort_requested: req.abort,
         round: None,
+        backup,
         now: Timestamp::now(),
     };
     let mut p = plan::plan(&input);

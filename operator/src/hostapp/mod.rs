@@ -71,7 +71,8 @@ pub async fn settle(
     mut progress: impl FnMut(&BlueGreenDeploymentStatus, &Plan),
 ) -> Result<(), Error> {
     loop {
-        let p = engine::round(hosts, app, spec, status, req).await?;
+        // Without a cluster there is no Backup to ask: a backup gate holds (Paused, saying so).
+        let p = engine::round(hosts, app, spec, status, req, None).await?;
         req = Requests::default();
         *status = status_after(status, &p, status.observed_generation);
         progress(status, &p);

@@ -54,6 +54,21 @@ impl GateDue {
     }
 }
 
+/// What a rollout sees of its backup gate's Backup (`spec.strategy.backupGate`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackupView {
+    pub exists: bool,
+    /// It verifies its artifacts (`spec.verify.restoreTest`).
+    pub verifies: bool,
+    /// When its newest verified artifact was taken.
+    pub newest_verified: Option<Timestamp>,
+    /// The run request on it now, and the last one a run answered.
+    pub requested: Option<String>,
+    pub answered: Option<String>,
+    /// Why its last run or drill failed, while its Ready condition says so.
+    pub failure: Option<String>,
+}
+
 pub struct Input<'a> {
     pub spec: &'a BlueGreenDeploymentSpec,
     /// Revision of the spec's template.
@@ -67,6 +82,8 @@ pub struct Input<'a> {
     pub abort_requested: bool,
     /// Results of the checks `gate_due` asked for, when they were run.
     pub round: Option<GateRound>,
+    /// The backup gate's Backup, when the spec has a gate.
+    pub backup: Option<BackupView>,
     pub now: Timestamp,
 }
 
@@ -128,6 +145,8 @@ pub struct Plan {
     pub events: Vec<(bool, &'static str, String)>,
     /// Time-based steps ahead (gate interval, promotion delay, scale-down, deadline).
     pub requeue: Option<Duration>,
+    /// A run to ask of the backup gate's Backup (the value of its run-requested annotation).
+    pub backup_request: Option<String>,
 }
 
 impl Plan {
@@ -204,6 +223,7 @@ fn decide(input: &Input) -> Plan {
         gate_due: GateDue::default(),
         events: Vec::new(),
         requeue: None,
+        backup_request: None,
     };
     // An aborted revision stays aborted only while the spec still asks for it.
     if st.aborted_revision.as_deref().is_some_and(|a| a != d) {
@@ -360,6 +380,12 @@ fn decide(input: &Input) -> Plan {
 
     // Past the gate the preview grows to full size, ready to carry all traffic when promoted.
     p.want(other, Some(Want { template: Template::Spec, replicas: full }));
+    if let Some(g) = &spec.strategy.backup_gate
+        && backup::backup_holds(input, g, &st, &mut p)
+    {
+        p.status = st;
+        return p;
+    }
     let auto_at = spec
         .strategy
         .auto_promotion_enabled
@@ -583,5 +609,6 @@ fn analysis_done(input: &Input, gate: &GateStatus) -> bool {
     input.spec.strategy.analysis.as_ref().is_none_or(|a| gate.analysis_passes >= a.count)
 }
 
+mod backup;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,8 @@ struct World {
     ready: bool,
     switches: Vec<Switch>,
     events: Vec<&'static str>,
+    /// The backup gate's Backup; a request the plan makes lands on it, as the annotation would.
+    backup: Option<BackupView>,
 }
 
 impl World {
@@ -36,6 +38,7 @@ impl World {
             ready: true,
             switches: vec![],
             events: vec![],
+            backup: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl World {
             promote: false,
             abort_requested: false,
             round,
+            backup: self.backup.clone(),
             now: self.now,
         }
     }
@@ -87,6 +91,9 @@ impl World {
             }
             live.replicas = w.replicas;
             live.available = if self.ready { w.replicas } else { 0 };
+        }
+        if let (Some(r), Some(b)) = (&p.backup_request, &mut self.backup) {
+            b.requested = Some(r.clone());
         }
         self.status = p.status.clone();
         self.switches.extend(p.switch.clone());
@@ -422,4 +429,73 @@ fn history_is_bounded_by_the_limit() {
         w.step(r);
     }
     assert_eq!(w.status.history.iter().map(|h| h.revision.as_str()).collect::<Vec<_>>(), ["r4", "r3"]);
+}
+
+fn gated() -> World {
+    let mut w = World::new(spec(json!({"backupGate": {"backupRef": {"name": "db"}, "maxAgeSeconds": 600}})));
+    // A verified artifact from long before any release.
+    let old = w.now.checked_sub(SignedDuration::from_secs(86_400)).unwrap();
+    w.backup =
+        Some(BackupView { exists: true, verifies: true, newest_verified: Some(old), ..Default::default() });
+    w
+}
+
+/// The Backup answers the request it holds: a verified artifact now, or a failure.
+fn answer(w: &mut World, failure: Option<&str>) {
+    let now = w.now;
+    let b = w.backup.as_mut().unwrap();
+    b.answered = b.requested.clone();
+    match failure {
+        Some(f) => b.failure = Some(f.into()),
+        None => b.newest_verified = Some(now),
+    }
+}
+
+#[test]
+fn a_backup_gate_asks_for_a_run_and_promotes_only_after_a_fresh_verified_artifact() {
+    let mut w = gated();
+    w.step("r1");
+    assert_eq!(w.active(), (Some(Color::Blue), Some("r1")), "a first deploy has nothing to protect");
+    let p = w.step("r2");
+    assert_eq!(w.active(), (Some(Color::Blue), Some("r1")), "the day-old artifact does not count");
+    assert_eq!(p.conditions.iter().find(|c| c.type_ == CondType::Ready).unwrap().reason, "AwaitingBackup");
+    let asked = w.backup.as_ref().unwrap().requested.clone().expect("a run asked");
+    assert!(asked.starts_with("r2@"), "{asked}");
+    w.wait(5);
+    let p = w.step("r2");
+    assert!(p.backup_request.is_none(), "asked once: the run is awaited, not asked again");
+    assert_eq!(w.active(), (Some(Color::Blue), Some("r1")));
+    w.wait(30);
+    answer(&mut w, None);
+    let p = w.step("r2");
+    assert_eq!(w.active(), (Some(Color::Green), Some("r2")), "{:?}", p.conditions);
+    assert_eq!(w.events.iter().filter(|e| **e == "BackupRequested").count(), 1);
+}
+
+#[test]
+fn a_failed_backup_holds_the_rollout_paused_and_a_missing_one_names_the_field() {
+    let mut w = gated();
+    w.step("r1");
+    w.step("r2");
+    w.wait(10);
+    answer(&mut w, Some("pg_dump: connection refused"));
+    let p = w.step("r2");
+    assert_eq!(p.phase, Phase::Paused);
+    let ready = p.conditions.iter().find(|c| c.type_ == CondType::Ready).unwrap();
+    assert_eq!(ready.reason, "BackupFailed");
+    assert!(ready.message.contains("pg_dump: connection refused"), "{}", ready.message);
+    assert_eq!(w.active(), (Some(Color::Blue), Some("r1")), "traffic stays on the old revision");
+    assert!(p.backup_request.is_none(), "a failed run is not asked again on its own");
+
+    let mut w = gated();
+    w.step("r1");
+    w.backup = Some(BackupView::default());
+    let p = w.step("r2");
+    let ready = p.conditions.iter().find(|c| c.type_ == CondType::Ready).unwrap();
+    assert!(
+        ready.message.starts_with("spec.strategy.backupGate.backupRef: Backup db does not exist"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(w.active(), (Some(Color::Blue), Some("r1")));
 }
