@@ -499,3 +499,20 @@ fn a_failed_backup_holds_the_rollout_paused_and_a_missing_one_names_the_field() 
     );
     assert_eq!(w.active(), (Some(Color::Blue), Some("r1")));
 }
+
+/// An artifact's time is whole seconds; one taken in the second the preview started (its time
+/// then reads earlier than the preview's) answers the request (seen end to end: a second run
+/// was asked).
+#[test]
+fn an_artifact_of_the_second_the_preview_started_counts() {
+    let mut w = gated();
+    w.now = w.now.checked_add(SignedDuration::from_millis(700)).unwrap();
+    w.step("r1");
+    w.step("r2");
+    let b = w.backup.as_mut().unwrap();
+    b.answered = b.requested.clone();
+    b.newest_verified = Some(Timestamp::from_second(w.now.as_second()).unwrap());
+    w.step("r2");
+    assert_eq!(w.active(), (Some(Color::Green), Some("r2")));
+    assert_eq!(w.events.iter().filter(|e| **e == "BackupRequested").count(), 1);
+}
