@@ -131,12 +131,12 @@ pub fn training(t: &TrainingJob) -> Option<AlertRuleSpec> {
         ),
         rule(
             "NovaGpuTemperatureHigh",
-            format!("nova_gpu_temperature_celsius{sel} > 85"),
+            format!("nova_training_gpu_temperature_celsius{sel} > 85"),
             "5m",
             "warning",
             "A GPU of a TrainingJob runs hotter than 85 °C",
             format!(
-                "GPU {{{{ $labels.gpu }}}} of TrainingJob {ns}/{name} is at {{{{ $value | printf \"%.0f\" }}}} °C."
+                "GPU {{{{ $labels.gpu }}}} of worker {{{{ $labels.worker }}}} of TrainingJob {ns}/{name} is at {{{{ $value | printf \"%.0f\" }}}} °C."
             ),
         ),
     ];
