@@ -27,8 +27,6 @@ use crate::context::FIELD_MANAGER;
 pub const FOR_LABEL: &str = "nova.infra.dev/alerts-for";
 /// Looked at again this often even without events (a failed write is retried).
 const RESYNC: Duration = Duration::from_secs(60);
-/// Events that arrive together are handled together.
-const SETTLE: Duration = Duration::from_millis(200);
 
 /// The name of the AlertRule generated for object `name` of `kind`.
 pub fn child_name(kind: &str, name: &str) -> String {
@@ -156,7 +154,8 @@ pub async fn run(
     let (generated, g) = watch(client, ns, all().labels(FOR_LABEL));
     let stores = Stores { backups, certificates, rollouts, training, generated };
     // The watches run on their own tasks (a store fills only while its stream is polled); each
-    // event wakes the loop. Dropping the set stops them.
+    // event wakes the loop, and the events of one sync's time wake it once (Notify keeps one
+    // permit). Dropping the set stops them.
     let changed = Arc::new(tokio::sync::Notify::new());
     let mut watches = tokio::task::JoinSet::new();
     for mut events in [b, c, r, t, g] {
@@ -175,7 +174,6 @@ pub async fn run(
             () = changed.notified() => {}
             _ = resync.tick() => {}
         }
-        tokio::time::sleep(SETTLE).await;
         if !stores.ready().await {
             return;
         }

@@ -104,12 +104,12 @@ pub async fn routed(
     let mut out = Vec::new();
     for a in all {
         let me = a.uid() == o.uid();
-        // Routing for Hosts goes to the hosts' own Alertmanager, not the cluster's.
-        let gone = (a.metadata.deletion_timestamp.is_some()
+        // Others being deleted, and routing for Hosts (it goes to the hosts' own Alertmanager).
+        let left_out = (a.metadata.deletion_timestamp.is_some()
             || a.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()))
             && !me;
         let Some(r) = a.spec.routing.clone().filter(|r| routing::problems(r).is_empty()) else { continue };
-        if (me && leaving) || gone {
+        if (me && leaving) || left_out {
             continue;
         }
         let ns = a.namespace().unwrap_or_default();
