@@ -55,8 +55,16 @@ pub fn pod_template(p: &Platform) -> PodTemplateSpec {
         pr.success_threshold = Some(1);
         pr
     });
+    // The convention Prometheus' own Kubernetes examples and Helm chart relabel on.
+    let annotations = spec.metrics.as_ref().map(|m| {
+        BTreeMap::from([
+            ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+            ("prometheus.io/path".to_owned(), m.path.clone()),
+            ("prometheus.io/port".to_owned(), spec.port.to_string()),
+        ])
+    });
     PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels(p)), ..Default::default() }),
+        metadata: Some(ObjectMeta { labels: Some(labels(p)), annotations, ..Default::default() }),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "app".into(),

@@ -71,6 +71,14 @@ fn loaded_rules(th: &TestHost) -> Result<Vec<String>> {
     Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
+/// Sets a default ACL on the rules directory: user prometheus may not read what is created
+/// there (the xattr's binary form, so the host needs no `acl` package).
+const DENY_PROMETHEUS: &str = "import os,pwd,struct\n\
+u=pwd.getpwnam('prometheus').pw_uid\n\
+e=lambda t,p,i=0xffffffff: struct.pack('<HHI',t,p,i)\n\
+v=struct.pack('<I',2)+e(1,7)+e(2,0,u)+e(4,5)+e(16,5)+e(32,5)\n\
+os.setxattr('/etc/prometheus/nova/rules','system.posix_acl_default',v)\n";
+
 /// A webhook on the host that appends each request body to /root/hook.log.
 const SINK: &str = "import http.server\nclass H(http.server.BaseHTTPRequestHandler):\n  def do_POST(self):\n    b=self.rfile.read(int(self.headers['Content-Length']))\n    open('/root/hook.log','ab').write(self.path.encode()+b' '+b+b'\\n')\n    self.send_response(200); self.end_headers()\nhttp.server.HTTPServer(('127.0.0.1',9999),H).serve_forever()\n";
 
@@ -118,6 +126,24 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     assert!(out.contains("promtool refused"), "{out}");
     assert_eq!(std::fs::read_to_string(th.root().join(RULES))?, before);
     assert_eq!(loaded_rules(&th)?.len(), 2);
+
+    // A file promtool accepts and Prometheus refuses: new files in the rules directory get a
+    // default ACL that denies the prometheus user (root's promtool still reads them), so the
+    // reload fails for real; the previous file goes back and loads again.
+    th.ssh(&format!("python3 -c {}", nova::ssh::quote(DENY_PROMETHEUS)))?;
+    let file =
+        write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job }} fires again")])?;
+    let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused to reload") && out.contains("the previous file is back"), "{out}");
+    assert_eq!(std::fs::read_to_string(th.root().join(RULES))?, before);
+    test_cluster::eventually("the previous rules loaded again", Duration::from_secs(30), || async {
+        anyhow::Ok(loaded_rules(&th)?.len() == 2)
+    })
+    .await?;
+    th.ssh(
+        "python3 -c \"import os; os.removexattr('/etc/prometheus/nova/rules', 'system.posix_acl_default')\"",
+    )?;
 
     // Deleted: no rules, no route to the webhook.
     let (ok, out) = nova(&["delete", "-f", &file, "-i", key], dir.path()).await?;
@@ -175,4 +201,96 @@ async fn the_operator_loads_rules_on_a_host_and_removes_them_on_delete() -> Resu
     assert!(!file.exists(), "the finalizer left {}", file.display());
     assert!(loaded_rules(&th)?.is_empty());
     op.stop().await
+}
+
+/// What the host's Prometheus answers to an instant query (asked on the host).
+fn query(th: &TestHost, q: &str) -> Result<Value> {
+    let script = format!(
+        "import json,urllib.request as u,urllib.parse as p; print(u.urlopen('http://127.0.0.1:9090/api/v1/query?'+p.urlencode({{'query': {q:?}}})).read().decode())"
+    );
+    Ok(serde_json::from_str(&th.ssh(&format!("python3 -c {}", nova::ssh::quote(&script)))?)?)
+}
+
+/// The alerts the webhook received: (alertname, severity, mountpoint) of each.
+fn delivered(log: &Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((_, body)) = line.split_once(' ') else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(body) else { continue };
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            let l = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_owned();
+            out.push((l("alertname"), l("severity"), l("mountpoint")));
+        }
+    }
+    out
+}
+
+/// The seed's pack (`webapp`: host, platform, database, Redis) on a host with its monitoring
+/// stack: a Platform with `spec.metrics` is scraped by the host's Prometheus as job `platform`
+/// (and its target goes when it does); a small ext4 file system the test fills makes the
+/// critical disk alert fire and reach the webhook through the host's Alertmanager.
+#[tokio::test]
+async fn the_seed_pack_fires_under_disk_pressure_and_platforms_are_scraped() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("pack")).await??;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &th.client_key)?;
+    let key = key_path.to_str().context("path")?;
+    std::fs::create_dir_all(th.root().join("opt"))?;
+    std::fs::write(th.root().join("opt/app.py"), common::TEST_APP)?;
+    std::fs::write(th.root().join("root/sink.py"), SINK)?;
+    th.ssh("systemd-run -q --unit hook-sink python3 /root/sink.py")?;
+
+    let platform = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Platform",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"image": "web:1", "command": ["/usr/bin/python3", "/opt/app.py"],
+                 "env": [{"name": "VERSION", "value": "1"}], "domains": ["web.test"],
+                 "metrics": {}, "target": {"hosts": {"names": [th.name]}}}});
+    let mut rule = rule_doc(&th, "unused");
+    rule["metadata"]["name"] = json!("seed");
+    rule["spec"].as_object_mut().context("spec")?.remove("groups");
+    rule["spec"]["packs"] = json!(["webapp"]);
+    let file = write(dir.path(), &[host_doc(&th), secret_doc(), platform.clone(), rule])?;
+    let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
+
+    let target = th.root().join("etc/prometheus/nova/targets/platform-default-web.json");
+    test_cluster::eventually("the Platform scraped as job platform", Duration::from_secs(60), || async {
+        let r = query(
+            &th,
+            "up{job=\"platform\",namespace=\"default\",platform=\"web\",instance=\"default/web\"}",
+        )?;
+        anyhow::Ok(r["data"]["result"][0]["value"][1] == "1")
+    })
+    .await?;
+    let info = query(&th, "nova_test_app_info{job=\"platform\"}")?;
+    assert_eq!(info["data"]["result"][0]["metric"]["version"], "1", "{info}");
+
+    // Real pressure: a 32 MiB ext4 file system, filled until it refuses.
+    th.ssh(
+        "set -e; truncate -s 32M /var/tmp/disk.img; mkfs.ext4 -q -F /var/tmp/disk.img; mkdir -p /srv/data; \
+         mount -o loop /var/tmp/disk.img /srv/data; dd if=/dev/zero of=/srv/data/fill bs=1M status=none || true; sync",
+    )?;
+    let log = th.root().join("root/hook.log");
+    let fired = || {
+        delivered(&log)
+            .into_iter()
+            .any(|(a, s, m)| a == "NovaHostDiskHigh" && s == "critical" && m == "/srv/data")
+    };
+    // The critical's `for` is five minutes.
+    let waited =
+        test_cluster::eventually("NovaHostDiskHigh at the webhook", Duration::from_secs(480), || async {
+            anyhow::Ok(fired())
+        })
+        .await;
+    let _ = th.ssh("umount /srv/data");
+    waited.with_context(|| format!("{:?}\n{}", delivered(&log), query(&th, "ALERTS").unwrap_or_default()))?;
+
+    // The Platform deleted: its target goes, the host's Prometheus stops scraping it.
+    let file = write(dir.path(), &[host_doc(&th), platform])?;
+    let (ok, out) = nova(&["delete", "-f", &file, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
+    assert!(!target.exists(), "{}", target.display());
+    Ok(())
 }

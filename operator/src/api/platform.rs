@@ -75,6 +75,14 @@ pub struct PlatformSpec {
     /// HTTP health check: readiness and liveness probes on Kubernetes, Nova's checks on hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HttpCheck>,
+    /// Where the application serves Prometheus metrics, on its port. On Hosts with
+    /// `bootstrap.monitoring`, the host's Prometheus scrapes the colour that serves traffic
+    /// (job `platform`, labels `namespace` and `platform`, what the `platform` alert pack
+    /// reads); on Kubernetes the pods carry the `prometheus.io/scrape`, `/path` and `/port`
+    /// annotations. Without it nothing scrapes the application: one without metrics would read
+    /// as down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsEndpoint>,
     /// Domains the application is served on (an Ingress on Kubernetes, nginx on hosts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "domain_list")]
@@ -95,6 +103,20 @@ pub struct PlatformSpec {
 
 fn default_port() -> i32 {
     8080
+}
+
+/// A Prometheus metrics endpoint of the application.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsEndpoint {
+    /// Path that serves the metrics in Prometheus' text format. Default `/metrics`.
+    #[serde(default = "default_metrics_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._~/-]*$"))]
+    pub path: String,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".into()
 }
 
 /// TLS for a Platform's domains.

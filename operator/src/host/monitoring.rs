@@ -9,7 +9,7 @@ use crate::host::services::{same_file, write_file};
 pub const PACKAGES: [&str; 3] = ["prometheus", "prometheus-alertmanager", "prometheus-node-exporter"];
 /// Where AlertRules' rule files go; Prometheus loads `*.yml` there.
 pub const RULES_DIR: &str = "/etc/prometheus/nova/rules";
-/// File-based service discovery: a JSON target list per file (Platforms, Nova's endpoints).
+/// File-based service discovery: a JSON target list per Platform with `spec.metrics`.
 pub const TARGETS_DIR: &str = "/etc/prometheus/nova/targets";
 pub const PROMETHEUS_FILE: &str = "/etc/prometheus/prometheus.yml";
 pub const ALERTMANAGER_FILE: &str = "/etc/prometheus/alertmanager.yml";
@@ -37,9 +37,9 @@ scrape_configs:
   - job_name: node
     static_configs:
       - targets: ['127.0.0.1:9100']
-  - job_name: nova
+  - job_name: platform
     file_sd_configs:
-      - files: ['/etc/prometheus/nova/targets/*.json']
+      - files: ['/etc/prometheus/nova/targets/platform-*.json']
 ";
 
 const PROMETHEUS_DEFAULTS: &str = "# Managed by Nova (Host spec.bootstrap.monitoring).

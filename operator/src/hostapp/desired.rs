@@ -60,9 +60,19 @@ pub struct App {
     /// System user the application runs as with systemd (made by Nova, no login, no home).
     pub user: String,
     pub memory_max: Option<String>,
+    /// `spec.metrics`: the host's Prometheus scrapes the serving colour (see [`super::scrape`]).
+    pub metrics: Option<Metrics>,
     /// The colours' ports on the host at hand: [`PORTS`] until [`super::ports`] resolves the
     /// pair allocated there. Not part of the revision (hosts may differ).
     pub ports: [u16; 2],
+}
+
+/// What a host's Prometheus needs to scrape an application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metrics {
+    pub path: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 impl std::fmt::Debug for App {
@@ -79,6 +89,7 @@ impl std::fmt::Debug for App {
             .field("tls_when_installed", &self.tls_when_installed)
             .field("user", &self.user)
             .field("memory_max", &self.memory_max)
+            .field("metrics", &self.metrics)
             .field("ports", &self.ports)
             .finish()
     }
@@ -196,6 +207,14 @@ pub fn app(p: &Platform) -> Result<App, String> {
         validate::env_line(&format!("spec.env[{i}]"), &e.name, &v).map_err(invalid)?;
         env.push((e.name.clone(), v));
     }
+    let metrics = match &s.metrics {
+        Some(m) => Some(Metrics {
+            path: validate::url_path("spec.metrics.path", &m.path).map_err(invalid)?,
+            namespace: p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: name.to_owned(),
+        }),
+        None => None,
+    };
     let health_path = match &s.health {
         Some(h) => Some(validate::url_path("spec.health.path", &h.path).map_err(invalid)?),
         None => None,
@@ -237,6 +256,7 @@ pub fn app(p: &Platform) -> Result<App, String> {
         tls,
         user,
         memory_max,
+        metrics,
         ports: PORTS,
     };
     app.revision = revision(&app, &s.image);

@@ -260,6 +260,7 @@ async fn act(h: &HostConn, app: &App, p: &Plan, obs: &[Instance; 2]) -> Result<b
         && obs[usize::from(active == Color::Green)].healthy
     {
         waiting = ensure_site(h, app, active).await?;
+        super::scrape::ensure(h, app, active).await?;
     }
     for c in [Color::Blue, Color::Green] {
         let i = &obs[usize::from(c == Color::Green)];
@@ -381,13 +382,14 @@ pub fn removal_script(id: &str) -> String {
     let include = quote(&format!("{NGINX_INCLUDE_DIR}/proxy_{id}.conf"));
     format!(
         "set -e; reload=; {colours}if [ -n \"$reload\" ]; then systemctl daemon-reload; fi; \
-         rm -rf {etc} {state} {work} {ports}; \
+         rm -rf {etc} {state} {work} {ports} {target}; \
          if [ -e {site} ] || [ -e {include} ]; then rm -f {site} {include}; \
          if systemctl is-active -q nginx; then nginx -t -q; {RELOAD}; fi; fi",
         etc = quote(&format!("/etc/nova/apps/{id}")),
         state = quote(&format!("/var/lib/nova/state/{id}")),
         work = quote(&format!("/var/lib/nova/apps/{id}")),
         ports = quote(&super::ports::record(id)),
+        target = quote(&super::scrape::file(id)),
     )
 }
 

@@ -7,6 +7,7 @@ mod colour;
 pub mod desired;
 pub mod engine;
 pub mod ports;
+pub mod scrape;
 
 use std::time::Duration;
 

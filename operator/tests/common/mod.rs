@@ -146,13 +146,16 @@ impl Operator {
 }
 
 /// The application: answers with its VERSION and colour, HTTP/1.1 with keep-alive as a real
-/// backend would; its deep check (`/deep...`) answers 500 when HEALTH=fail.
+/// backend would; its deep check (`/deep...`) answers 500 when HEALTH=fail; `/metrics` serves
+/// one series in Prometheus' text format.
 pub const TEST_APP: &str = r#"import os, http.server
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         code = 500 if self.path.startswith("/deep") and os.environ.get("HEALTH") == "fail" else 200
         body = (os.environ.get("VERSION", "") + " " + os.environ.get("NOVA_COLOR", "") + "\n").encode()
+        if self.path == "/metrics":
+            body = ('nova_test_app_info{version="%s"} 1\n' % os.environ.get("VERSION", "")).encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
