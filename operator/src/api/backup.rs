@@ -111,6 +111,12 @@ pub struct PostgresSource {
     /// Database to dump.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_$-]*$"))]
     pub database: String,
+    /// Run `pg_dump` (and the restore drills' and Restores' `pg_restore` and `psql`) on this
+    /// Host over SSH, for a database on that machine; the URL is then as seen from the host,
+    /// e.g. `postgres://backup:...@127.0.0.1/shop`. The host needs the PostgreSQL client
+    /// (`postgresql-client`). Without it the tools run where Nova runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ref: Option<LocalRef>,
 }
 
 /// Files on a host.

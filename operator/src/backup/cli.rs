@@ -123,7 +123,13 @@ impl Loaded {
             let field = "spec.source.postgres.connectionSecretRef";
             let url = String::from_utf8(self.secret(&ns, &r.name, &r.key, field)?)
                 .map_err(|_| Error::Input(format!("{field}: the URL is not UTF-8")))?;
-            Source::Postgres(PgTarget::from_url(&url, &pg.database, field).map_err(EngineError::from)?)
+            let mut t = PgTarget::from_url(&url, &pg.database, field).map_err(EngineError::from)?;
+            if let Some(r) = &pg.host_ref {
+                let h = self.host(&r.name, "spec.source.postgres.hostRef")?;
+                let conn = crate::host::cli::connect(h, identity, state).await?;
+                t = t.on_host(conn, h.name_any(), field).map_err(EngineError::from)?;
+            }
+            Source::Postgres(t)
         } else if let Some(f) = &s.source.files {
             let h = self.host(&f.host_ref.name, "spec.source.files.hostRef")?;
             let conn = crate::host::cli::connect(h, identity, state).await?;

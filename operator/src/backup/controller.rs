@@ -326,8 +326,14 @@ pub async fn source(s: &BackupSource, ns: &str, ctx: &Context, at: &str) -> Resu
         let url = ctx.secret_value(ns, &r.name, &r.key, &field).await?;
         let url =
             String::from_utf8(url).map_err(|_| Blocked::invalid(format!("{field}: the URL is not UTF-8")))?;
-        let t =
+        let mut t =
             PgTarget::from_url(&url, &pg.database, &field).map_err(|e| Blocked::invalid(e.to_string()))?;
+        if let Some(r) = &pg.host_ref {
+            let hf = format!("{at}.postgres.hostRef");
+            let h = host(ctx, &r.name, &hf).await?;
+            let conn = crate::hostaccess::connect(&h, ctx, ns).await?;
+            t = t.on_host(conn, h.name_any(), &field).map_err(|e| Blocked::invalid(e.to_string()))?;
+        }
         return Ok(Source::Postgres(t));
     }
     if let Some(f) = &s.files {

@@ -14,7 +14,7 @@ use tokio_util::io::SyncIoBridge;
 use super::archive::{self, Limits, Summary};
 use super::engine::{EngineError, Job, PIPE, data_name, verified_name};
 use super::manifest::{Manifest, Payload, Verification};
-use super::source::{PgTarget, run_tool};
+use super::source::PgTarget;
 use crate::ssh::{Connection, quote};
 
 /// Where a restore writes.
@@ -104,12 +104,12 @@ impl Job {
                 }
                 Use::PgRestore(t, clean) => {
                     let mut d = decoder;
-                    let mut cmd = t.command("pg_restore");
-                    cmd.args(["--no-owner", "--exit-on-error", "--no-password", "--dbname", &t.database]);
+                    let mut args =
+                        vec!["--no-owner", "--exit-on-error", "--no-password", "--dbname", &t.database];
                     if clean {
-                        cmd.args(["--clean", "--if-exists"]);
+                        args.extend(["--clean", "--if-exists"]);
                     }
-                    let r = run_tool("pg_restore", cmd, Some(&mut d), None::<&mut tokio::io::Sink>, t).await;
+                    let r = t.run("pg_restore", &args, Some(&mut d), None::<&mut tokio::io::Sink>).await;
                     (r.map(|()| None).map_err(EngineError::from), d)
                 }
             };
@@ -235,8 +235,7 @@ impl Job {
 
 /// Runs one SQL statement with psql in `t`'s database; returns its output, trimmed.
 async fn psql(t: &PgTarget, sql: &str) -> Result<String, EngineError> {
-    let mut cmd = t.command("psql");
-    cmd.args([
+    let args = [
         "--no-password",
         "--no-psqlrc",
         "--tuples-only",
@@ -244,9 +243,9 @@ async fn psql(t: &PgTarget, sql: &str) -> Result<String, EngineError> {
         "--set=ON_ERROR_STOP=1",
         "--command",
         sql,
-    ]);
+    ];
     let mut out = Vec::new();
-    run_tool("psql", cmd, None::<&[u8]>, Some(&mut out), t).await?;
+    t.run("psql", &args, None::<&[u8]>, Some(&mut out)).await?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 

@@ -1,7 +1,8 @@
 //! An S3-compatible bucket as a store. Requests are signed by rusty-s3 and sent with reqwest.
 //! A small artifact is one PUT; a larger one is a multipart upload whose object appears only
-//! when it is completed, so a reader sees it whole or not at all. Parts are held in memory one
-//! at a time and grow with the part number (8, 16, then 32 MiB), so memory stays flat. A run
+//! when it is completed, so a reader sees it whole or not at all. Parts grow with the part
+//! number (see [`super::parts`]); one at a time is held, in memory up to 32 MiB and in a
+//! temporary file above, so memory stays flat. A run
 //! killed mid-upload leaves a marker naming its upload; the next run's sweep aborts that
 //! upload and removes the marker.
 
@@ -10,26 +11,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::parts::{MAX_PARTS, PARTS, Part, PartPlan};
 use super::store::{StoreError, TEMP};
 
 /// Signed URLs live this long: enough for one part or one listing.
 const SIGNED: Duration = Duration::from_secs(3600);
-/// S3's limit on parts per upload.
-pub const MAX_PARTS: u32 = 10_000;
-const MIB: usize = 1 << 20;
-
-/// The size of part `n` (from 1): 8 MiB up to part 2,000, 16 MiB up to 4,000, then 32 MiB;
-/// 10,000 parts hold about 240 GB.
-pub fn part_size(n: u32) -> usize {
-    match n {
-        0..=2000 => 8 * MIB,
-        2001..=4000 => 16 * MIB,
-        _ => 32 * MIB,
-    }
-}
-
 /// A bucket and a key prefix (`<prefix>/<namespace>/<backup>`).
 #[derive(Clone)]
 pub struct S3Store {
@@ -37,6 +25,7 @@ pub struct S3Store {
     creds: Credentials,
     prefix: String,
     http: reqwest::Client,
+    parts: PartPlan,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -94,7 +83,13 @@ impl S3Store {
             .connect_timeout(Duration::from_secs(15))
             .build()
             .map_err(|e| fail("building the HTTP client", e))?;
-        Ok(Self { bucket, creds: Credentials::new(key, secret), prefix, http })
+        Ok(Self { bucket, creds: Credentials::new(key, secret), prefix, http, parts: PARTS })
+    }
+
+    /// The same store cutting uploads by `plan` (tests use small parts to reach the spooled
+    /// ones).
+    pub fn with_parts(self, plan: PartPlan) -> Self {
+        Self { parts: plan, ..self }
     }
 
     /// The store for Backup `ns/name` in destination `d`, with the keys of its credentials
@@ -121,30 +116,17 @@ impl S3Store {
         ok(&format!("uploading {name}"), self.http.put(url).body(body).send().await).await.map(drop)
     }
 
-    /// Reads up to `size` bytes (fewer only at the end of `body`).
-    async fn fill<R: AsyncRead + Unpin>(body: &mut R, size: usize) -> Result<Vec<u8>, StoreError> {
-        let mut buf = Vec::with_capacity(size);
-        while buf.len() < size {
-            let n = (&mut *body)
-                .take((size - buf.len()) as u64)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(|e| StoreError::S3(format!("reading the data to upload: {e}")))?;
-            if n == 0 {
-                break;
-            }
-        }
-        Ok(buf)
-    }
-
     pub async fn write<R: AsyncRead + Unpin + Send>(
         &self,
         name: &str,
         mut body: R,
     ) -> Result<(), StoreError> {
-        let first = Self::fill(&mut body, part_size(1)).await?;
-        if first.len() < part_size(1) {
-            return self.put(name, first).await;
+        let first = self.parts.read(&mut body, 1).await?;
+        if first.len() < (self.parts.size)(1) {
+            let Part::Memory(bytes) = first else {
+                return Err(StoreError::S3("a short first part was spooled (a bug)".into()));
+            };
+            return self.put(name, bytes).await;
         }
         let key = self.key(name);
         let url = self.bucket.create_multipart_upload(Some(&self.creds), &key).sign(SIGNED);
@@ -167,7 +149,7 @@ impl S3Store {
         &self,
         key: &str,
         upload: &str,
-        first: Vec<u8>,
+        first: Part,
         body: &mut R,
     ) -> Result<(), StoreError> {
         let mut etags = Vec::new();
@@ -179,11 +161,13 @@ impl S3Store {
                 .upload_part(Some(&self.creds), key, u16::try_from(n).unwrap_or(u16::MAX), upload)
                 .sign(SIGNED);
             let what = format!("uploading part {n}");
-            let r = ok(&what, self.http.put(url).body(part).send().await).await?;
+            let (body_n, len) = part.body();
+            let req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).body(body_n);
+            let r = ok(&what, req.send().await).await?;
             let etag = r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             etags.push(etag);
             n += 1;
-            part = Self::fill(body, part_size(n)).await?;
+            part = self.parts.read(body, n).await?;
             if part.is_empty() {
                 break;
             }
@@ -266,17 +250,5 @@ impl S3Store {
         }
         let url = self.bucket.delete_object(Some(&self.creds), &self.key(name)).sign(SIGNED);
         ok(&format!("deleting {name}"), self.http.delete(url).send().await).await.map(drop)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_cover_the_limit_and_stay_small() {
-        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(n) as u64).sum();
-        assert!(total > 200 * (1 << 30), "{total}");
-        assert!((1..=MAX_PARTS).all(|n| part_size(n) <= 32 * MIB && part_size(n) >= 5 * MIB));
     }
 }

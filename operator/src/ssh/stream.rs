@@ -72,9 +72,27 @@ impl Connection {
     where
         W: AsyncWrite + Unpin + Send,
     {
+        self.run_with_input_output(command, &[], out, timeout).await
+    }
+
+    /// As [`Self::run_with_output`], with a small `input` (a line or two, written before the
+    /// output is read) on the command's stdin.
+    pub async fn run_with_input_output<W>(
+        &self,
+        command: &str,
+        input: &[u8],
+        out: &mut W,
+        timeout: Duration,
+    ) -> Result<u64, Error>
+    where
+        W: AsyncWrite + Unpin + Send,
+    {
         let run = async {
             let mut ch = self.handle.channel_open_session().await.map_err(self.lost())?;
             ch.exec(true, command).await.map_err(self.lost())?;
+            if !input.is_empty() {
+                ch.data(input).await.map_err(self.lost())?;
+            }
             ch.eof().await.map_err(self.lost())?;
             let (mut err, mut code, mut n) = (Vec::new(), None, 0u64);
             let broken = |e: std::io::Error| Error::Lost {

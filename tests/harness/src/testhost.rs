@@ -40,6 +40,7 @@ pub const REPO_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
     "docker.io",
     "docker-compose",
+    "postgresql",
 ];
 
 /// The local apt repository that belongs to a root file system.
@@ -84,10 +85,16 @@ fn run(what: &str, cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// 64-bit FNV-1a: stable across Rust releases (std's hasher is not promised to be).
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The cached root file system, made on first use. Concurrent test processes wait on a lock.
 pub fn base_rootfs() -> Result<PathBuf> {
     let dir = cache_dir();
-    let tag = format!("{SUITE}-{}-repo-{}", PACKAGES.replace(',', "_"), REPO_PACKAGES.join("_"));
+    // A digest of the package lists: their names joined outgrew a file name (255 bytes).
+    let tag = format!("{SUITE}-{:016x}", fnv1a(&format!("{PACKAGES};{}", REPO_PACKAGES.join(","))));
     let rootfs = dir.join(&tag);
     if rootfs.join("lib/systemd/systemd").exists() {
         return Ok(rootfs);
