@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Utc;
 use nova::backup::engine::{EngineError, Job, data_name};
 use nova::backup::manifest::Integrity;
@@ -289,6 +289,92 @@ fn nova_backup(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
     c.arg("backup").args(args).arg("-f").arg(dir.join("backup.yaml"));
     c.arg("-i").arg(dir.join("id")).arg("--state").arg(dir.join("state.db"));
     c
+}
+
+/// `spec.runOn`: `nova backup install` puts Nova's binary, the Backup with its key and a
+/// systemd timer on the host, then nothing of Nova runs here — the host's own timer takes the
+/// backup at the next minute (and its drill), in the same format `nova backup list` reads back
+/// over SSH; `nova backup uninstall` leaves no unit, configuration or binary, and the
+/// artifacts.
+#[tokio::test]
+async fn a_host_timer_backs_up_with_no_nova_running() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("bk-timer")).await??;
+    th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("id"), &th.client_key)?;
+    let docs = format!(
+        r#"apiVersion: nova.infra.dev/v1alpha1
+kind: Host
+metadata: {{name: web-1}}
+spec:
+  address: "{addr}"
+  hostKey: "{key}"
+  sshKeySecretRef: {{name: unused, key: k}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: backup-key, namespace: shop}}
+stringData: {{hmac: "timer-s3cr3t-key"}}
+---
+apiVersion: nova.infra.dev/v1alpha1
+kind: Backup
+metadata: {{name: site, namespace: shop}}
+spec:
+  schedule: "* * * * *"
+  runOn: {{hostRef: {{name: web-1}}}}
+  source: {{files: {{hostRef: {{name: web-1}}, paths: [/srv/site]}}}}
+  destination: {{hostPath: {{hostRef: {{name: web-1}}, path: /var/backups/nova}}}}
+  integrity: {{hmacKeySecretRef: {{name: backup-key, key: hmac}}}}
+  verify: {{restoreTest: true}}
+"#,
+        addr = th.ssh_addr.ip(),
+        key = th.host_key,
+    );
+    std::fs::write(dir.path().join("backup.yaml"), docs)?;
+    let run = |args: &[&str]| -> Result<String> {
+        let out = nova_backup(dir.path(), args).output()?;
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(out.status.success(), "nova backup {args:?}: {text}");
+        Ok(text)
+    };
+    let out = run(&["install"])?;
+    assert!(
+        out.contains("installed nova-backup-shop--site.timer on host web-1") && !out.contains("s3cr3t"),
+        "{out}"
+    );
+    assert_eq!(th.ssh("systemctl is-enabled nova-backup-shop--site.timer")?.trim(), "enabled");
+    assert_eq!(th.ssh("stat -c '%a %U' /etc/nova/backups/shop--site.yaml")?.trim(), "600 root");
+    // Installing again changes nothing and uploads no binary (same bytes).
+    run(&["install"])?;
+
+    let store = th.root().join("var/backups/nova/shop/site");
+    let verified = || {
+        std::fs::read_dir(&store)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".verified.json")))
+            .unwrap_or(false)
+    };
+    let journal =
+        || th.ssh("journalctl -u nova-backup-shop--site.service --no-pager | tail -n 20").unwrap_or_default();
+    test_cluster::eventually(
+        "a backup by the host's timer, and its drill",
+        Duration::from_secs(150),
+        || async { anyhow::Ok(verified()) },
+    )
+    .await
+    .with_context(|| journal())?;
+    assert!(journal().contains("slot "), "{}", journal());
+    let list = run(&["list"])?;
+    assert!(list.lines().nth(1).is_some_and(|l| l.contains(" yes ")), "{list}");
+
+    let out = run(&["uninstall"])?;
+    assert!(out.contains("removed"), "{out}");
+    let left = th.ssh(
+        "ls /etc/systemd/system/nova-backup-* /etc/nova/backups/shop--site.yaml /usr/local/lib/nova/nova 2>/dev/null | wc -l",
+    )?;
+    assert_eq!(left.trim(), "0");
+    assert!(store.exists(), "the artifacts stay");
+    Ok(())
 }
 
 /// `nova backup` with no cluster: the Backup, its Host and its key Secret from YAML. Three runs

@@ -65,6 +65,21 @@ pub struct BackupSpec {
     /// nova_backup_objective_violated metric say when one is missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<Objectives>,
+    /// Where the schedule fires. Default: where Nova runs (the operator). With `hostRef`, a
+    /// systemd timer on that Host runs Nova's own binary (uploaded there by Nova) with this
+    /// Backup and the Secrets it names in a root-only file, so backups go on while no operator
+    /// or laptop is around. The source must be on that Host (`files` there, or `postgres`
+    /// with `hostRef` to it or a URL it reaches) and the destination `s3` or a `hostPath` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_on: Option<RunOn>,
+}
+
+/// A Host whose own timer runs the Backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOn {
+    /// The Host.
+    pub host_ref: LocalRef,
 }
 
 /// Annotation on a Backup asking for a run now: any new value is answered by one run (also

@@ -79,7 +79,7 @@ pub fn load(path: &Path) -> Result<Loaded, Error> {
 }
 
 impl Loaded {
-    fn secret(&self, ns: &str, name: &str, key: &str, field: &str) -> Result<Vec<u8>, Error> {
+    pub(super) fn secret(&self, ns: &str, name: &str, key: &str, field: &str) -> Result<Vec<u8>, Error> {
         self.secrets.get(&(ns.to_owned(), name.to_owned())).and_then(|d| d.get(key)).cloned().ok_or_else(
             || {
                 Error::Input(format!(
@@ -89,7 +89,7 @@ impl Loaded {
         )
     }
 
-    fn host(&self, name: &str, field: &str) -> Result<&Host, Error> {
+    pub(super) fn host(&self, name: &str, field: &str) -> Result<&Host, Error> {
         self.hosts
             .iter()
             .find(|h| h.name_any() == name)
@@ -108,28 +108,36 @@ impl Loaded {
         .ok_or_else(|| Error::Input(format!("no Backup {:?} in the files", name.unwrap_or_default())))
     }
 
-    /// The engine for Backup `b`: its source, store and key resolved.
+    /// The engine for Backup `b`: its source, store and key resolved. `on_host` is the Host
+    /// this runs on as its timer (`spec.runOn`): what is on it is reached without SSH.
     pub async fn job(
         &self,
         b: &Backup,
         identity: &Path,
         state: &State,
         dir: Option<&Path>,
+        on_host: Option<&str>,
     ) -> Result<Job, Error> {
         let ns = b.namespace().unwrap_or_else(|| "default".into());
         let s = &b.spec;
+        if let Some(h) = on_host {
+            super::timer::check(s, h).map_err(Error::Input)?;
+        }
+        let here = |name: &str| on_host == Some(name);
         let source = if let Some(pg) = &s.source.postgres {
             let r = &pg.connection_secret_ref;
             let field = "spec.source.postgres.connectionSecretRef";
             let url = String::from_utf8(self.secret(&ns, &r.name, &r.key, field)?)
                 .map_err(|_| Error::Input(format!("{field}: the URL is not UTF-8")))?;
             let mut t = PgTarget::from_url(&url, &pg.database, field).map_err(EngineError::from)?;
-            if let Some(r) = &pg.host_ref {
+            if let Some(r) = pg.host_ref.as_ref().filter(|r| !here(&r.name)) {
                 let h = self.host(&r.name, "spec.source.postgres.hostRef")?;
                 let conn = crate::host::cli::connect(h, identity, state).await?;
                 t = t.on_host(conn, h.name_any(), field).map_err(EngineError::from)?;
             }
             Source::Postgres(t)
+        } else if let Some(f) = s.source.files.as_ref().filter(|f| here(&f.host_ref.name)) {
+            Source::LocalFiles { host: f.host_ref.name.clone(), paths: f.paths.clone() }
         } else if let Some(f) = &s.source.files {
             let h = self.host(&f.host_ref.name, "spec.source.files.hostRef")?;
             let conn = crate::host::cli::connect(h, identity, state).await?;
@@ -150,6 +158,9 @@ impl Loaded {
             let s3 =
                 super::s3::S3Store::for_backup(d, &ns, &b.name_any(), creds).map_err(EngineError::from)?;
             Store::S3(Box::new(s3))
+        } else if let Some(d) = s.destination.host_path.as_ref().filter(|d| here(&d.host_ref.name)) {
+            super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Error::Input)?;
+            Store::Dir(Path::new(&d.path).join(&ns).join(b.name_any()))
         } else if let Some(d) = &s.destination.host_path {
             super::paths::check_abs(&d.path, "spec.destination.hostPath.path").map_err(Error::Input)?;
             let h = self.host(&d.host_ref.name, "spec.destination.hostPath.hostRef")?;
@@ -213,6 +224,9 @@ pub fn target(
             }
             Ok(Target::HostDir { conn: conn.clone(), dir: d })
         }
+        Source::LocalFiles { .. } => Err(Error::Input(
+            "restore files from where Nova reaches the host over SSH, not with --on-host".into(),
+        )),
     }
 }
 
@@ -261,6 +275,26 @@ pub enum Command {
         #[command(flatten)]
         from: From,
     },
+    /// Put the Backup's schedule on its Host (spec.runOn): Nova's binary, the Backup with the
+    /// Secrets it names (root only), a systemd timer. Run again after a change.
+    Install {
+        #[command(flatten)]
+        from: From,
+    },
+    /// Take the Backup's timer and its files off its Host (artifacts stay).
+    Uninstall {
+        #[command(flatten)]
+        from: From,
+    },
+    /// What the host timer runs: one look at the schedule, and the cycle when a slot is due.
+    #[command(hide = true)]
+    Tick {
+        #[command(flatten)]
+        from: From,
+        /// Where the last slot run is recorded.
+        #[arg(long, default_value = super::timer::STATE_DIR)]
+        slots: PathBuf,
+    },
 }
 
 /// Where the Backup comes from and how hosts are reached.
@@ -286,26 +320,39 @@ pub struct From {
     /// Show progress (bytes read, rate) on stderr even when it is not a terminal.
     #[arg(long)]
     progress: bool,
+    /// Run as the timer on Host NAME (Backup spec.runOn): its files and directories are read
+    /// and written here, without SSH.
+    #[arg(long, value_name = "NAME")]
+    on_host: Option<String>,
 }
 
 /// Runs one `nova backup` command; returns what to print.
 pub async fn main(cmd: Command) -> Result<String, Error> {
     let from = match &cmd {
         Command::Run { from } | Command::List { from } | Command::Prune { from } => from,
-        Command::Verify { from, .. } | Command::Restore { from, .. } => from,
+        Command::Install { from } | Command::Uninstall { from } => from,
+        Command::Verify { from, .. } | Command::Restore { from, .. } | Command::Tick { from, .. } => from,
     };
     let loaded = load(&from.file)?;
     let b = loaded.backup(from.backup.as_deref())?;
     let state = State::connect(&from.state).await?;
     let identity = from.identity.clone().unwrap_or_default();
-    let job = loaded.job(b, &identity, &state, from.local_dir.as_deref()).await?;
+    if let Command::Install { .. } | Command::Uninstall { .. } = cmd {
+        let remove = matches!(cmd, Command::Uninstall { .. });
+        return super::hostcli::install(&loaded, b, &identity, &state, remove).await;
+    }
+    let job = loaded.job(b, &identity, &state, from.local_dir.as_deref(), from.on_host.as_deref()).await?;
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
     let show = from.progress || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let verb = match &cmd {
         Command::Run { .. } => "backup",
         Command::Verify { .. } => "verify",
         Command::Restore { .. } => "restore",
-        Command::List { .. } | Command::Prune { .. } => "",
+        Command::Tick { .. } => "tick",
+        Command::List { .. }
+        | Command::Prune { .. }
+        | Command::Install { .. }
+        | Command::Uninstall { .. } => "",
     };
     let ticker = (show && !verb.is_empty())
         .then(|| super::progress::start(format!("{verb} {ns}/{name}"), job.progress.clone()));
@@ -327,6 +374,10 @@ async fn execute(
     let (ns, name) = (ns.to_owned(), name.to_owned());
     Ok(match cmd {
         Command::Run { .. } => super::cycle::cycle(b, job, state, time_zone(b)?).await?.lines().join("\n"),
+        Command::Tick { slots, .. } => super::hostcli::tick(b, job, state, &slots).await?,
+        Command::Install { .. } | Command::Uninstall { .. } => {
+            unreachable!("handled before the job is built")
+        }
         Command::List { .. } => {
             let cat = job.catalog().await?;
             super::cycle::index(state, job, &cat).await?;

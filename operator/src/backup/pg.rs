@@ -133,7 +133,7 @@ impl PgTarget {
         let Some(h) = &self.on else {
             let mut cmd = self.command(tool);
             cmd.args(args);
-            return run_tool(tool, cmd, stdin, stdout, self).await;
+            return run_tool(tool, cmd, stdin, stdout, &|s| self.scrub(s)).await;
         };
         let script = self.remote_script(tool, args);
         let secret = format!("{}\n", self.password.as_deref().unwrap_or_default());
@@ -185,7 +185,7 @@ impl PgTarget {
 }
 
 /// `tool --version`, first line.
-async fn tool_version(tool: &'static str) -> Result<String, SourceError> {
+pub(super) async fn tool_version(tool: &'static str) -> Result<String, SourceError> {
     let out = Command::new(tool)
         .arg("--version")
         .output()
@@ -194,14 +194,28 @@ async fn tool_version(tool: &'static str) -> Result<String, SourceError> {
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_owned())
 }
 
-/// Runs a PostgreSQL tool with `stdin` streamed in and/or its stdout streamed out; a non-zero
-/// exit is an error carrying the end of its stderr (scrubbed).
+/// Runs a local tool with its stdout streamed into `stdout`; a non-zero exit is an error
+/// carrying the end of its stderr (through `scrub`).
+pub(super) async fn run_process<W>(
+    tool: &'static str,
+    cmd: Command,
+    stdout: Option<&mut W>,
+    scrub: &(dyn Fn(&str) -> String + Sync),
+) -> Result<(), SourceError>
+where
+    W: AsyncWrite + Unpin + Send,
+{
+    run_tool(tool, cmd, None::<&[u8]>, stdout, scrub).await
+}
+
+/// Runs a local tool with `stdin` streamed in and/or its stdout streamed out; a non-zero exit
+/// is an error carrying the end of its stderr (through `scrub`: no password in it).
 async fn run_tool<R, W>(
     tool: &'static str,
     mut cmd: Command,
     stdin: Option<R>,
     stdout: Option<&mut W>,
-    t: &PgTarget,
+    scrub: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<(), SourceError>
 where
     R: AsyncRead + Unpin + Send,
@@ -235,7 +249,7 @@ where
     };
     let ((), drained, err, status) = tokio::join!(feed, drain, errs, child.wait());
     let status = status.map_err(|e| SourceError::Spawn { tool, reason: e.to_string() })?;
-    let stderr = t.scrub(String::from_utf8_lossy(&err).trim());
+    let stderr = scrub(String::from_utf8_lossy(&err).trim());
     if !status.success() {
         return Err(SourceError::Failed { tool, status: status.to_string(), stderr });
     }

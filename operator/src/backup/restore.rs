@@ -190,7 +190,7 @@ impl Job {
         let (m, summary) = self.check(id).await?;
         let server = match &self.source {
             super::source::Source::Postgres(t) => Some(t.with_database("postgres")),
-            super::source::Source::HostFiles { .. } => None,
+            super::source::Source::HostFiles { .. } | super::source::Source::LocalFiles { .. } => None,
         };
         let method = match (m.payload, server, summary) {
             (Payload::PgDump, Some(server), _) => {

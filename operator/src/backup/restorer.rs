@@ -112,5 +112,7 @@ fn target(into: &Source, r: &Restore) -> Result<Target, Error> {
             }
             Target::HostDir { conn: conn.clone(), dir }
         }
+        // The controller reaches hosts over SSH; local files are only a host timer's.
+        Source::LocalFiles { .. } => return Err(Error::Bug("a local files source in the controller".into())),
     })
 }

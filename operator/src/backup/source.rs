@@ -17,7 +17,9 @@ const DUMP: Duration = Duration::from_secs(24 * 3600);
 pub enum SourceError {
     #[error("the connection URL in {field} is not a postgres:// URL ({why})")]
     BadUrl { field: String, why: String },
-    #[error("{tool} could not be started: {reason} (is the PostgreSQL client installed?)")]
+    #[error(
+        "{tool} could not be started: {reason} (is it installed? pg_dump, pg_restore and psql come with the PostgreSQL client)"
+    )]
     Spawn { tool: &'static str, reason: String },
     #[error("{tool} failed ({status}): {stderr}")]
     Failed { tool: &'static str, status: String, stderr: String },
@@ -31,14 +33,24 @@ pub enum SourceError {
 #[derive(Clone)]
 pub enum Source {
     Postgres(PgTarget),
-    HostFiles { conn: Connection, host: String, paths: Vec<String> },
+    HostFiles {
+        conn: Connection,
+        host: String,
+        paths: Vec<String>,
+    },
+    /// Files on the machine Nova runs on: the Host's own timer (`spec.runOn`) backing up its
+    /// files with the same tar, without SSH.
+    LocalFiles {
+        host: String,
+        paths: Vec<String>,
+    },
 }
 
 impl Source {
     pub fn payload(&self) -> Payload {
         match self {
             Source::Postgres(_) => Payload::PgDump,
-            Source::HostFiles { .. } => Payload::Tar,
+            Source::HostFiles { .. } | Source::LocalFiles { .. } => Payload::Tar,
         }
     }
 
@@ -49,7 +61,9 @@ impl Source {
                 Some(h) => format!("postgres database {} on host {h}", t.database),
                 None => format!("postgres database {}", t.database),
             },
-            Source::HostFiles { host, paths, .. } => format!("files {} on host {host}", paths.join(" ")),
+            Source::HostFiles { host, paths, .. } | Source::LocalFiles { host, paths } => {
+                format!("files {} on host {host}", paths.join(" "))
+            }
         }
     }
 
@@ -66,21 +80,34 @@ impl Source {
                 Ok(vec![("pg_dump".into(), version)])
             }
             Source::HostFiles { conn, paths, .. } => {
-                let mut rel = Vec::new();
-                for p in paths {
-                    paths::check_abs(p, "spec.source.files.paths").map_err(SourceError::Path)?;
-                    rel.push(quote(p.trim_start_matches('/')));
-                }
-                // GNU tar stores symlinks as links (no -h) and keeps modes; --numeric-owner
-                // because names differ between hosts.
                 let cmd = format!(
-                    "tar --create --file=- --numeric-owner --preserve-permissions --directory=/ -- {}",
-                    rel.join(" ")
+                    "tar {}",
+                    tar_args(paths)?.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
                 );
                 conn.run_with_output(&cmd, &mut out, DUMP).await?;
                 let version = conn.run("tar --version | head -n1", Duration::from_secs(30)).await?;
                 Ok(vec![("tar".into(), version.trim().to_owned())])
             }
+            Source::LocalFiles { paths, .. } => {
+                let mut cmd = tokio::process::Command::new("tar");
+                cmd.args(tar_args(paths)?);
+                super::pg::run_process("tar", cmd, Some(&mut out), &|t: &str| t.to_owned()).await?;
+                Ok(vec![("tar".into(), super::pg::tool_version("tar").await?)])
+            }
         }
     }
+}
+
+/// GNU tar's arguments for `paths` (checked: absolute, no `.` or `..`): symlinks stored as
+/// links (no -h), modes kept, numeric owners because names differ between hosts.
+fn tar_args(paths: &[String]) -> Result<Vec<String>, SourceError> {
+    let mut args: Vec<String> =
+        ["--create", "--file=-", "--numeric-owner", "--preserve-permissions", "--directory=/", "--"]
+            .map(String::from)
+            .into();
+    for p in paths {
+        paths::check_abs(p, "spec.source.files.paths").map_err(SourceError::Path)?;
+        args.push(p.trim_start_matches('/').to_owned());
+    }
+    Ok(args)
 }
