@@ -78,6 +78,10 @@ enum Command {
         /// the operator's own); default ghcr.io/nova-infra/nova:<this version>.
         #[arg(long, env = "NOVA_TRAINER_IMAGE")]
         trainer_image: Option<String>,
+        /// Nova's binary to put on Hosts that run a Backup's schedule (spec.runOn); default
+        /// this one. It must run on those hosts (same architecture, glibc as old as theirs).
+        #[arg(long, env = "NOVA_HOST_BINARY")]
+        host_binary: Option<std::path::PathBuf>,
     },
     /// Blue-green rollouts: status, promote, abort, history, undo. Also `kubectl nova rollout ...`
     /// when this binary is on PATH as `kubectl-nova`.
@@ -257,6 +261,7 @@ async fn main() -> Result<()> {
             prometheus_url,
             prometheus_rule_labels,
             trainer_image,
+            host_binary,
         } => {
             nova::telemetry::init_logging();
             let identity = identity.unwrap_or_else(|| {
@@ -281,6 +286,7 @@ async fn main() -> Result<()> {
                 training: trainer_image
                     .map(|trainer_image| nova::training::controller::Settings { trainer_image })
                     .unwrap_or_default(),
+                host_binary,
                 acme: nova::certs::Settings {
                     backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),
                     backoff_cap: std::time::Duration::from_secs(acme_backoff_cap_seconds),

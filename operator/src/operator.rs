@@ -42,6 +42,9 @@ pub struct Config {
     pub alerts: crate::alerts::controller::Settings,
     /// The image of the built-in trainer's workers.
     pub training: crate::training::controller::Settings,
+    /// Nova's binary as uploaded to Hosts that run a Backup's schedule (`spec.runOn`); this
+    /// process's own when None.
+    pub host_binary: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_namespaces", &self.trusted_namespaces)
             .field("alerts", &self.alerts)
             .field("training", &self.training)
+            .field("host_binary", &self.host_binary)
             .finish()
     }
 }
@@ -436,8 +440,9 @@ async fn backups(
     stop: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let config = controller::Config::default().concurrency(cfg.concurrency);
-    let families = crate::backup::metrics::Backups::register(&ctx.metrics.registry)
+    let mut families = crate::backup::metrics::Backups::register(&ctx.metrics.registry)
         .expect("backup metrics register once");
+    families.host_binary = cfg.host_binary.clone();
     let backup_ctx = crate::context::Own::<Backup, _>::new(ctx.clone(), families.clone());
     let restore_ctx = crate::context::Own::<Restore, _>::new(ctx, families);
     let (backup_controller, restore_controller) = (
@@ -526,6 +531,7 @@ mod tests {
                 ..Default::default()
             },
             training: Default::default(),
+            host_binary: None,
         };
         let text = format!("{cfg:?}");
         assert!(text.contains("https://nova:***@prom:9090") && !text.contains("s3cret"), "{text}");

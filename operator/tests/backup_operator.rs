@@ -170,3 +170,80 @@ async fn drills_run_on_their_own_schedule() -> Result<()> {
     op.stop().await?;
     Ok(())
 }
+
+/// `spec.runOn`: the operator installs the timer on the Host, and backups go on with the
+/// operator stopped; started again it reads them back from the destination (status shows the
+/// host's artifact); the finalizer takes the timer off the host when the Backup is deleted.
+#[tokio::test]
+async fn a_backup_scheduled_on_its_host_runs_while_the_operator_is_down() -> Result<()> {
+    use kube::api::DeleteParams;
+    let cp = shared(Mode::ApiServer).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "backup-timer").await?;
+    let (th, host) = common::app_host(&client, &ns, "bkt").await?;
+    th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "backup-key"},
+        "stringData": {"hmac": "timer-hmac-s3cr3t-0123456789"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    let backups: Api<Backup> = Api::namespaced(client.clone(), &ns);
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup", "metadata": {"name": "site"},
+        "spec": {"schedule": "* * * * *", "runOn": {"hostRef": {"name": host}},
+                 "source": {"files": {"hostRef": {"name": host}, "paths": ["/srv/site"]}},
+                 "destination": {"hostPath": {"hostRef": {"name": host}, "path": "/var/backups/nova"}},
+                 "integrity": {"hmacKeySecretRef": {"name": "backup-key", "key": "hmac"}},
+                 "verify": {"restoreTest": true}}}))?;
+    backups.create(&PostParams::default(), &b).await?;
+    let unit = format!("nova-backup-{ns}--site");
+
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let installed = |b: Option<&Backup>| {
+        ready(b, "ScheduledOnHost")
+            && b.and_then(|b| b.status.as_ref())
+                .is_some_and(|s| s.timer_host.is_some() && s.timer_digest.is_some())
+    };
+    tokio::time::timeout(Duration::from_secs(120), await_condition(backups.clone(), "site", installed))
+        .await
+        .context("the timer installed")??;
+    assert_eq!(th.ssh(&format!("systemctl is-enabled {unit}.timer"))?.trim(), "enabled");
+    op.stop().await?;
+
+    // No Nova anywhere: the host's timer takes the backup and its drill.
+    let store = th.root().join(format!("var/backups/nova/{ns}/site"));
+    let verified = || {
+        std::fs::read_dir(&store)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".verified.json")))
+            .unwrap_or(false)
+    };
+    test_cluster::eventually("a backup by the host alone", Duration::from_secs(150), || async {
+        anyhow::Ok(verified())
+    })
+    .await
+    .with_context(|| {
+        th.ssh(&format!("journalctl -u {unit}.service --no-pager | tail -n 20")).unwrap_or_default()
+    })?;
+
+    // Back: the artifact is in status, read from the destination.
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let seen = |b: Option<&Backup>| {
+        b.and_then(|b| b.status.as_ref()).and_then(|s| s.last_backup.as_ref()).is_some_and(|a| a.verified)
+    };
+    tokio::time::timeout(WAIT, await_condition(backups.clone(), "site", seen))
+        .await
+        .context("read back")??;
+    let st = backups.get("site").await?.status.unwrap_or_default();
+    assert!(!serde_json::to_string(&st)?.contains("s3cr3t"), "{st:?}");
+
+    backups.delete("site", &DeleteParams::default()).await?;
+    test_cluster::eventually("the Backup gone", WAIT, || async {
+        anyhow::Ok(backups.get_opt("site").await?.is_none())
+    })
+    .await?;
+    let left = th.ssh(&format!(
+        "(ls -d /etc/systemd/system/{unit}.*; ls -A /etc/nova/backups) 2>/dev/null | grep -c . || true"
+    ))?;
+    assert_eq!(left.trim(), "0", "the finalizer left the timer on the host");
+    assert!(store.exists(), "the artifacts stay");
+    op.stop().await
+}

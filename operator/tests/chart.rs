@@ -153,6 +153,7 @@ fn rbac_config(
         trusted_namespaces: Vec::new(),
         alerts: Default::default(),
         training: Default::default(),
+        host_binary: None,
         acme: Default::default(),
     }
 }

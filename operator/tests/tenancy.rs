@@ -47,6 +47,7 @@ fn start_operator(client: Client, ns: &str, state: &tempfile::TempDir) -> Result
         trusted_namespaces: Vec::new(),
         alerts: Default::default(),
         training: Default::default(),
+        host_binary: None,
         acme: Default::default(),
     };
     let (stop, stopped) = oneshot::channel::<()>();

@@ -321,6 +321,13 @@ pub struct BackupStatus {
     /// backup gate or by hand) that a run answered, whatever its outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
+    /// The Host whose systemd timer runs this Backup (`spec.runOn`), as installed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_host: Option<String>,
+    /// Digest of what that timer was given (Nova's binary, the Backup, its Secrets' values):
+    /// installed again when it changes, nothing sent to the host while it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer_digest: Option<String>,
     /// Artifacts whose manifest or verification record failed its check (id: why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub corrupt: Vec<String>,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::Event;
 use kube::{Api, ResourceExt};
 
 use super::cycle::{Outcome, cycle};
@@ -24,6 +25,7 @@ use crate::api::host::Host;
 use crate::conditions::{Cond, CondType};
 use crate::context::{Blocked, Call, Context, Error};
 use crate::kit;
+use crate::kit::kinds::Reconciled;
 
 /// The Backup controller's context: the shared one, its status writer, its metrics.
 pub type Ctx = crate::context::Own<Backup, Backups>;
@@ -41,7 +43,25 @@ fn from_time(t: &Time) -> DateTime<Utc> {
 
 pub async fn reconcile(b: Arc<Backup>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(b, &ctx.kit, &ctx.status, &[], |b| async move { reconcile_inner(&b, &c).await }).await
+    kit::run(b, &ctx.kit, &ctx.status, &[], |b| async move {
+        // Only a Backup that has (or had) its schedule on a Host needs the finalizer.
+        if b.spec.run_on.is_none() && !b.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER) {
+            return reconcile_inner(&b, &c).await;
+        }
+        let api = b.api_for(c.client.clone());
+        kit::finalized(&api, b, |event| async {
+            match event {
+                Event::Apply(b) if b.spec.run_on.is_some() => super::hostctl::apply(&b, &c).await,
+                Event::Apply(b) => {
+                    super::hostctl::taken_back(&b, &c).await?;
+                    reconcile_inner(&b, &c).await
+                }
+                Event::Cleanup(b) => super::hostctl::cleanup(&b, &c).await,
+            }
+        })
+        .await
+    })
+    .await
 }
 
 async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
@@ -240,7 +260,7 @@ fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTi
 
 /// The ObjectivesMet condition (when the Backup has objectives), the metric, and when the RPO
 /// will be missed if nothing new arrives.
-fn objectives(
+pub(super) fn objectives(
     b: &Backup,
     ctx: &Ctx,
     st: &BackupStatus,
@@ -310,7 +330,7 @@ pub fn catalog_status(cat: &Catalog, old: BackupStatus) -> BackupStatus {
     }
 }
 
-async fn host(ctx: &Context, name: &str, field: &str) -> Result<Host, Error> {
+pub(super) async fn host(ctx: &Context, name: &str, field: &str) -> Result<Host, Error> {
     let h = Api::<Host>::all(ctx.client.clone())
         .get_opt(name)
         .await

@@ -5,6 +5,9 @@ use prometheus::{GaugeVec, IntCounterVec, Registry, opts};
 
 #[derive(Clone)]
 pub struct Backups {
+    /// Nova's binary for Backups scheduled on their Host (`spec.runOn`); this process's own
+    /// when None.
+    pub host_binary: Option<std::path::PathBuf>,
     last_success: GaugeVec,
     last_verified: GaugeVec,
     size: GaugeVec,
@@ -21,6 +24,7 @@ fn gauge(name: &str, help: &str) -> prometheus::Result<GaugeVec> {
 impl Backups {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
+            host_binary: None,
             last_success: gauge(
                 "nova_backup_last_success_timestamp_seconds",
                 "When the newest artifact of the Backup was written, Unix time.",

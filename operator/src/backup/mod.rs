@@ -12,6 +12,7 @@ pub mod controller;
 pub mod cycle;
 pub mod engine;
 pub mod hostcli;
+pub mod hostctl;
 pub mod manifest;
 pub mod metrics;
 pub mod objectives;

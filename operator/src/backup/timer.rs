@@ -102,6 +102,22 @@ pub fn timer(id: &str) -> String {
     )
 }
 
+/// Hex SHA-256 of Nova's binary at `path`, computed once per process (it does not change
+/// under a running Nova; the operator asks on every reconcile of a timer's Backup).
+pub async fn binary_sha256(path: &Path) -> Result<String, TimerError> {
+    static SEEN: std::sync::Mutex<Option<(std::path::PathBuf, String)>> = std::sync::Mutex::new(None);
+    if let Some((p, h)) = SEEN.lock().ok().and_then(|g| g.clone())
+        && p == path
+    {
+        return Ok(h);
+    }
+    let h = file_sha256(path).await?;
+    if let Ok(mut g) = SEEN.lock() {
+        *g = Some((path.to_owned(), h.clone()));
+    }
+    Ok(h)
+}
+
 /// Hex SHA-256 of a file, read in pieces.
 async fn file_sha256(path: &Path) -> Result<String, TimerError> {
     let bad =
@@ -128,7 +144,7 @@ pub async fn ensure_binary(conn: &Connection, binary: &Path) -> Result<bool, Tim
             format!("the host is {}, Nova's binary is built for {}", arch.trim(), std::env::consts::ARCH);
         return Err(TimerError::Invalid(format!("spec.runOn.hostRef: {why}")));
     }
-    let want = file_sha256(binary).await?;
+    let want = binary_sha256(binary).await?;
     let have = conn.run(&format!("sha256sum {BIN} 2>/dev/null | cut -d' ' -f1 || true"), t).await?;
     if have.trim() == want {
         return Ok(false);

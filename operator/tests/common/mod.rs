@@ -98,6 +98,8 @@ impl Operator {
             trusted_namespaces: Vec::new(),
             alerts,
             training: Default::default(),
+            // The operator runs inside the test binary; hosts get the real `nova`.
+            host_binary: Some(env!("CARGO_BIN_EXE_nova").into()),
             acme: nova::certs::Settings {
                 backoff_base: Duration::from_secs(2),
                 order_timeout: Duration::from_secs(30),
