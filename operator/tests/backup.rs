@@ -71,6 +71,7 @@ fn pg_job(pg: &Postgres, store: Store, key: Option<&[u8]>) -> Result<Job> {
         source: Source::Postgres(PgTarget::from_url(pg.url(), "bench", "test")?),
         store,
         key: key.map(<[u8]>::to_vec),
+        encryption: None,
         progress: Default::default(),
     })
 }
@@ -119,6 +120,68 @@ async fn postgres_round_trip_drill_and_refusals() -> Result<()> {
     let keyless = Job { key: None, ..job.clone() };
     let e = keyless.restore(&m.id, &into).await.unwrap_err();
     assert!(e.to_string().contains("no integrity key"), "{e}");
+    Ok(())
+}
+
+/// `spec.encryption`: the stored artifact is an age file — no plaintext in it, and the `age`
+/// and `zstd` CLIs turn it back into a dump `pg_restore` reads; Nova's drill and restore
+/// decrypt with the identity; without an identity, or with another one, a restore is refused
+/// before the target is touched.
+#[tokio::test]
+async fn encrypted_artifacts_hold_no_plaintext_and_restore_with_the_identity() -> Result<()> {
+    use age::secrecy::ExposeSecret;
+    use nova::backup::crypt::Keys;
+    let pg = tokio::task::spawn_blocking(Postgres::start).await??;
+    pgbench(&pg, "bench", 1)?;
+    psql(pg.url(), "bench", "CREATE TABLE notes AS SELECT 'plaintext-marker-7f3a' AS note")?;
+    let want = fingerprint(&pg, "bench")?;
+    let id = age::x25519::Identity::generate();
+    let identity = id.to_string().expose_secret().to_owned();
+    let keys = Keys::from_secrets(format!("{}\n", id.to_public()).as_bytes(), Some(identity.as_bytes()))
+        .map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir()?;
+    let store_dir = dir.path().join("shop/db");
+    let job =
+        Job { encryption: Some(keys.clone()), ..pg_job(&pg, Store::Dir(store_dir.clone()), Some(KEY))? };
+    let m = job.run(Utc::now()).await?;
+    assert_eq!(m.encryption.as_deref(), Some("age (X25519), 1 recipient(s)"));
+    let stored = std::fs::read(store_dir.join(data_name(&m.id)))?;
+    assert!(stored.starts_with(b"age-encryption.org/v1\n"));
+    assert!(!stored.windows(21).any(|w| w == b"plaintext-marker-7f3a"));
+
+    // The age CLI reads it: age -d | zstd -d gives a dump pg_restore lists.
+    let key_file = dir.path().join("identity.txt");
+    std::fs::write(&key_file, format!("{identity}\n"))?;
+    let dump = dir.path().join("dump");
+    let sh = format!(
+        "age -d -i {} < {} | zstd -dq > {} && {} --list {} | grep -c 'TABLE DATA'",
+        key_file.display(),
+        store_dir.join(data_name(&m.id)).display(),
+        dump.display(),
+        pg_bin("pg_restore"),
+        dump.display()
+    );
+    let out = std::process::Command::new("sh").arg("-c").arg(&sh).output()?;
+    assert!(out.status.success(), "{sh}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5", "pgbench's four tables and notes");
+
+    let v = job.drill(&m.id, Some("SELECT note FROM notes"), Utc::now()).await?;
+    assert!(v.method.ends_with("returned plaintext-marker-7f3a"), "{}", v.method);
+    let server = PgTarget::from_url(pg.url(), "postgres", "test")?;
+    job.restore(&m.id, &Target::Postgres { target: server.with_database("decrypted"), overwrite: false })
+        .await?;
+    assert_eq!(fingerprint(&pg, "decrypted")?, want);
+
+    // No identity; another identity: refused, and the target database never made.
+    let write_only = Job { encryption: Some(Keys { identities: Vec::new(), ..keys.clone() }), ..job.clone() };
+    let into = Target::Postgres { target: server.with_database("never"), overwrite: false };
+    let e = write_only.restore(&m.id, &into).await.unwrap_err().to_string();
+    assert!(e.contains("identitySecretRef"), "{e}");
+    let other = Keys { identities: vec![age::x25519::Identity::generate()], ..keys };
+    let e =
+        Job { encryption: Some(other), ..job.clone() }.restore(&m.id, &into).await.unwrap_err().to_string();
+    assert!(e.contains("decryption refused") && !e.contains("AGE-SECRET-KEY"), "{e}");
+    assert_eq!(psql(pg.url(), "postgres", "SELECT count(*) FROM pg_database WHERE datname = 'never'")?, "0");
     Ok(())
 }
 
@@ -186,7 +249,14 @@ async fn connect(th: &TestHost) -> Result<Connection> {
 /// A signed backup of `path` on the test host into `store`.
 fn files_job(conn: &Connection, th: &TestHost, path: &str, store: Store) -> Job {
     let source = Source::HostFiles { conn: conn.clone(), host: th.name.clone(), paths: vec![path.into()] };
-    Job { backup: "shop/files".into(), source, store, key: Some(KEY.to_vec()), progress: Default::default() }
+    Job {
+        backup: "shop/files".into(),
+        source,
+        store,
+        key: Some(KEY.to_vec()),
+        encryption: None,
+        progress: Default::default(),
+    }
 }
 
 /// Files on a host, stored in a directory on the same host, restored elsewhere on it: same
@@ -260,6 +330,7 @@ async fn postgres_on_a_host_round_trip_over_ssh() -> Result<()> {
         source: Source::Postgres(on_host(url, "shop")?),
         store: Store::Dir(dir.path().join("shop/db")),
         key: Some(KEY.to_vec()),
+        encryption: None,
         progress: Default::default(),
     };
     let m = job.run(Utc::now()).await?;

@@ -58,6 +58,10 @@ pub struct BackupSpec {
     /// Signing of each artifact with HMAC-SHA256 (its SHA-256 is always recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integrity: Option<Integrity>,
+    /// Encrypt the stored data with age, so that a leaked destination leaks nothing. The
+    /// SHA-256 and HMAC cover the ciphertext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Regular verification by test restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
@@ -253,6 +257,20 @@ pub struct HostPathDestination {
 pub struct Integrity {
     /// Secret key holding the HMAC key.
     pub hmac_key_secret_ref: SecretKeyRef,
+}
+
+/// Encryption of the stored data with age (age-encryption.org/v1, X25519).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// Secret key holding the recipients, one `age1...` public key per line (`#` comments
+    /// allowed): every artifact is encrypted to all of them.
+    pub recipients_secret_ref: SecretKeyRef,
+    /// Secret key holding the identities (`AGE-SECRET-KEY-1...` lines, as `age-keygen`
+    /// writes them) that decrypt: restore drills and restores need one. Without it Nova writes
+    /// artifacts it cannot read back (drills then fail, saying so): keep the identity elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Verification by test restore.

@@ -178,7 +178,22 @@ impl Loaded {
             }
             None => None,
         };
-        Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key, progress: Default::default() })
+        let encryption = match &s.encryption {
+            Some(e) => {
+                let r = &e.recipients_secret_ref;
+                let rec = self.secret(&ns, &r.name, &r.key, "spec.encryption.recipientsSecretRef")?;
+                let id = match &e.identity_secret_ref {
+                    Some(r) => {
+                        Some(self.secret(&ns, &r.name, &r.key, "spec.encryption.identitySecretRef")?)
+                    }
+                    None => None,
+                };
+                Some(super::crypt::Keys::from_secrets(&rec, id.as_deref()).map_err(Error::Input)?)
+            }
+            None => None,
+        };
+        let backup = format!("{ns}/{}", b.name_any());
+        Ok(Job { backup, source, store, key, encryption, progress: Default::default() })
     }
 }
 

@@ -398,5 +398,20 @@ pub async fn job(b: &Backup, ctx: &Context) -> Result<Job, Error> {
         }
         None => None,
     };
-    Ok(Job { backup: format!("{ns}/{}", b.name_any()), source, store, key, progress: Default::default() })
+    let encryption = match &s.encryption {
+        Some(e) => {
+            let r = &e.recipients_secret_ref;
+            let rec = ctx.secret_value(&ns, &r.name, &r.key, "spec.encryption.recipientsSecretRef").await?;
+            let id = match &e.identity_secret_ref {
+                Some(r) => {
+                    Some(ctx.secret_value(&ns, &r.name, &r.key, "spec.encryption.identitySecretRef").await?)
+                }
+                None => None,
+            };
+            Some(super::crypt::Keys::from_secrets(&rec, id.as_deref()).map_err(Blocked::invalid)?)
+        }
+        None => None,
+    };
+    let backup = format!("{ns}/{}", b.name_any());
+    Ok(Job { backup, source, store, key, encryption, progress: Default::default() })
 }

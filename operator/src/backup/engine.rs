@@ -7,7 +7,7 @@ use async_compression::Level;
 use async_compression::tokio::bufread::ZstdEncoder;
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, BufReader};
 
 use super::manifest::{FORMAT, Integrity, Manifest, Verification};
 use super::retention::{self, Item, Plan};
@@ -54,6 +54,8 @@ pub struct Job {
     pub source: Source,
     pub store: Store,
     pub key: Option<Vec<u8>>,
+    /// `spec.encryption`: age recipients (and identities to read back); None: plain.
+    pub encryption: Option<super::crypt::Keys>,
     /// Bytes read so far: from the source while backing up, from the store while restoring.
     pub progress: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -102,13 +104,23 @@ impl Job {
         let data = data_name(&id);
         let (w, r) = tokio::io::duplex(PIPE);
         let mut raw = Tap::counting(r).reporting(self.progress.clone());
-        let mut stored =
-            Tap::hashing(ZstdEncoder::with_quality(BufReader::new(&mut raw), Level::Precise(LEVEL)));
-        let (dumped, written) = tokio::join!(self.source.dump(w), self.store.write(&data, &mut stored));
-        let failed = match (dumped, written) {
-            (Ok(tools), Ok(())) => Ok(tools),
-            (Err(e), _) => Err(EngineError::from(e)),
-            (Ok(_), Err(e)) => Err(e.into()),
+        let zstd = ZstdEncoder::with_quality(BufReader::new(&mut raw), Level::Precise(LEVEL));
+        // Encrypted: zstd → age in a stage of its own; what is hashed and stored is ciphertext.
+        let (compressed, encrypt): (Box<dyn AsyncRead + Unpin + Send + '_>, _) = match &self.encryption {
+            None => (Box::new(zstd), futures::future::Either::Left(async { Ok(()) })),
+            Some(k) => {
+                let (cw, cr) = tokio::io::duplex(PIPE);
+                (Box::new(cr), futures::future::Either::Right(k.encrypt(zstd, cw)))
+            }
+        };
+        let mut stored = Tap::hashing(compressed);
+        let (dumped, encrypted, written) =
+            tokio::join!(self.source.dump(w), encrypt, self.store.write(&data, &mut stored));
+        let failed = match (dumped, encrypted, written) {
+            (Ok(tools), Ok(()), Ok(())) => Ok(tools),
+            (Err(e), _, _) => Err(EngineError::from(e)),
+            (Ok(_), Err(e), _) => Err(EngineError::Refused(format!("encrypting the artifact: {e}"))),
+            (Ok(_), Ok(()), Err(e)) => Err(e.into()),
         };
         let tools = match failed {
             Ok(t) => t,
@@ -129,6 +141,7 @@ impl Job {
             raw_size: raw.bytes(),
             sha256,
             compression: "zstd".into(),
+            encryption: self.encryption.as_ref().map(super::crypt::Keys::describe),
             tools: [vec![("nova".to_owned(), env!("CARGO_PKG_VERSION").to_owned())], tools].concat(),
             hmac: None,
         };

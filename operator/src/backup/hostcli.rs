@@ -26,6 +26,13 @@ pub fn secret_keys(s: &BackupSpec) -> Vec<(String, Vec<String>, &'static str)> {
         let keys = vec!["accessKeyId".into(), "secretAccessKey".into()];
         out.push((d.credentials_secret_ref.name.clone(), keys, "spec.destination.s3.credentialsSecretRef"));
     }
+    if let Some(e) = &s.encryption {
+        let r = &e.recipients_secret_ref;
+        out.push((r.name.clone(), vec![r.key.clone()], "spec.encryption.recipientsSecretRef"));
+        if let Some(r) = &e.identity_secret_ref {
+            out.push((r.name.clone(), vec![r.key.clone()], "spec.encryption.identitySecretRef"));
+        }
+    }
     if let Some(i) = &s.integrity {
         let r = &i.hmac_key_secret_ref;
         out.push((r.name.clone(), vec![r.key.clone()], "spec.integrity.hmacKeySecretRef"));
@@ -48,12 +55,17 @@ pub fn config(
         json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host",
                "metadata": {"name": host.name_any()}, "spec": host.spec}),
     ];
+    // One document per Secret, with every key read from it (several fields may name one).
+    let mut secrets: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        Default::default();
     for (name, keys, field) in secret_keys(&b.spec) {
-        let mut data = serde_json::Map::new();
         for k in keys {
             let v = value(&name, &k, field)?;
+            let data = secrets.entry(name.clone()).or_default();
             data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(v)));
         }
+    }
+    for (name, data) in secrets {
         docs.push(json!({"apiVersion": "v1", "kind": "Secret",
                          "metadata": {"name": name, "namespace": ns}, "data": data}));
     }

@@ -42,6 +42,10 @@ pub struct Manifest {
     pub sha256: String,
     /// `zstd`.
     pub compression: String,
+    /// How the stored data is encrypted (`age (X25519), 2 recipient(s)`); absent: it is not.
+    /// The SHA-256 and size are of the ciphertext, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     /// Versions of the tools that wrote the data (`nova`, `pg_dump`, `tar`).
     pub tools: Vec<(String, String)>,
     /// HMAC-SHA256 of this manifest with this field absent, hex; absent when unsigned.
@@ -217,6 +221,7 @@ mod tests {
             raw_size: 5678,
             sha256: "ab".repeat(32),
             compression: "zstd".into(),
+            encryption: None,
             tools: vec![("nova".into(), "0.1.0".into())],
             hmac: None,
         }

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod cli;
 pub mod controller;
+pub mod crypt;
 pub mod cycle;
 pub mod engine;
 pub mod hostcli;

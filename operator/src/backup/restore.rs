@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_compression::tokio::bufread::ZstdDecoder;
 use chrono::{DateTime, SecondsFormat, Utc};
-use tokio::io::{BufReader, DuplexStream};
+use tokio::io::{AsyncWriteExt, BufReader, DuplexStream};
 use tokio_util::io::SyncIoBridge;
 
 use super::archive::{self, Limits, Summary};
@@ -46,7 +46,7 @@ enum Use<'a> {
     PgRestore(&'a PgTarget, bool),
 }
 
-type Decoder = ZstdDecoder<BufReader<super::tap::Tap<DuplexStream>>>;
+type Decoder = ZstdDecoder<BufReader<DuplexStream>>;
 
 fn refused(e: impl std::fmt::Display) -> EngineError {
     EngineError::Refused(e.to_string())
@@ -73,9 +73,26 @@ impl Job {
     /// One pass over artifact `m`: the data streamed from the store, hashed, decompressed and
     /// used; then the hash and size are compared with the manifest.
     async fn pass(&self, m: &Manifest, how: Use<'_>) -> Result<Option<Summary>, EngineError> {
+        let keys = self.keys_for(m)?;
         let (mut w, r) = tokio::io::duplex(PIPE);
-        let tap = super::tap::Tap::hashing(r).reporting(self.progress.clone());
-        let decoder = ZstdDecoder::new(BufReader::new(tap));
+        // The stored bytes are hashed as they arrive, then decrypted (when encrypted) on the
+        // way to the decoder; whatever happens downstream, every stored byte is hashed.
+        let (mut pw, pr) = tokio::io::duplex(PIPE);
+        let progress = self.progress.clone();
+        let pump = async move {
+            let mut tap = super::tap::Tap::hashing(r).reporting(progress);
+            let passed = match keys {
+                None => match tokio::io::copy(&mut tap, &mut pw).await {
+                    Ok(_) => pw.shutdown().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Some(k) => k.decrypt(&mut tap, &mut pw).await,
+            };
+            drop(pw);
+            let _ = tokio::io::copy(&mut tap, &mut tokio::io::sink()).await;
+            (passed, tap.finish())
+        };
+        let decoder = ZstdDecoder::new(BufReader::new(pr));
         let consume = async {
             let (result, d) = match how {
                 Use::Check => (Ok(None), decoder),
@@ -113,17 +130,32 @@ impl Job {
                     (r.map(|()| None).map_err(EngineError::from), d)
                 }
             };
-            // Hash what the use did not read (trailing bytes), so the check covers all of it.
-            let mut tap = d.into_inner().into_inner();
-            let _ = tokio::io::copy(&mut tap, &mut tokio::io::sink()).await;
-            (result, tap.finish())
+            // Read what the use did not (trailing bytes), so the pump hashes all of it.
+            let mut rest = d.into_inner().into_inner();
+            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+            result
         };
         let name = data_name(&m.id);
-        let (read, (result, (size, sha, _))) = tokio::join!(self.store.read(&name, &mut w), consume);
+        let (read, (passed, (size, sha, _)), result) =
+            tokio::join!(self.store.read(&name, &mut w), pump, consume);
         read?;
-        // A data mismatch explains any other failure: report it first.
+        // A data mismatch explains any other failure: report it first, then decryption's.
         m.check_data(size, &sha)?;
+        passed.map_err(|e| EngineError::Refused(format!("artifact {}: {e}", m.id)))?;
         result
+    }
+
+    /// The keys that read artifact `m`: none when it is not encrypted; refused when it is and
+    /// this Backup has no identity to read it with.
+    fn keys_for(&self, m: &Manifest) -> Result<Option<super::crypt::Keys>, EngineError> {
+        match (&m.encryption, &self.encryption) {
+            (None, _) => Ok(None),
+            (Some(_), Some(k)) if !k.identities.is_empty() => Ok(Some(k.clone())),
+            (Some(how), _) => Err(EngineError::Refused(format!(
+                "artifact {} is encrypted ({how}): give spec.encryption.identitySecretRef to read it",
+                m.id
+            ))),
+        }
     }
 
     /// The manifest of `id`, its signature checked.
