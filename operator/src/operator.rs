@@ -443,6 +443,8 @@ async fn backups(
     let mut families = crate::backup::metrics::Backups::register(&ctx.metrics.registry)
         .expect("backup metrics register once");
     families.host_binary = cfg.host_binary.clone();
+    // The trainer's image is Nova's own (the chart passes the operator's image).
+    families.image = cfg.training.trainer_image.clone();
     let backup_ctx = crate::context::Own::<Backup, _>::new(ctx.clone(), families.clone());
     let restore_ctx = crate::context::Own::<Restore, _>::new(ctx, families);
     let (backup_controller, restore_controller) = (

@@ -247,3 +247,79 @@ async fn a_backup_scheduled_on_its_host_runs_while_the_operator_is_down() -> Res
     assert!(store.exists(), "the artifacts stay");
     op.stop().await
 }
+
+/// A Backup of a PersistentVolumeClaim on the simulated cluster (real apiserver, Job controller
+/// and scheduler; kwok's nodes run no container — the container itself runs in
+/// `tests/image.rs`): a requested run makes the config Secret and a Job as its pod spec says,
+/// owned by the Backup; status names the Job while it runs; a pod that ends without a report
+/// is not taken for a backup.
+#[tokio::test]
+async fn a_claims_backup_runs_as_a_job() -> Result<()> {
+    use k8s_openapi::api::batch::v1::Job;
+    let cp = shared(Mode::Simulated).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "backup-pvc").await?;
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s3"},
+        "stringData": {"accessKeyId": "AKIA-TEST", "secretAccessKey": "pvc-s3cr3t"}}))?;
+    Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &s).await?;
+    // The claim, bound to a volume by the controller manager, so the pod can be scheduled.
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let pv: PersistentVolume = serde_json::from_value(json!({"metadata": {"name": format!("{ns}-data")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                 "hostPath": {"path": "/srv/data"}}}))?;
+    Api::<PersistentVolume>::all(client.clone()).create(&PostParams::default(), &pv).await?;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "shop-data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": format!("{ns}-data"),
+                 "resources": {"requests": {"storage": "1Gi"}}}}))?;
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    let backups: Api<Backup> = Api::namespaced(client.clone(), &ns);
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "data", "annotations": {"nova.infra.dev/run-requested": "r1"}},
+        "spec": {"schedule": "0 3 * * *", "source": {"volume": {"pvc": "shop-data"}},
+                 "destination": {"s3": {"endpoint": "http://192.0.2.1:9000", "bucket": "backups",
+                                        "credentialsSecretRef": {"name": "s3"}}}}}))?;
+    backups.create(&PostParams::default(), &b).await?;
+    let op = common::Operator::start(client.clone(), &ns).await?;
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    test_cluster::eventually("the run's Job", WAIT, || async {
+        anyhow::Ok(!jobs.list(&Default::default()).await?.items.is_empty())
+    })
+    .await?;
+    let job = jobs.list(&Default::default()).await?.items.remove(0);
+    let owner = job.metadata.owner_references.clone().unwrap_or_default();
+    assert!(owner.iter().any(|o| o.kind == "Backup" && o.name == "data" && o.controller == Some(true)));
+    let pod = job.spec.as_ref().and_then(|s| s.template.spec.clone()).context("pod spec")?;
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(args.windows(2).any(|w| w == ["--volume-at", "/data"]), "{args:?}");
+    let claim = pod.volumes.unwrap_or_default().into_iter().find_map(|v| v.persistent_volume_claim);
+    assert_eq!(claim.map(|c| (c.claim_name, c.read_only)), Some(("shop-data".into(), Some(true))));
+    let config = Api::<Secret>::namespaced(client.clone(), &ns).get("data-nova-backup").await?;
+    assert!(config.metadata.owner_references.unwrap_or_default().iter().any(|o| o.name == "data"));
+
+    // kwok ends the pod at once, without a termination message: no artifact is claimed.
+    let judged = |b: Option<&Backup>| {
+        b.and_then(|b| b.status.as_ref()).is_some_and(|s| {
+            s.job.is_none()
+                && s.last_request.as_deref() == Some("r1")
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "NoReport")
+        })
+    };
+    if tokio::time::timeout(WAIT, await_condition(backups.clone(), "data", judged)).await.is_err() {
+        let st = backups.get("data").await?.status;
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await?;
+        let phases: Vec<_> =
+            pods.items.iter().map(|p| p.status.as_ref().and_then(|s| s.phase.clone())).collect();
+        anyhow::bail!("not judged: {st:?}; pods {phases:?}");
+    }
+    let st = backups.get("data").await?.status.unwrap_or_default();
+    assert!(st.last_backup.is_none(), "{st:?}");
+    assert!(!serde_json::to_string(&st)?.contains("s3cr3t"));
+    op.stop().await
+}

@@ -1,7 +1,8 @@
 //! The container image, as `scripts/image` builds it without any registry (the binary under
 //! test, its libraries, the Dockerfile's configuration), runs the operator: imported into Docker
 //! on a test host and started with a read-only root as the image's non-root user, it reconciles
-//! a Platform on the simulated cluster.
+//! a Platform on the simulated cluster; and the Job of a Backup of a PersistentVolumeClaim,
+//! run as its pod spec says, backs the claim up.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -128,5 +129,76 @@ async fn the_image_runs_the_operator_read_only_and_non_root() -> Result<()> {
     let uids: Vec<&str> = top.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
     assert!(!uids.is_empty() && uids.iter().all(|u| *u == "65532"), "{top}");
     th.ssh("docker rm -f nova >/dev/null")?;
+    backup_job_runs_in_the_image(&th)
+}
+
+/// The Job of a Backup of a PersistentVolumeClaim, run by Docker exactly as its pod spec says
+/// (arguments, user, capabilities, read-only root and claim, the config Secret as a file, the
+/// termination message file): it backs up files only root may read into the destination
+/// claim, drills the artifact, and reports it in the termination message the operator reads.
+/// (The simulated cluster's pods run no container; this is where the container runs.)
+fn backup_job_runs_in_the_image(th: &TestHost) -> Result<()> {
+    use nova::api::backup::Backup;
+    use nova::backup::jobs::Report;
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "data", "namespace": "shop", "uid": "u-1"},
+        "spec": {"schedule": "@daily", "source": {"volume": {"pvc": "shop-data"}},
+                 "destination": {"pvc": {"pvc": "vault"}},
+                 "integrity": {"hmacKeySecretRef": {"name": "k", "key": "hmac"}},
+                 "verify": {"restoreTest": true}}}))?;
+    let config = nova::backup::hostcli::config(&b, None, |_, _, _| Ok(b"image-test-hmac".to_vec()))?;
+    th.ssh(
+        "set -e; mkdir -p /opt/bk/config /opt/bk/data/private /opt/bk/vault; echo public > /opt/bk/data/index.html; \
+         echo secret > /opt/bk/data/private/key; chown -R 1234:1234 /opt/bk/data; chmod 700 /opt/bk/data/private; \
+         chmod 600 /opt/bk/data/private/key; : > /opt/bk/termination-log",
+    )?;
+    std::fs::write(th.root().join("opt/bk/config/backup.yaml"), config)?;
+    let job = serde_json::to_value(nova::backup::volume::job(&b, "data-1", "nova:test"))?;
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    ensure!(
+        sc["readOnlyRootFilesystem"] == json!(true) && sc["capabilities"]["drop"] == json!(["ALL"]),
+        "{sc}"
+    );
+    let mut run = format!("docker run --rm --read-only --user {} --cap-drop ALL", sc["runAsUser"]);
+    for cap in sc["capabilities"]["add"].as_array().context("caps")? {
+        run += &format!(" --cap-add {}", cap.as_str().context("cap")?);
+    }
+    run += " --security-opt no-new-privileges -v /opt/bk/termination-log:/dev/termination-log";
+    let host_dir = |volume: &str| match volume {
+        "config" => "/opt/bk/config",
+        "source" => "/opt/bk/data",
+        "destination" => "/opt/bk/vault",
+        _ => "",
+    };
+    for m in c["volumeMounts"].as_array().context("mounts")? {
+        let (name, at) =
+            (m["name"].as_str().unwrap_or_default(), m["mountPath"].as_str().unwrap_or_default());
+        if name == "tmp" {
+            run += &format!(" --tmpfs {at}");
+            continue;
+        }
+        let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
+        run += &format!(" -v {}:{at}{ro}", host_dir(name));
+    }
+    run += " nova:test";
+    for a in c["args"].as_array().context("args")? {
+        run += &format!(" {}", a.as_str().context("arg")?);
+    }
+    let out = th.ssh(&format!("{run} > /opt/bk/run.log 2>&1; echo exit $?; cat /opt/bk/run.log"))?;
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(th.root().join("opt/bk/termination-log"))?)
+            .with_context(|| out.clone())?;
+    let st = report.status.clone().with_context(|| format!("no status in {report:?}; the run: {out}"))?;
+    let last = st.last_backup.context("an artifact")?;
+    ensure!(last.verified, "not verified: {report:?} {out}", report = report.lines);
+    let stored = th.ssh("ls /opt/bk/vault/shop/data")?;
+    ensure!(stored.contains(&format!("{}.zst", last.id)) && stored.contains(".verified.json"), "{stored}");
+    let manifest =
+        std::fs::read_to_string(th.root().join(format!("opt/bk/vault/shop/data/{}.manifest.json", last.id)))?;
+    ensure!(manifest.contains("files /data on PVC shop-data"), "{manifest}");
+    ensure!(report.lines.iter().any(|l| l.contains("extracted 2 files")), "{:?}", report.lines);
     Ok(())
 }

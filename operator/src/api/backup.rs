@@ -339,6 +339,10 @@ pub struct BackupStatus {
     /// backup gate or by hand) that a run answered, whatever its outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
+    /// The Job of the run in progress (a Backup of a PersistentVolumeClaim runs in a Job);
+    /// cleared when its outcome is in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// The Host whose systemd timer runs this Backup (`spec.runOn`), as installed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timer_host: Option<String>,

@@ -117,6 +117,7 @@ impl Loaded {
         state: &State,
         dir: Option<&Path>,
         on_host: Option<&str>,
+        volume_at: Option<&Path>,
     ) -> Result<Job, Error> {
         let ns = b.namespace().unwrap_or_else(|| "default".into());
         let s = &b.spec;
@@ -137,14 +138,19 @@ impl Loaded {
             }
             Source::Postgres(t)
         } else if let Some(f) = s.source.files.as_ref().filter(|f| here(&f.host_ref.name)) {
-            Source::LocalFiles { host: f.host_ref.name.clone(), paths: f.paths.clone() }
+            Source::LocalFiles { on: format!("host {}", f.host_ref.name), paths: f.paths.clone() }
         } else if let Some(f) = &s.source.files {
             let h = self.host(&f.host_ref.name, "spec.source.files.hostRef")?;
             let conn = crate::host::cli::connect(h, identity, state).await?;
             Source::HostFiles { conn, host: h.name_any(), paths: f.paths.clone() }
+        } else if let (Some(v), Some(at)) = (&s.source.volume, volume_at) {
+            // In the Job of a volume source: the claim is mounted at `at`.
+            let at = at.to_str().ok_or_else(|| Error::Input("--volume-at: not a UTF-8 path".into()))?;
+            super::paths::check_abs(at, "--volume-at").map_err(Error::Input)?;
+            Source::LocalFiles { on: format!("PVC {}", v.pvc), paths: vec![at.to_owned()] }
         } else {
             return Err(Error::Input(
-                "spec.source.volume: PVC sources run as a Job in the cluster, not from the CLI".into(),
+                "spec.source.volume: PVC sources run as a Job in the cluster (or give --volume-at where the claim is mounted)".into(),
             ));
         };
         let store = if let Some(dir) = dir {
@@ -245,6 +251,27 @@ pub fn target(
     }
 }
 
+/// The run's outcome for the operator, small enough for a termination message (4 KiB).
+fn write_report(
+    path: &Path,
+    out: &Result<super::cycle::Outcome, super::cycle::CycleError>,
+) -> Result<(), Error> {
+    let report = match out {
+        Ok(o) => {
+            let mut st = super::controller::catalog_status(&o.catalog, Default::default());
+            st.recent.truncate(5);
+            st.corrupt.truncate(2);
+            super::jobs::Report { status: Some(st), lines: o.lines(), error: None }
+        }
+        Err(e) => super::jobs::Report {
+            error: Some(e.to_string().chars().take(1024).collect()),
+            ..Default::default()
+        },
+    };
+    let text = serde_json::to_string(&report).map_err(|e| Error::Input(format!("the report: {e}")))?;
+    std::fs::write(path, text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+}
+
 /// `nova backup ...`
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -339,6 +366,14 @@ pub struct From {
     /// and written here, without SSH.
     #[arg(long, value_name = "NAME")]
     on_host: Option<String>,
+    /// Where the Backup's volume source (a PersistentVolumeClaim) is mounted: what its Job
+    /// runs with.
+    #[arg(long, value_name = "DIR")]
+    volume_at: Option<PathBuf>,
+    /// Write what the run did as JSON here (a Job's termination message, which the operator
+    /// turns into the Backup's status).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// Runs one `nova backup` command; returns what to print.
@@ -356,7 +391,16 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
         let remove = matches!(cmd, Command::Uninstall { .. });
         return super::hostcli::install(&loaded, b, &identity, &state, remove).await;
     }
-    let job = loaded.job(b, &identity, &state, from.local_dir.as_deref(), from.on_host.as_deref()).await?;
+    let job = loaded
+        .job(
+            b,
+            &identity,
+            &state,
+            from.local_dir.as_deref(),
+            from.on_host.as_deref(),
+            from.volume_at.as_deref(),
+        )
+        .await?;
     let (ns, name) = (b.namespace().unwrap_or_else(|| "default".into()), b.name_any());
     let show = from.progress || std::io::IsTerminal::is_terminal(&std::io::stderr());
     let verb = match &cmd {
@@ -388,7 +432,13 @@ async fn execute(
 ) -> Result<String, Error> {
     let (ns, name) = (ns.to_owned(), name.to_owned());
     Ok(match cmd {
-        Command::Run { .. } => super::cycle::cycle(b, job, state, time_zone(b)?).await?.lines().join("\n"),
+        Command::Run { from } => {
+            let out = super::cycle::cycle(b, job, state, time_zone(b)?).await;
+            if let Some(path) = &from.report {
+                write_report(path, &out)?;
+            }
+            out?.lines().join("\n")
+        }
         Command::Tick { slots, .. } => super::hostcli::tick(b, job, state, &slots).await?,
         Command::Install { .. } | Command::Uninstall { .. } => {
             unreachable!("handled before the job is built")

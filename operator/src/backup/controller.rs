@@ -72,6 +72,11 @@ async fn reconcile_inner(b: &Backup, ctx: &Ctx) -> Result<Action, Error> {
     let last_slot = old.last_schedule_time.as_ref().map(from_time);
     let created = b.metadata.creation_timestamp.as_ref().map_or(now, from_time);
     let deadline = b.spec.starting_deadline_seconds.map(chrono::Duration::seconds);
+    // A run in a Job (a PersistentVolumeClaim's) is followed until its outcome is in status.
+    if let Some(wait) = super::jobs::follow(b, ctx).await? {
+        return Ok(wait);
+    }
+    let old = ctx.status.current(b);
     let request = b.annotations().get(RUN_REQUESTED).filter(|r| old.last_request.as_ref() != Some(*r));
     if let Some(r) = request {
         return run(b, ctx, &schedule, now, Some(r.clone())).await;
@@ -134,7 +139,8 @@ async fn scheduled_drill(
     now: DateTime<Utc>,
     created: DateTime<Utc>,
 ) -> Result<Drill, Error> {
-    let verify = b.spec.verify.as_ref().filter(|v| v.restore_test);
+    // A claim's Backup is drilled in its Job, after each backup.
+    let verify = b.spec.verify.as_ref().filter(|v| v.restore_test && !super::volume::needs_job(&b.spec));
     let Some(expr) = verify.and_then(|v| v.schedule.as_deref()) else { return Ok(Drill::Next(None)) };
     let sched = Schedule::parse(expr, b.spec.time_zone.as_deref())
         .map_err(|e| Blocked::invalid(e.replacen("spec.schedule", "spec.verify.schedule", 1)))?;
@@ -193,6 +199,9 @@ async fn run(
     slot: DateTime<Utc>,
     request: Option<String>,
 ) -> Result<Action, Error> {
+    if super::volume::needs_job(&b.spec) {
+        return super::jobs::start(b, ctx, schedule, slot, request).await;
+    }
     let job = job(b, ctx).await?;
     let (ns, name) = (b.namespace().unwrap_or_default(), b.name_any());
     let next = schedule.next_after(slot.max(Utc::now()));

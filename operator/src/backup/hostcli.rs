@@ -44,17 +44,17 @@ pub fn secret_keys(s: &BackupSpec) -> Vec<(String, Vec<String>, &'static str)> {
 /// from `value(name, key, field)`), as YAML documents `nova backup tick -f` loads.
 pub fn config(
     b: &Backup,
-    host: &Host,
+    host: Option<&Host>,
     mut value: impl FnMut(&str, &str, &str) -> Result<Vec<u8>, Error>,
 ) -> Result<String, Error> {
     use base64::Engine as _;
     let ns = b.namespace().unwrap_or_else(|| "default".into());
-    let mut docs = vec![
-        json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
-               "metadata": {"name": b.name_any(), "namespace": ns}, "spec": b.spec}),
-        json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host",
-               "metadata": {"name": host.name_any()}, "spec": host.spec}),
-    ];
+    let mut docs = vec![json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
+                               "metadata": {"name": b.name_any(), "namespace": ns}, "spec": b.spec})];
+    if let Some(h) = host {
+        docs.push(json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host",
+                         "metadata": {"name": h.name_any()}, "spec": h.spec}));
+    }
     // One document per Secret, with every key read from it (several fields may name one).
     let mut secrets: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
         Default::default();
@@ -95,7 +95,7 @@ pub async fn install(
         timer::remove(&conn, &id).await.map_err(|e| Error::Input(e.to_string()))?;
         return Ok(format!("removed {unit}.timer from host {}", h.name_any()));
     }
-    let cfg = config(b, h, |name, key, field| loaded.secret(&ns, name, key, field))?;
+    let cfg = config(b, Some(h), |name, key, field| loaded.secret(&ns, name, key, field))?;
     let bin = std::env::current_exe().map_err(|e| Error::Input(format!("Nova's own binary: {e}")))?;
     timer::install(&conn, &id, &b.name_any(), &h.name_any(), &cfg, &bin)
         .await

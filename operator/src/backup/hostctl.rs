@@ -55,7 +55,7 @@ async fn configuration(
             values.insert((name.clone(), k), v);
         }
     }
-    let config = hostcli::config(b, host, |name, key, _| {
+    let config = hostcli::config(b, Some(host), |name, key, _| {
         Ok(values.get(&(name.to_owned(), key.to_owned())).cloned().unwrap_or_default())
     })
     .map_err(|e| Blocked::invalid(e.to_string()))?;

@@ -8,6 +8,8 @@ pub struct Backups {
     /// Nova's binary for Backups scheduled on their Host (`spec.runOn`); this process's own
     /// when None.
     pub host_binary: Option<std::path::PathBuf>,
+    /// Nova's image, for the Jobs of Backups of a PersistentVolumeClaim.
+    pub image: String,
     last_success: GaugeVec,
     last_verified: GaugeVec,
     size: GaugeVec,
@@ -25,6 +27,7 @@ impl Backups {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let m = Self {
             host_binary: None,
+            image: crate::training::controller::Settings::default().trainer_image,
             last_success: gauge(
                 "nova_backup_last_success_timestamp_seconds",
                 "When the newest artifact of the Backup was written, Unix time.",

@@ -185,27 +185,13 @@ impl PgTarget {
 }
 
 /// `tool --version`, first line.
-pub(super) async fn tool_version(tool: &'static str) -> Result<String, SourceError> {
+async fn tool_version(tool: &'static str) -> Result<String, SourceError> {
     let out = Command::new(tool)
         .arg("--version")
         .output()
         .await
         .map_err(|e| SourceError::Spawn { tool, reason: e.to_string() })?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_owned())
-}
-
-/// Runs a local tool with its stdout streamed into `stdout`; a non-zero exit is an error
-/// carrying the end of its stderr (through `scrub`).
-pub(super) async fn run_process<W>(
-    tool: &'static str,
-    cmd: Command,
-    stdout: Option<&mut W>,
-    scrub: &(dyn Fn(&str) -> String + Sync),
-) -> Result<(), SourceError>
-where
-    W: AsyncWrite + Unpin + Send,
-{
-    run_tool(tool, cmd, None::<&[u8]>, stdout, scrub).await
 }
 
 /// Runs a local tool with `stdin` streamed in and/or its stdout streamed out; a non-zero exit

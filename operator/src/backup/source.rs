@@ -38,10 +38,10 @@ pub enum Source {
         host: String,
         paths: Vec<String>,
     },
-    /// Files on the machine Nova runs on: the Host's own timer (`spec.runOn`) backing up its
-    /// files with the same tar, without SSH.
+    /// Files where Nova runs, with the same tar, without SSH: a Host's own timer
+    /// (`spec.runOn`, `on` = `host <name>`) or the Job of a volume source (`PVC <claim>`).
     LocalFiles {
-        host: String,
+        on: String,
         paths: Vec<String>,
     },
 }
@@ -61,14 +61,13 @@ impl Source {
                 Some(h) => format!("postgres database {} on host {h}", t.database),
                 None => format!("postgres database {}", t.database),
             },
-            Source::HostFiles { host, paths, .. } | Source::LocalFiles { host, paths } => {
-                format!("files {} on host {host}", paths.join(" "))
-            }
+            Source::HostFiles { host, paths, .. } => format!("files {} on host {host}", paths.join(" ")),
+            Source::LocalFiles { on, paths } => format!("files {} on {on}", paths.join(" ")),
         }
     }
 
     /// Streams the raw dump into `out` and shuts it down; returns the tools' versions.
-    pub async fn dump<W: AsyncWrite + Unpin + Send>(
+    pub async fn dump<W: AsyncWrite + Unpin + Send + 'static>(
         &self,
         mut out: W,
     ) -> Result<Vec<(String, String)>, SourceError> {
@@ -89,10 +88,22 @@ impl Source {
                 Ok(vec![("tar".into(), version.trim().to_owned())])
             }
             Source::LocalFiles { paths, .. } => {
-                let mut cmd = tokio::process::Command::new("tar");
-                cmd.args(tar_args(paths)?);
-                super::pg::run_process("tar", cmd, Some(&mut out), &|t: &str| t.to_owned()).await?;
-                Ok(vec![("tar".into(), super::pg::tool_version("tar").await?)])
+                // No tar program needed (Nova's image has none): the tar crate, on a blocking
+                // thread, into the same pipe.
+                tar_args(paths)?;
+                let (paths, bridge) = (paths.clone(), tokio_util::io::SyncIoBridge::new(out));
+                let written = tokio::task::spawn_blocking(move || {
+                    let mut bridge = super::pack::create(bridge, &paths)?;
+                    bridge.shutdown()
+                })
+                .await
+                .map_err(|e| SourceError::Path(format!("the archive writer stopped: {e}")))?;
+                written.map_err(|e| SourceError::Failed {
+                    tool: "tar",
+                    status: "archive not written".into(),
+                    stderr: e.to_string(),
+                })?;
+                Ok(vec![("tar".into(), "tar crate 0.4 (in Nova)".into())])
             }
         }
     }
