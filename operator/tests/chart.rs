@@ -452,6 +452,52 @@ async fn chart_rbac_is_enough_for_training_jobs() -> Result<()> {
     Ok(())
 }
 
+/// A Backup of a PersistentVolumeClaim under the chart's role: its config Secret and Job are
+/// created, the Job read, its pod listed for the termination message, status written.
+#[tokio::test]
+async fn chart_rbac_is_enough_for_a_claims_backup() -> Result<()> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
+    use nova::api::Backup;
+    let _turn = CLUSTER_WIDE.lock().await;
+    let cp = shared(Mode::Simulated).await?;
+    let mut rbac = Rbac::install(cp, "nova-bkp", "bkapps", "rbac-bk").await?;
+    let (admin, apps_ns) = (rbac.admin.clone(), rbac.apps_ns.clone());
+    let pv: PersistentVolume = serde_json::from_value(
+        json!({"metadata": {"name": format!("{apps_ns}-data")},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                 "hostPath": {"path": "/srv/data"}}}),
+    )?;
+    Api::<PersistentVolume>::all(admin.clone()).create(&PostParams::default(), &pv).await?;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": format!("{apps_ns}-data"),
+                 "resources": {"requests": {"storage": "1Gi"}}}}))?;
+    Api::<PersistentVolumeClaim>::namespaced(admin.clone(), &apps_ns)
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s3"},
+        "stringData": {"accessKeyId": "a", "secretAccessKey": "b"}}))?;
+    Api::<Secret>::namespaced(admin.clone(), &apps_ns).create(&PostParams::default(), &s).await?;
+    rbac.start();
+    let b: Backup = serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "data", "annotations": {"nova.infra.dev/run-requested": "now"}},
+        "spec": {"schedule": "0 3 * * *", "source": {"volume": {"pvc": "data"}},
+                 "destination": {"s3": {"endpoint": "http://192.0.2.1:9000", "bucket": "backups",
+                                        "credentialsSecretRef": {"name": "s3"}}}},
+    }))?;
+    let backups: Api<Backup> = Api::namespaced(admin.clone(), &apps_ns);
+    backups.create(&PostParams::default(), &b).await?;
+    let judged = test_cluster::eventually("the Job's outcome in status", Duration::from_secs(60), || async {
+        let st = backups.get("data").await?.status.unwrap_or_default();
+        Ok::<_, kube::Error>(st.job.is_none() && st.conditions.iter().any(|c| c.reason == "NoReport"))
+    })
+    .await;
+    let status = backups.get("data").await?.status;
+    rbac.stop().await?;
+    judged.with_context(|| format!("under the chart's RBAC: {status:?}"))?;
+    Ok(())
+}
+
 #[test]
 fn dashboards_are_rendered_for_the_grafana_sidecar_and_can_be_turned_off() -> Result<()> {
     let out = render("monitoring", &["--set", "dashboards.annotations.grafana_folder=Nova"])?;
