@@ -321,5 +321,35 @@ async fn a_claims_backup_runs_as_a_job() -> Result<()> {
     let st = backups.get("data").await?.status.unwrap_or_default();
     assert!(st.last_backup.is_none(), "{st:?}");
     assert!(!serde_json::to_string(&st)?.contains("s3cr3t"));
+
+    // A Restore of it: a Job of its own (owned by the Restore) with the claim writable; a pod
+    // that ends without a report fails the Restore.
+    let restores: Api<Restore> = Api::namespaced(client.clone(), &ns);
+    let r: Restore =
+        serde_json::from_value(json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Restore",
+        "metadata": {"name": "back"},
+        "spec": {"backupRef": {"name": "data"}, "artifact": {"id": "20261130T030000Z-abc123"},
+                 "directory": "/restored"}}))?;
+    restores.create(&PostParams::default(), &r).await?;
+    let failed = |r: Option<&Restore>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(RestorePhase::Failed))
+    };
+    tokio::time::timeout(WAIT, await_condition(restores.clone(), "back", failed))
+        .await
+        .context("restore judged")??;
+    let job = jobs.get("back-restore").await?;
+    let owner = job.metadata.owner_references.clone().unwrap_or_default();
+    assert!(owner.iter().any(|o| o.kind == "Restore" && o.name == "back"), "{owner:?}");
+    let pod = job.spec.and_then(|s| s.template.spec).context("pod spec")?;
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(args.windows(2).any(|w| w == ["--dir", "/data/restored"]), "{args:?}");
+    let claim = pod.volumes.unwrap_or_default().into_iter().find_map(|v| v.persistent_volume_claim);
+    let claim = claim.context("the claim")?;
+    assert!(claim.claim_name == "shop-data" && claim.read_only != Some(true), "{claim:?}");
+    let st = restores.get("back").await?.status.unwrap_or_default();
+    assert!(
+        st.conditions.iter().any(|c| c.reason == "RestoreFailed" && c.message.contains("no report")),
+        "{st:?}"
+    );
     op.stop().await
 }

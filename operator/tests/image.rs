@@ -154,40 +154,7 @@ fn backup_job_runs_in_the_image(th: &TestHost) -> Result<()> {
          chmod 600 /opt/bk/data/private/key; : > /opt/bk/termination-log",
     )?;
     std::fs::write(th.root().join("opt/bk/config/backup.yaml"), config)?;
-    let job = serde_json::to_value(nova::backup::volume::job(&b, "data-1", "nova:test"))?;
-    let pod = &job["spec"]["template"]["spec"];
-    let c = &pod["containers"][0];
-    let sc = &c["securityContext"];
-    ensure!(
-        sc["readOnlyRootFilesystem"] == json!(true) && sc["capabilities"]["drop"] == json!(["ALL"]),
-        "{sc}"
-    );
-    let mut run = format!("docker run --rm --read-only --user {} --cap-drop ALL", sc["runAsUser"]);
-    for cap in sc["capabilities"]["add"].as_array().context("caps")? {
-        run += &format!(" --cap-add {}", cap.as_str().context("cap")?);
-    }
-    run += " --security-opt no-new-privileges -v /opt/bk/termination-log:/dev/termination-log";
-    let host_dir = |volume: &str| match volume {
-        "config" => "/opt/bk/config",
-        "source" => "/opt/bk/data",
-        "destination" => "/opt/bk/vault",
-        _ => "",
-    };
-    for m in c["volumeMounts"].as_array().context("mounts")? {
-        let (name, at) =
-            (m["name"].as_str().unwrap_or_default(), m["mountPath"].as_str().unwrap_or_default());
-        if name == "tmp" {
-            run += &format!(" --tmpfs {at}");
-            continue;
-        }
-        let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
-        run += &format!(" -v {}:{at}{ro}", host_dir(name));
-    }
-    run += " nova:test";
-    for a in c["args"].as_array().context("args")? {
-        run += &format!(" {}", a.as_str().context("arg")?);
-    }
-    let out = th.ssh(&format!("{run} > /opt/bk/run.log 2>&1; echo exit $?; cat /opt/bk/run.log"))?;
+    let out = th.ssh(&docker_run(&b, &nova::backup::volume::Run::backup(&b.spec))?)?;
     let report: Report =
         serde_json::from_str(&std::fs::read_to_string(th.root().join("opt/bk/termination-log"))?)
             .with_context(|| out.clone())?;
@@ -200,5 +167,58 @@ fn backup_job_runs_in_the_image(th: &TestHost) -> Result<()> {
         std::fs::read_to_string(th.root().join(format!("opt/bk/vault/shop/data/{}.manifest.json", last.id)))?;
     ensure!(manifest.contains("files /data on PVC shop-data"), "{manifest}");
     ensure!(report.lines.iter().any(|l| l.contains("extracted 2 files")), "{:?}", report.lines);
+
+    // A Restore's Job: the newest verified artifact into the claim, below `restored`, with
+    // owners and modes back.
+    th.ssh(": > /opt/bk/termination-log")?;
+    let run = nova::backup::volume::Run::restore(None, "shop-data", Some("restored"), false)
+        .map_err(anyhow::Error::msg)?;
+    let out = th.ssh(&docker_run(&b, &run)?)?;
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(th.root().join("opt/bk/termination-log"))?)
+            .with_context(|| out.clone())?;
+    let restored = report.restored.with_context(|| format!("no restore reported: {out}"))?;
+    ensure!(restored.id == last.id, "{restored:?}");
+    let key = th.ssh("stat -c '%a %u' /opt/bk/data/restored/data/private/key && cat /opt/bk/data/restored/data/private/key")?;
+    ensure!(key.trim() == "600 1234\nsecret", "{key} {out}");
     Ok(())
+}
+
+/// `docker run` of the Job Nova makes for `run` of Backup `b`, exactly as its pod spec says;
+/// the command prints the container's exit status and output.
+fn docker_run(b: &nova::api::backup::Backup, run: &nova::backup::volume::Run) -> Result<String> {
+    let job = serde_json::to_value(nova::backup::volume::job(b, "data-1", "nova:test", run))?;
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    ensure!(
+        sc["readOnlyRootFilesystem"] == json!(true) && sc["capabilities"]["drop"] == json!(["ALL"]),
+        "{sc}"
+    );
+    let mut cmd = format!("docker run --rm --read-only --user {} --cap-drop ALL", sc["runAsUser"]);
+    for cap in sc["capabilities"]["add"].as_array().context("caps")? {
+        cmd += &format!(" --cap-add {}", cap.as_str().context("cap")?);
+    }
+    cmd += " --security-opt no-new-privileges -v /opt/bk/termination-log:/dev/termination-log";
+    let host_dir = |volume: &str| match volume {
+        "config" => "/opt/bk/config",
+        "source" => "/opt/bk/data",
+        "destination" => "/opt/bk/vault",
+        _ => "",
+    };
+    for m in c["volumeMounts"].as_array().context("mounts")? {
+        let (name, at) =
+            (m["name"].as_str().unwrap_or_default(), m["mountPath"].as_str().unwrap_or_default());
+        if name == "tmp" {
+            cmd += &format!(" --tmpfs {at}");
+            continue;
+        }
+        let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
+        cmd += &format!(" -v {}:{at}{ro}", host_dir(name));
+    }
+    cmd += " nova:test";
+    for a in c["args"].as_array().context("args")? {
+        cmd += &format!(" {}", a.as_str().context("arg")?);
+    }
+    Ok(format!("{cmd} > /opt/bk/run.log 2>&1; echo exit $?; cat /opt/bk/run.log"))
 }

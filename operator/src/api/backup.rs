@@ -452,6 +452,9 @@ pub struct RestoreStatus {
     /// How long the restore took, seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// The Job that restores into a PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
     /// What was checked before anything was written (HMAC, SHA-256, archive entries).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checked: Vec<String>,

@@ -77,10 +77,19 @@ fn safe_path(raw: &Path, links: &HashSet<PathBuf>) -> Result<PathBuf, Refused> {
     Ok(out)
 }
 
+/// Whether this process runs as root (`/proc/self` belongs to the process's effective user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Walks the archive: every entry judged, every file hashed; with `into`, each entry is
 /// written below that directory as it is judged (callers check the whole archive first).
-fn walk<R: Read>(r: R, limits: Limits, into: Option<&Path>) -> Result<Summary, Refused> {
+fn walk<R: Read>(r: R, limits: Limits, into: Option<&Path>, owners: bool) -> Result<Summary, Refused> {
     let mut archive = tar::Archive::new(r);
+    // A restore as root (a restore Job, a host timer) gives files their owners back, as GNU tar
+    // does; a drill, or a user extracting for themselves, keeps them as the extractor's.
+    archive.set_preserve_ownerships(into.is_some() && owners && running_as_root());
     let mut links = HashSet::new();
     let mut sum = Summary::default();
     let bad = |e: std::io::Error| Refused::Unreadable(e.to_string());
@@ -184,13 +193,19 @@ fn write<R: Read>(
 
 /// Judges a whole archive and hashes its files, writing nothing.
 pub fn check<R: Read>(r: R, limits: Limits) -> Result<Summary, Refused> {
-    walk(r, limits, None)
+    walk(r, limits, None, false)
 }
 
 /// Extracts an archive already passed by [`check`] (whose summary is `checked`) below `dir`,
 /// then compares every file written with the checksum the archive gave it.
-pub fn extract<R: Read>(r: R, dir: &Path, limits: Limits, checked: &Summary) -> Result<Summary, Refused> {
-    let done = walk(r, limits, Some(dir))?;
+pub fn extract<R: Read>(
+    r: R,
+    dir: &Path,
+    limits: Limits,
+    checked: &Summary,
+    owners: bool,
+) -> Result<Summary, Refused> {
+    let done = walk(r, limits, Some(dir), owners)?;
     for (path, want) in &checked.files {
         if done.files.get(path) != Some(want) {
             return Err(Refused::Mismatch { path: path.display().to_string() });
@@ -251,7 +266,7 @@ mod tests {
             std::fs::create_dir(&target).unwrap();
             assert!(check(&bytes[..], Limits::default()).is_err(), "{name}: check passed");
             // Even fed straight to extraction (skipping the check), nothing escapes.
-            let r = walk(&bytes[..], Limits::default(), Some(&target));
+            let r = walk(&bytes[..], Limits::default(), Some(&target), false);
             assert!(r.is_err(), "{name}: extraction passed");
             let outside: Vec<_> =
                 std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
@@ -287,7 +302,7 @@ mod tests {
         let checked = check(&bytes[..], Limits::default()).unwrap();
         assert_eq!(checked.files.len(), 2);
         let out = tempfile::tempdir().unwrap();
-        extract(&bytes[..], out.path(), Limits::default(), &checked).unwrap();
+        extract(&bytes[..], out.path(), Limits::default(), &checked, false).unwrap();
         let o = out.path();
         assert_eq!(std::fs::read(o.join("site/index.html")).unwrap(), b"<h1>hi</h1>");
         let mode = std::fs::metadata(o.join("site/static/run.sh")).unwrap().permissions().mode();
@@ -303,11 +318,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), out.path().join("d")).unwrap();
         let bytes = archive(&[("f", b'0', "", b"new")]);
         let checked = check(&bytes[..], Limits::default()).unwrap();
-        extract(&bytes[..], out.path(), Limits::default(), &checked).unwrap();
+        extract(&bytes[..], out.path(), Limits::default(), &checked, false).unwrap();
         assert!(!outside.path().join("victim").exists());
         assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"new");
         let under = archive(&[("d/x", b'0', "", b"new")]);
-        assert!(extract(&under[..], out.path(), Limits::default(), &Summary::default()).is_err());
+        assert!(extract(&under[..], out.path(), Limits::default(), &Summary::default(), false).is_err());
         assert!(!outside.path().join("x").exists());
     }
 }

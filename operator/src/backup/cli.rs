@@ -245,23 +245,40 @@ pub fn target(
             }
             Ok(Target::HostDir { conn: conn.clone(), dir: d })
         }
-        Source::LocalFiles { .. } => Err(Error::Input(
-            "restore files from where Nova reaches the host over SSH, not with --on-host".into(),
-        )),
+        // A claim mounted here (a Restore's Job): extracted below `dir`, `/` only with overwrite.
+        Source::LocalFiles { .. } => {
+            let dir = dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+            if dir == Path::new("/") && !overwrite {
+                return Err(Error::Input(
+                    "restoring files over their originals (--dir /) needs --overwrite".into(),
+                ));
+            }
+            Ok(Target::Dir(dir))
+        }
     }
 }
 
-/// The run's outcome for the operator, small enough for a termination message (4 KiB).
-fn write_report(
+/// The command's outcome for the operator (a Job's termination message, at most 4 KiB): what
+/// it printed, the catalog after a backup or a drill as status shows it, what a restore did.
+async fn write_report(
     path: &Path,
-    out: &Result<super::cycle::Outcome, super::cycle::CycleError>,
+    job: &Job,
+    out: &Result<String, Error>,
+    restored: Option<super::restore::Report>,
 ) -> Result<(), Error> {
     let report = match out {
-        Ok(o) => {
-            let mut st = super::controller::catalog_status(&o.catalog, Default::default());
-            st.recent.truncate(5);
-            st.corrupt.truncate(2);
-            super::jobs::Report { status: Some(st), lines: o.lines(), error: None }
+        Ok(text) => {
+            let status = match (&restored, job.catalog().await) {
+                (None, Ok(cat)) => {
+                    let mut st = super::controller::catalog_status(&cat, Default::default());
+                    st.recent.truncate(5);
+                    st.corrupt.truncate(2);
+                    Some(st)
+                }
+                _ => None,
+            };
+            let lines = text.lines().map(|l| l.chars().take(300).collect()).collect();
+            super::jobs::Report { status, lines, error: None, restored }
         }
         Err(e) => super::jobs::Report {
             error: Some(e.to_string().chars().take(1024).collect()),
@@ -415,9 +432,14 @@ pub async fn main(cmd: Command) -> Result<String, Error> {
     };
     let ticker = (show && !verb.is_empty())
         .then(|| super::progress::start(format!("{verb} {ns}/{name}"), job.progress.clone()));
-    let out = execute(cmd, b, &job, &state, &ns, &name).await;
+    let report = from.report.clone().filter(|_| matches!(verb, "backup" | "verify" | "restore"));
+    let mut restored = None;
+    let out = execute(cmd, b, &job, &state, &ns, &name, &mut restored).await;
     if let Some(t) = ticker {
         t.finish().await;
+    }
+    if let Some(path) = report {
+        write_report(&path, &job, &out, restored).await?;
     }
     out
 }
@@ -429,16 +451,11 @@ async fn execute(
     state: &State,
     ns: &str,
     name: &str,
+    restored: &mut Option<super::restore::Report>,
 ) -> Result<String, Error> {
     let (ns, name) = (ns.to_owned(), name.to_owned());
     Ok(match cmd {
-        Command::Run { from } => {
-            let out = super::cycle::cycle(b, job, state, time_zone(b)?).await;
-            if let Some(path) = &from.report {
-                write_report(path, &out)?;
-            }
-            out?.lines().join("\n")
-        }
+        Command::Run { .. } => super::cycle::cycle(b, job, state, time_zone(b)?).await?.lines().join("\n"),
         Command::Tick { slots, .. } => super::hostcli::tick(b, job, state, &slots).await?,
         Command::Install { .. } | Command::Uninstall { .. } => {
             unreachable!("handled before the job is built")
@@ -477,6 +494,7 @@ async fn execute(
                 r.checked.join(", ")
             );
             state.audit("Backup", &ns, &name, "restore", &line).await?;
+            *restored = Some(r);
             line
         }
     })

@@ -139,8 +139,7 @@ async fn scheduled_drill(
     now: DateTime<Utc>,
     created: DateTime<Utc>,
 ) -> Result<Drill, Error> {
-    // A claim's Backup is drilled in its Job, after each backup.
-    let verify = b.spec.verify.as_ref().filter(|v| v.restore_test && !super::volume::needs_job(&b.spec));
+    let verify = b.spec.verify.as_ref().filter(|v| v.restore_test);
     let Some(expr) = verify.and_then(|v| v.schedule.as_deref()) else { return Ok(Drill::Next(None)) };
     let sched = Schedule::parse(expr, b.spec.time_zone.as_deref())
         .map_err(|e| Blocked::invalid(e.replacen("spec.schedule", "spec.verify.schedule", 1)))?;
@@ -149,6 +148,11 @@ async fn scheduled_drill(
     let Decision::Run { slot } = decide(&sched, now, last, created, b.spec.suspend, None) else {
         return Ok(Drill::Next(sched.next_after(now)));
     };
+    // A claim's Backup is drilled in a Job of its own, as it is backed up.
+    if super::volume::needs_job(&b.spec) {
+        super::jobs::start_drill(b, ctx, slot).await?;
+        return Ok(Drill::Ran);
+    }
     let job = job(b, ctx).await?;
     let claimed = BackupStatus { last_verify_schedule_time: Some(to_time(slot)), ..old };
     let msg = format!("restore drill for the verification of {slot}");

@@ -29,7 +29,7 @@ pub enum Target {
 }
 
 /// What a restore did and checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub id: String,
     pub bytes: u64,
@@ -41,7 +41,8 @@ pub struct Report {
 enum Use<'a> {
     Check,
     TarCheck,
-    TarExtract(PathBuf, &'a Summary),
+    /// Extracted below the directory; with `true`, files get their owners back (a restore).
+    TarExtract(PathBuf, &'a Summary, bool),
     TarToHost(&'a Connection, &'a str),
     PgRestore(&'a PgTarget, bool),
 }
@@ -100,10 +101,10 @@ impl Job {
                     let (r, d) = tar_walk(decoder, |b| archive::check(b, Limits::default())).await;
                     (r.map(Some), d)
                 }
-                Use::TarExtract(dir, checked) => {
+                Use::TarExtract(dir, checked, owners) => {
                     let checked = Summary { files: checked.files.clone(), ..Summary::default() };
                     let f = move |b: &mut SyncIoBridge<Decoder>| {
-                        archive::extract(b, &dir, Limits::default(), &checked)
+                        archive::extract(b, &dir, Limits::default(), &checked, owners)
                     };
                     let (r, d) = tar_walk(decoder, f).await;
                     (r.map(Some), d)
@@ -192,7 +193,9 @@ impl Job {
                 self.pass(&m, Use::PgRestore(target, *overwrite)).await?;
             }
             (Payload::Tar, Target::Dir(dir), Some(s)) => {
-                self.pass(&m, Use::TarExtract(dir.clone(), s)).await?;
+                // Checked whole already: the directory may be made now (as `mkdir -p` on a host).
+                std::fs::create_dir_all(dir).map_err(|e| refused(format!("{}: {e}", dir.display())))?;
+                self.pass(&m, Use::TarExtract(dir.clone(), s, true)).await?;
                 checked.push(format!("{} files' checksums compared after extraction", s.files.len()));
             }
             (Payload::Tar, Target::HostDir { conn, dir }, _) => {
@@ -246,7 +249,7 @@ impl Job {
             }
             (Payload::Tar, _, Some(s)) => {
                 let dir = tempfile::tempdir().map_err(refused)?;
-                self.pass(&m, Use::TarExtract(dir.path().to_path_buf(), &s)).await?;
+                self.pass(&m, Use::TarExtract(dir.path().to_path_buf(), &s, false)).await?;
                 format!("extracted {} files into a scratch directory; checksums compared", s.files.len())
             }
             (p, _, _) => return Err(EngineError::Refused(format!("no drill for a {p:?} artifact here"))),

@@ -42,6 +42,10 @@ async fn reconcile_inner(r: &Restore, ctx: &Ctx) -> Result<Action, Error> {
         .ok_or_else(|| {
             Blocked::new("BackupNotFound", format!("spec.backupRef: Backup {ns}/{name} does not exist"))
         })?;
+    let into_claim = r.spec.target.as_ref().is_some_and(|t| t.volume.is_some());
+    if super::volume::needs_job(&b.spec) || into_claim {
+        return super::jobs::restore(r, &b, ctx).await;
+    }
     let job = job(&b, ctx).await?;
     let into = match &r.spec.target {
         Some(t) => source(t, &ns, ctx, "spec.target").await?,

@@ -88,13 +88,67 @@ pub fn config_secret(b: &Backup, config: &str) -> Secret {
     .unwrap_or_default()
 }
 
-/// The Job of the run named `name`: one pod, never retried (the next slot runs again, as the
+/// What a Job runs: `nova backup <verb> <extra>` with the Backup's claims mounted (the source
+/// claim — or a Restore's target claim — read-only unless `source_writable`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub verb: &'static str,
+    pub extra: Vec<String>,
+    pub source_claim: Option<String>,
+    pub source_writable: bool,
+}
+
+impl Run {
+    /// A scheduled (or requested) backup cycle.
+    pub fn backup(spec: &BackupSpec) -> Self {
+        let source_claim = spec.source.volume.as_ref().map(|v| v.pvc.clone());
+        Self { verb: "run", extra: Vec::new(), source_claim, source_writable: false }
+    }
+
+    /// A restore drill of the newest artifact (`spec.verify.schedule`).
+    pub fn verify(spec: &BackupSpec) -> Self {
+        Self { verb: "verify", ..Self::backup(spec) }
+    }
+
+    /// A Restore: artifact `id` (the newest verified when None) into `claim`, below
+    /// `directory` of it (the archive holds `data/...`: the original places when None, which
+    /// needs `overwrite`).
+    pub fn restore(
+        id: Option<&str>,
+        claim: &str,
+        directory: Option<&str>,
+        overwrite: bool,
+    ) -> Result<Self, String> {
+        let mut extra = Vec::new();
+        if let Some(id) = id {
+            extra.extend(["--id".into(), id.to_owned()]);
+        }
+        let dir = match directory.map(|d| d.trim_matches('/')).filter(|d| !d.is_empty()) {
+            Some(d) => {
+                super::paths::check_abs(&format!("/{d}"), "spec.directory")?;
+                format!("{SOURCE_AT}/{d}")
+            }
+            None if overwrite => "/".into(),
+            None => {
+                return Err("spec.directory: restoring a claim's files over their originals (no directory) needs spec.overwrite: true".into());
+            }
+        };
+        extra.extend(["--dir".into(), dir]);
+        if overwrite {
+            extra.push("--overwrite".into());
+        }
+        Ok(Self { verb: "restore", extra, source_claim: Some(claim.to_owned()), source_writable: true })
+    }
+}
+
+/// The Job `name` for `run`: one pod, never retried (the next slot runs again, as the
 /// operator's own runs), gone an hour after it finished. Root without capabilities but
-/// DAC_READ_SEARCH (read every file of the claim; DAC_OVERRIDE too when it writes to one), a
-/// read-only root file system, the source claim read-only.
-pub fn job(b: &Backup, name: &str, image: &str) -> Job {
+/// DAC_READ_SEARCH (read every file of the claim; DAC_OVERRIDE and CHOWN/FOWNER too when it
+/// writes to one), a read-only root file system, no service-account token.
+pub fn job(b: &Backup, name: &str, image: &str, run: &Run) -> Job {
     let spec = &b.spec;
-    let mut args = vec!["backup".to_owned(), "run".into(), "-f".into(), format!("{CONFIG_AT}/backup.yaml")];
+    let mut args =
+        vec!["backup".to_owned(), run.verb.into(), "-f".into(), format!("{CONFIG_AT}/backup.yaml")];
     args.extend(["--state".into(), "/tmp/state.db".into(), "--report".into(), "/dev/termination-log".into()]);
     let mut mounts = vec![
         json!({"name": "config", "mountPath": CONFIG_AT, "readOnly": true}),
@@ -105,18 +159,26 @@ pub fn job(b: &Backup, name: &str, image: &str) -> Job {
         json!({"name": "tmp", "emptyDir": {}}),
     ];
     let mut caps = vec!["DAC_READ_SEARCH"];
-    if let Some(v) = &spec.source.volume {
+    if let Some(claim) = &run.source_claim {
         args.extend(["--volume-at".into(), SOURCE_AT.into()]);
-        mounts.push(json!({"name": "source", "mountPath": SOURCE_AT, "readOnly": true}));
+        let ro = !run.source_writable;
+        mounts.push(json!({"name": "source", "mountPath": SOURCE_AT, "readOnly": ro}));
         volumes
-            .push(json!({"name": "source", "persistentVolumeClaim": {"claimName": v.pvc, "readOnly": true}}));
+            .push(json!({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": ro}}));
     }
     if let Some(d) = &spec.destination.pvc {
         args.extend(["--local-dir".into(), DEST_AT.into()]);
         mounts.push(json!({"name": "destination", "mountPath": DEST_AT}));
         volumes.push(json!({"name": "destination", "persistentVolumeClaim": {"claimName": d.pvc}}));
+    }
+    if spec.destination.pvc.is_some() || run.source_writable {
         caps.push("DAC_OVERRIDE");
     }
+    if run.source_writable {
+        // Restored files get their owners and modes back.
+        caps.extend(["CHOWN", "FOWNER"]);
+    }
+    args.extend(run.extra.iter().cloned());
     serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name, "namespace": b.namespace(),
@@ -163,7 +225,9 @@ mod tests {
     #[test]
     fn the_job_mounts_the_claim_read_only_and_runs_the_engine_with_one_capability() {
         let b = backup(json!({"s3": {"bucket": "bk", "credentialsSecretRef": {"name": "s3"}}}));
-        let j = serde_json::to_value(job(&b, &job_name("data", 1_764_000_000), "nova:1")).unwrap();
+        let j =
+            serde_json::to_value(job(&b, &job_name("data", 1_764_000_000), "nova:1", &Run::backup(&b.spec)))
+                .unwrap();
         assert_eq!(j["metadata"]["name"], "data-t68n40");
         assert_eq!(j["metadata"]["ownerReferences"][0]["name"], "data");
         let pod = &j["spec"]["template"]["spec"];
@@ -197,7 +261,7 @@ mod tests {
     #[test]
     fn a_claim_destination_is_written_through_local_dir_and_hosts_are_refused() {
         let b = backup(json!({"pvc": {"pvc": "vault"}}));
-        let j = serde_json::to_value(job(&b, "x", "nova:1")).unwrap();
+        let j = serde_json::to_value(job(&b, "x", "nova:1", &Run::backup(&b.spec))).unwrap();
         let c = &j["spec"]["template"]["spec"]["containers"][0];
         assert!(
             c["args"].as_array().unwrap().windows(2).any(|w| w == [json!("--local-dir"), json!("/backups")])
@@ -211,5 +275,21 @@ mod tests {
             serde_json::from_value(json!({"hostPath": {"hostRef": {"name": "h"}, "path": "/b"}})).unwrap();
         assert!(check(&spec).unwrap_err().starts_with("spec.destination.hostPath"));
         assert!(job_name(&"x".repeat(80), 0).len() <= 63);
+    }
+
+    #[test]
+    fn a_restore_writes_into_its_claim_below_a_directory_or_over_the_originals_when_asked() {
+        let r = Run::restore(Some("20261130T030000Z-abc123"), "other", Some("restored"), false).unwrap();
+        assert_eq!(r.extra, ["--id", "20261130T030000Z-abc123", "--dir", "/data/restored"]);
+        assert!(r.source_writable);
+        let b = backup(json!({"s3": {"bucket": "bk", "credentialsSecretRef": {"name": "s3"}}}));
+        let j = serde_json::to_value(job(&b, "r", "nova:1", &r)).unwrap();
+        let pod = &j["spec"]["template"]["spec"];
+        let claim = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "source").unwrap();
+        assert_eq!(claim["persistentVolumeClaim"], json!({"claimName": "other", "readOnly": false}));
+        let e = Run::restore(None, "c", None, false).unwrap_err();
+        assert!(e.starts_with("spec.directory:") && e.contains("spec.overwrite"), "{e}");
+        assert_eq!(Run::restore(None, "c", None, true).unwrap().extra, ["--dir", "/", "--overwrite"]);
+        assert!(Run::restore(None, "c", Some("../etc"), false).is_err());
     }
 }
