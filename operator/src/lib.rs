@@ -26,6 +26,7 @@ pub mod kubeclient;
 pub mod leader;
 pub mod local;
 pub mod local_alerts;
+pub mod local_backups;
 pub mod operator;
 pub mod platform;
 pub mod render;

@@ -32,6 +32,8 @@ pub struct Objects {
     pub hosts: Vec<Host>,
     pub platforms: Vec<Platform>,
     pub alert_rules: Vec<crate::api::AlertRule>,
+    /// Backups with `spec.runOn` (their schedule on a Host's own timer).
+    pub backups: Vec<crate::api::Backup>,
     /// Values of the `kind: Secret` documents (used by AlertRule routing, never stored).
     pub secrets: crate::local_alerts::SecretDocs,
 }
@@ -43,7 +45,7 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
     let mut out = Objects::default();
     for (at, value) in crate::documents::read(path).map_err(Error::Input)? {
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-        if kind == "Host" || kind == "Platform" || kind == "AlertRule" {
+        if kind == "Host" || kind == "Platform" || kind == "AlertRule" || kind == "Backup" {
             crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
         }
         match kind.as_str() {
@@ -72,16 +74,29 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
                 }
                 out.alert_rules.push(a);
             }
+            "Backup" => {
+                let b: crate::api::Backup = serde_yaml::from_value(value)
+                    .map_err(|e| Error::Input(format!("{at}: a Backup: {e}")))?;
+                crate::local_backups::admit(&b, &at)?;
+                out.backups.push(b);
+            }
             "Secret" => crate::local_alerts::add_secret(&mut out.secrets, value, &at)?,
             other => {
                 return Err(Error::Input(format!(
-                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host, Secret, and Platform and AlertRule with target.hosts are)"
+                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host, Secret, Platform and AlertRule with target.hosts, Backup with runOn are)"
                 )));
             }
         }
     }
-    if out.hosts.is_empty() && out.platforms.is_empty() && out.alert_rules.is_empty() {
-        return Err(Error::Input(format!("{}: no Host, Platform or AlertRule in it", path.display())));
+    if out.hosts.is_empty()
+        && out.platforms.is_empty()
+        && out.alert_rules.is_empty()
+        && out.backups.is_empty()
+    {
+        return Err(Error::Input(format!(
+            "{}: no Host, Platform, AlertRule or Backup in it",
+            path.display()
+        )));
     }
     Ok(out)
 }
@@ -146,6 +161,8 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
     }
     let alerts = &objs.alert_rules;
     failed += crate::local_alerts::apply(state, alerts, &objs.secrets, &hosts, &cfg.identity, say).await?;
+    failed +=
+        crate::local_backups::apply(state, &objs.backups, &objs.secrets, &hosts, &cfg.identity, say).await?;
     Ok(failed)
 }
 
@@ -188,6 +205,7 @@ pub async fn delete(
         }
     }
     failed += crate::local_alerts::delete(state, &objs.alert_rules, &hosts, identity, say).await?;
+    failed += crate::local_backups::delete(state, &objs.backups, &hosts, identity, say).await?;
     for h in &objs.hosts {
         if state.delete_local("Host", "", &h.name_any()).await? {
             say(&format!("host/{}: forgotten (nothing was changed on the machine)", h.name_any()));
@@ -407,11 +425,21 @@ mod tests {
         let f = dir.path().join("x.yaml");
         std::fs::write(
             &f,
-            "apiVersion: nova.infra.dev/v1alpha1\nkind: Backup\nmetadata: {name: b}\nspec: {}\n",
+            "apiVersion: nova.infra.dev/v1alpha1\nkind: Restore\nmetadata: {name: r}\nspec: {}\n",
         )
         .unwrap();
         let err = load(&f).err().expect("refused").to_string();
-        assert!(err.contains("kind \"Backup\""), "{err}");
+        assert!(err.contains("kind \"Restore\""), "{err}");
+        let backup = "apiVersion: nova.infra.dev/v1alpha1\nkind: Backup\nmetadata: {name: b}\nspec:\n  schedule: '@daily'\n  \
+                      source: {files: {hostRef: {name: h}, paths: [/srv]}}\n  destination: {hostPath: {hostRef: {name: h}, path: /b}}\n";
+        std::fs::write(&f, backup).unwrap();
+        let err = load(&f).err().expect("refused").to_string();
+        assert!(err.contains("no spec.runOn"), "{err}");
+        std::fs::write(&f, format!("{backup}  runOn: {{hostRef: {{name: other}}}}\n")).unwrap();
+        let err = load(&f).err().expect("refused").to_string();
+        assert!(err.contains("spec.source.files.hostRef"), "{err}");
+        std::fs::write(&f, format!("{backup}  runOn: {{hostRef: {{name: h}}}}\n")).unwrap();
+        assert_eq!(load(&f).unwrap().backups.len(), 1);
         std::fs::write(
             &f,
             "apiVersion: nova.infra.dev/v1alpha1\nkind: Platform\nmetadata: {name: p}\nspec: {image: a}\n",

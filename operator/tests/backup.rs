@@ -445,6 +445,29 @@ spec:
     )?;
     assert_eq!(left.trim(), "0");
     assert!(store.exists(), "the artifacts stay");
+
+    // `nova apply -f` does the same as install for a Backup with runOn; `nova delete -f` as
+    // uninstall.
+    let nova = |verb: &str| -> Result<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+            .args([verb, "-f"])
+            .arg(dir.path().join("backup.yaml"))
+            .arg("-i")
+            .arg(dir.path().join("id"))
+            .env("NOVA_STATE", dir.path().join("state.db"))
+            .output()?;
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(out.status.success(), "nova {verb}: {text}");
+        Ok(text)
+    };
+    let out = nova("apply")?;
+    assert!(out.contains("backup/site: scheduled by nova-backup-shop--site.timer on host web-1"), "{out}");
+    assert!(!out.contains("s3cr3t"), "{out}");
+    assert_eq!(th.ssh("systemctl is-enabled nova-backup-shop--site.timer")?.trim(), "enabled");
+    let out = nova("delete")?;
+    assert!(out.contains("backup/site: timer removed"), "{out}");
+    assert_eq!(th.ssh("ls /etc/systemd/system/nova-backup-* 2>/dev/null | wc -l")?.trim(), "0");
     Ok(())
 }
 
