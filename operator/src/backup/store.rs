@@ -51,6 +51,49 @@ fn io<'a>(what: &'static str, path: &'a std::path::Path) -> impl Fn(std::io::Err
     move |e| StoreError::Io { what, path: path.display().to_string(), reason: e.to_string() }
 }
 
+/// What is written between two background flushes to disk.
+const SYNC_EVERY: u64 = 64 << 20;
+
+/// Writes `body` to `path` and makes it durable. The artifact must be on disk before its
+/// manifest points at it; one fsync at the end would wait for the whole file at once, so every
+/// [`SYNC_EVERY`] bytes a flush of what is written so far starts in the background (one at a
+/// time) while writing goes on, and the last one waits only for the tail.
+async fn write_synced<R: AsyncRead + Unpin + Send>(path: &std::path::Path, body: R) -> Result<(), StoreError> {
+    use tokio::io::AsyncBufReadExt;
+    let f = tokio::fs::File::create(path).await.map_err(io("creating", path))?;
+    // tokio's File sends each write to a blocking thread: 1 MiB at a time, not 8 KiB.
+    let mut w = tokio::io::BufWriter::with_capacity(1 << 20, f);
+    let mut body = tokio::io::BufReader::with_capacity(1 << 20, body);
+    let (mut unsynced, mut syncing) = (0u64, None::<tokio::task::JoinHandle<std::io::Result<()>>>);
+    let wait = |h: tokio::task::JoinHandle<std::io::Result<()>>| async move {
+        h.await.map_err(std::io::Error::other).and_then(|r| r).map_err(io("syncing", path))
+    };
+    loop {
+        let buf = body.fill_buf().await.map_err(io("writing", path))?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        w.write_all(buf).await.map_err(io("writing", path))?;
+        body.consume(n);
+        unsynced += n as u64;
+        if unsynced >= SYNC_EVERY {
+            w.flush().await.map_err(io("writing", path))?;
+            if let Some(h) = syncing.take() {
+                wait(h).await?;
+            }
+            let f = w.get_ref().try_clone().await.map_err(io("syncing", path))?;
+            syncing = Some(tokio::spawn(async move { f.sync_data().await }));
+            unsynced = 0;
+        }
+    }
+    w.flush().await.map_err(io("writing", path))?;
+    if let Some(h) = syncing.take() {
+        wait(h).await?;
+    }
+    w.get_ref().sync_all().await.map_err(io("syncing", path))
+}
+
 impl Store {
     /// Writes `body` as `name`, whole or not at all. Returns the bytes written.
     pub async fn write<R: AsyncRead + Unpin + Send>(&self, name: &str, body: R) -> Result<(), StoreError> {
@@ -58,13 +101,7 @@ impl Store {
             Store::Dir(dir) => {
                 tokio::fs::create_dir_all(dir).await.map_err(io("creating", dir))?;
                 let tmp = dir.join(format!("{TEMP}{name}"));
-                let f = tokio::fs::File::create(&tmp).await.map_err(io("creating", &tmp))?;
-                // tokio's File sends each write to a blocking thread: 1 MiB at a time, not 8 KiB.
-                let mut f = tokio::io::BufWriter::with_capacity(1 << 20, f);
-                let mut body = tokio::io::BufReader::with_capacity(1 << 20, body);
-                tokio::io::copy_buf(&mut body, &mut f).await.map_err(io("writing", &tmp))?;
-                f.flush().await.map_err(io("writing", &tmp))?;
-                f.get_ref().sync_all().await.map_err(io("syncing", &tmp))?;
+                write_synced(&tmp, body).await?;
                 let dest = dir.join(name);
                 tokio::fs::rename(&tmp, &dest).await.map_err(io("renaming", &dest))?;
                 Ok(())
