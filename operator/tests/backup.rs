@@ -433,7 +433,7 @@ spec:
         || async { anyhow::Ok(verified()) },
     )
     .await
-    .with_context(|| journal())?;
+    .with_context(journal)?;
     assert!(journal().contains("slot "), "{}", journal());
     let list = run(&["list"])?;
     assert!(list.lines().nth(1).is_some_and(|l| l.contains(" yes ")), "{list}");
