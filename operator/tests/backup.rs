@@ -362,18 +362,10 @@ fn nova_backup(dir: &std::path::Path, args: &[&str]) -> std::process::Command {
     c
 }
 
-/// `spec.runOn`: `nova backup install` puts Nova's binary, the Backup with its key and a
-/// systemd timer on the host, then nothing of Nova runs here — the host's own timer takes the
-/// backup at the next minute (and its drill), in the same format `nova backup list` reads back
-/// over SSH; `nova backup uninstall` leaves no unit, configuration or binary, and the
-/// artifacts.
-#[tokio::test]
-async fn a_host_timer_backs_up_with_no_nova_running() -> Result<()> {
-    let th = tokio::task::spawn_blocking(|| TestHost::start("bk-timer")).await??;
-    th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("id"), &th.client_key)?;
-    let docs = format!(
+/// Host `web-1` (the test host), the HMAC key Secret, and Backup shop/site of `/srv/site` into
+/// `/var/backups/nova` there, signed and drilled, with `spec` lines of its own.
+fn site_docs(th: &TestHost, hmac: &str, spec: &str) -> String {
+    format!(
         r#"apiVersion: nova.infra.dev/v1alpha1
 kind: Host
 metadata: {{name: web-1}}
@@ -385,14 +377,13 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {{name: backup-key, namespace: shop}}
-stringData: {{hmac: "timer-s3cr3t-key"}}
+stringData: {{hmac: "{hmac}"}}
 ---
 apiVersion: nova.infra.dev/v1alpha1
 kind: Backup
 metadata: {{name: site, namespace: shop}}
 spec:
-  schedule: "* * * * *"
-  runOn: {{hostRef: {{name: web-1}}}}
+  {spec}
   source: {{files: {{hostRef: {{name: web-1}}, paths: [/srv/site]}}}}
   destination: {{hostPath: {{hostRef: {{name: web-1}}, path: /var/backups/nova}}}}
   integrity: {{hmacKeySecretRef: {{name: backup-key, key: hmac}}}}
@@ -400,7 +391,22 @@ spec:
 "#,
         addr = th.ssh_addr.ip(),
         key = th.host_key,
-    );
+    )
+}
+
+/// `spec.runOn`: `nova backup install` puts Nova's binary, the Backup with its key and a
+/// systemd timer on the host, then nothing of Nova runs here — the host's own timer takes the
+/// backup at the next minute (and its drill), in the same format `nova backup list` reads back
+/// over SSH; `nova backup uninstall` leaves no unit, configuration or binary, and the
+/// artifacts.
+#[tokio::test]
+async fn a_host_timer_backs_up_with_no_nova_running() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("bk-timer")).await??;
+    th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("id"), &th.client_key)?;
+    let docs =
+        site_docs(&th, "timer-s3cr3t-key", "schedule: \"* * * * *\"\n  runOn: {hostRef: {name: web-1}}");
     std::fs::write(dir.path().join("backup.yaml"), docs)?;
     let run = |args: &[&str]| -> Result<String> {
         let out = nova_backup(dir.path(), args).output()?;
@@ -480,35 +486,8 @@ async fn cli_runs_retention_and_a_kill_mid_upload() -> Result<()> {
     th.ssh("set -e; mkdir -p /srv/site; echo hello > /srv/site/index.html")?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("id"), &th.client_key)?;
-    let docs = format!(
-        r#"apiVersion: nova.infra.dev/v1alpha1
-kind: Host
-metadata: {{name: web-1}}
-spec:
-  address: "{addr}"
-  hostKey: "{key}"
-  sshKeySecretRef: {{name: unused, key: k}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: backup-key, namespace: shop}}
-stringData: {{hmac: "{hmac}"}}
----
-apiVersion: nova.infra.dev/v1alpha1
-kind: Backup
-metadata: {{name: site, namespace: shop}}
-spec:
-  schedule: "@daily"
-  source: {{files: {{hostRef: {{name: web-1}}, paths: [/srv/site]}}}}
-  destination: {{hostPath: {{hostRef: {{name: web-1}}, path: /var/backups/nova}}}}
-  retention: {{keepLast: 2, minVerified: 1}}
-  integrity: {{hmacKeySecretRef: {{name: backup-key, key: hmac}}}}
-  verify: {{restoreTest: true}}
-"#,
-        addr = th.ssh_addr.ip(),
-        key = th.host_key,
-        hmac = String::from_utf8_lossy(KEY),
-    );
+    let hmac = String::from_utf8_lossy(KEY);
+    let docs = site_docs(&th, &hmac, "schedule: \"@daily\"\n  retention: {keepLast: 2, minVerified: 1}");
     std::fs::write(dir.path().join("backup.yaml"), docs)?;
     let nova = |args: &[&str]| nova_backup(dir.path(), args);
     let ok = |args: &[&str]| -> Result<String> {

@@ -47,6 +47,19 @@ async fn configuration(
     ctx: &Ctx,
     host: &crate::api::host::Host,
 ) -> Result<(String, String), Error> {
+    let config = run_config(b, ctx, Some(host)).await?;
+    let bin = timer::binary_sha256(&binary(ctx)?).await.map_err(|e| host_err("Nova's binary", e))?;
+    let digest = hex::encode(Sha256::digest(format!("{bin}\n{config}").as_bytes()));
+    Ok((config, digest[..16].to_owned()))
+}
+
+/// What a run away from the operator reads (a Host's timer, a claim's Job): the Backup, its
+/// Host, and the Secret keys it names, from the cluster's Secrets (see `hostcli::config`).
+pub(super) async fn run_config(
+    b: &Backup,
+    ctx: &crate::context::Context,
+    host: Option<&crate::api::host::Host>,
+) -> Result<String, Error> {
     let ns = b.namespace().unwrap_or_default();
     let mut values = BTreeMap::new();
     for (name, keys, field) in hostcli::secret_keys(&b.spec) {
@@ -55,13 +68,10 @@ async fn configuration(
             values.insert((name.clone(), k), v);
         }
     }
-    let config = hostcli::config(b, Some(host), |name, key, _| {
+    let config = hostcli::config(b, host, |name, key, _| {
         Ok(values.get(&(name.to_owned(), key.to_owned())).cloned().unwrap_or_default())
-    })
-    .map_err(|e| Blocked::invalid(e.to_string()))?;
-    let bin = timer::binary_sha256(&binary(ctx)?).await.map_err(|e| host_err("Nova's binary", e))?;
-    let digest = hex::encode(Sha256::digest(format!("{bin}\n{config}").as_bytes()));
-    Ok((config, digest[..16].to_owned()))
+    });
+    Ok(config.map_err(|e| Blocked::invalid(e.to_string()))?)
 }
 
 /// Removes the timer from `host` (the status' record of where it was installed).

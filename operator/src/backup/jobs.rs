@@ -14,7 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::controller::{Ctx, to_time};
 use super::schedule::Schedule;
-use super::{hostcli, volume};
+use super::volume;
 use crate::api::backup::{Backup, BackupStatus, Restore, RestorePhase, RestoreStatus};
 use crate::conditions::{Cond, CondType};
 use crate::context::{Blocked, Call, Context, Error};
@@ -43,17 +43,7 @@ pub struct Report {
 /// Writes the Secret the Job reads (the Backup and the Secret keys it reads).
 async fn put_config(b: &Backup, ctx: &Context) -> Result<(), Error> {
     let ns = b.namespace().unwrap_or_default();
-    let mut values = std::collections::BTreeMap::new();
-    for (name, keys, field) in hostcli::secret_keys(&b.spec) {
-        for k in keys {
-            let v = ctx.secret_value(&ns, &name, &k, field).await?;
-            values.insert((name.clone(), k), v);
-        }
-    }
-    let config = hostcli::config(b, None, |name, key, _| {
-        Ok(values.get(&(name.to_owned(), key.to_owned())).cloned().unwrap_or_default())
-    })
-    .map_err(|e| Blocked::invalid(e.to_string()))?;
+    let config = super::hostctl::run_config(b, ctx, None).await?;
     let secret = volume::config_secret(b, &config);
     let pp = PatchParams::apply(crate::kit::FIELD_MANAGER).force();
     Api::<Secret>::namespaced(ctx.client.clone(), &ns)

@@ -58,7 +58,10 @@ const SYNC_EVERY: u64 = 64 << 20;
 /// manifest points at it; one fsync at the end would wait for the whole file at once, so every
 /// [`SYNC_EVERY`] bytes a flush of what is written so far starts in the background (one at a
 /// time) while writing goes on, and the last one waits only for the tail.
-async fn write_synced<R: AsyncRead + Unpin + Send>(path: &std::path::Path, body: R) -> Result<(), StoreError> {
+async fn write_synced<R: AsyncRead + Unpin + Send>(
+    path: &std::path::Path,
+    body: R,
+) -> Result<(), StoreError> {
     use tokio::io::AsyncBufReadExt;
     let f = tokio::fs::File::create(path).await.map_err(io("creating", path))?;
     // tokio's File sends each write to a blocking thread: 1 MiB at a time, not 8 KiB.
