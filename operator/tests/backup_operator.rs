@@ -351,5 +351,10 @@ async fn a_claims_backup_runs_as_a_job() -> Result<()> {
         st.conditions.iter().any(|c| c.reason == "RestoreFailed" && c.message.contains("no report")),
         "{st:?}"
     );
+    // The pods' own audit rows die with them: the operator keeps one per Job.
+    let state = nova::state::State::connect(&op.state_url()).await?;
+    let actions: Vec<String> =
+        state.audit_log("Backup", &ns, "data").await?.into_iter().map(|e| e.action).collect();
+    assert_eq!(actions, ["job-failed", "restore-failed"]);
     op.stop().await
 }

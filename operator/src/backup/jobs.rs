@@ -176,6 +176,9 @@ pub async fn follow(b: &Backup, ctx: &Ctx) -> Result<Option<Action>, Error> {
     } else {
         ctx.families.failed(ns, &bn, "backup");
     }
+    // The pod's own audit rows went with its /tmp: the operator keeps the run's.
+    let action = if cond.status { "job" } else { "job-failed" };
+    ctx.state.audit("Backup", ns, &bn, action, &cond.message).await?;
     let idle = Cond::new(CondType::Reconciling, false, "Idle", "no run in progress");
     ctx.status.write(&ctx.kit, b, new, &[idle, cond]).await?;
     Ok(None)
@@ -231,6 +234,8 @@ pub async fn restore(r: &Restore, b: &Backup, ctx: &super::restorer::Ctx) -> Res
                 (st, Cond::new(CondType::Ready, false, "RestoreFailed", format!("Job {name}: {why}")))
             }
         };
+        let action = if ready.status { "restore" } else { "restore-failed" };
+        ctx.state.audit("Backup", &ns, bn, action, &ready.message).await?;
         ctx.status.write(&ctx.kit, r, new, &[idle, ready]).await?;
         return Ok(Action::await_change());
     }
