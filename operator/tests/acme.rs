@@ -69,8 +69,12 @@ async fn http01_issuance_against_pebble_and_account_reuse() -> Result<()> {
 
 #[tokio::test]
 async fn a_failing_challenge_says_which_and_what_the_server_saw() -> Result<()> {
-    // Pebble validates on a port where nothing answers.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    // Pebble validates on a port where nothing answers: bound here and never listened on, so
+    // connections are refused and no other test's server can take the port meanwhile (a port
+    // merely picked and let go was taken once, and answered 404).
+    let held = tokio::net::TcpSocket::new_v4()?;
+    held.bind("127.0.0.1:0".parse()?)?;
+    let closed = held.local_addr()?.port();
     let pebble = tokio::task::spawn_blocking(move || Pebble::start(closed)).await??;
     let dir = Directory { url: pebble.directory_url.clone(), root_pem: Some(pebble.api_ca_path.clone()) };
     let solver = Http01::default();
@@ -83,6 +87,7 @@ async fn a_failing_challenge_says_which_and_what_the_server_saw() -> Result<()> 
     assert!(msg.contains("Http01 challenge for down.example.test"), "{msg}");
     assert!(msg.to_lowercase().contains("connect"), "the server's reason is kept: {msg}");
     assert_eq!(solver.pending(), 0, "tokens are removed after a failure too");
+    drop(held);
     Ok(())
 }
 
