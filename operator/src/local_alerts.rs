@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use crate::alerts::batch;
 use crate::alerts::hosts::{self, Object};
 use crate::alerts::routing::{self, Secrets};
 use crate::alerts::{owner_key, validate};
@@ -52,7 +53,46 @@ fn resolve(r: &crate::api::alert::Routing, ns: &str, docs: &SecretDocs) -> Resul
     Ok(out)
 }
 
-/// Applies each AlertRule on the Hosts it selects; returns how many failed.
+/// One AlertRule, checked and with what it needs, before any host is touched.
+struct Planned<'a> {
+    ns: String,
+    name: String,
+    owner: String,
+    checked: crate::alerts::validate::Checked,
+    problems: Vec<String>,
+    routing: Option<(&'a crate::api::alert::Routing, Secrets)>,
+    hosts: Vec<&'a Host>,
+}
+
+fn plan<'a>(o: &'a AlertRule, docs: &SecretDocs, hosts: &'a [Host]) -> Result<Planned<'a>, String> {
+    let (ns, name) = (o.namespace().unwrap_or_else(|| "default".into()), o.name_any());
+    let checked = validate::check(&o.spec);
+    let mut problems = checked.problems.clone();
+    let routing = o.spec.routing.as_ref().filter(|r| {
+        let p = routing::problems(r);
+        problems.extend(p.iter().cloned());
+        p.is_empty()
+    });
+    let routing = routing.map(|r| resolve(r, &ns, docs).map(|s| (r, s))).transpose()?;
+    let hosts = selected(o, hosts)?;
+    Ok(Planned { owner: owner_key(&ns, &name), ns, name, checked, problems, routing, hosts })
+}
+
+impl Planned<'_> {
+    fn object(&self) -> Object<'_> {
+        Object {
+            namespace: &self.ns,
+            name: &self.name,
+            owner: &self.owner,
+            checked: &self.checked,
+            routing: self.routing.as_ref().map(|(r, s)| (*r, s)),
+        }
+    }
+}
+
+/// Applies each AlertRule on the Hosts it selects, all of a host's objects in one round
+/// ([`crate::alerts::batch`]), object by object when that round is refused; returns how many
+/// failed.
 pub async fn apply(
     state: &State,
     rules: &[AlertRule],
@@ -61,18 +101,46 @@ pub async fn apply(
     identity: &Path,
     say: Progress<'_>,
 ) -> Result<usize, Error> {
-    let mut failed = 0;
+    let mut statuses = Vec::new();
     for o in rules {
-        let ns = o.namespace().unwrap_or_else(|| "default".into());
-        let name = o.name_any();
-        let old = state.local("AlertRule", &ns, &name).await?;
-        let mut status: AlertRuleStatus =
-            old.and_then(|o| serde_json::from_str(&o.status).ok()).unwrap_or_default();
-        let conds = match apply_one(o, &ns, docs, hosts, identity, state, &mut status, say).await {
-            Ok(conds) => conds,
-            Err(msg) => {
+        let old = state.local("AlertRule", &o.namespace().unwrap_or_else(|| "default".into()), &o.name_any()).await?;
+        statuses.push(old.and_then(|o| serde_json::from_str::<AlertRuleStatus>(&o.status).ok()).unwrap_or_default());
+    }
+    let plans: Vec<Result<Planned, String>> = rules.iter().map(|o| plan(o, docs, hosts)).collect();
+    // Per object: the last host's conditions, or the first host's error.
+    let mut results: Vec<Result<Vec<Cond>, String>> = plans.iter().map(|p| p.as_ref().map(|_| Vec::new()).map_err(Clone::clone)).collect();
+    let mut by_host: BTreeMap<String, (&Host, Vec<usize>)> = BTreeMap::new();
+    for (i, p) in plans.iter().enumerate() {
+        for h in p.as_ref().map(|p| p.hosts.clone()).unwrap_or_default() {
+            by_host.entry(h.name_any()).or_insert((h, Vec::new())).1.push(i);
+        }
+    }
+    for (host, (h, idx)) in by_host {
+        let planned: Vec<&Planned> = idx.iter().filter_map(|i| plans[*i].as_ref().ok()).collect();
+        let mut sts: Vec<AlertRuleStatus> = idx.iter().map(|i| statuses[*i].clone()).collect();
+        let round = on_host(h, &planned, &mut sts, identity, state).await;
+        for (k, (i, r)) in idx.iter().zip(round).enumerate() {
+            statuses[*i] = sts[k].clone();
+            let r = r.map_err(|e| format!("host/{host}: {e}"));
+            if let Ok(c) = &r
+                && let Some(c) = c.iter().find(|c| c.type_ == CondType::Ready && !c.status)
+            {
+                say(&format!("alertrule/{}: host/{host}: {}", planned[k].name, c.message));
+            }
+            if results[*i].is_ok() {
+                results[*i] = r;
+            }
+        }
+    }
+    let mut failed = 0;
+    for (i, (r, mut status)) in results.into_iter().zip(statuses).enumerate() {
+        let o = &rules[i];
+        let (ns, name) = (o.namespace().unwrap_or_else(|| "default".into()), o.name_any());
+        let conds = match (plans[i].as_ref().ok(), r) {
+            (Some(p), Ok(conds)) => finish(p, conds, &mut status),
+            (_, r) => {
                 failed += 1;
-                vec![Cond::new(CondType::Ready, false, "ApplyFailed", msg)]
+                vec![Cond::new(CondType::Ready, false, "ApplyFailed", r.err().unwrap_or_default())]
             }
         };
         if let Some(c) = conds.iter().find(|c| c.type_ == CondType::Ready) {
@@ -85,60 +153,48 @@ pub async fn apply(
     }
     Ok(failed)
 }
-
-#[allow(clippy::too_many_arguments)]
-async fn apply_one(
-    o: &AlertRule,
-    ns: &str,
-    docs: &SecretDocs,
-    hosts: &[Host],
+/// All of one host's objects: one connection, one round, object by object when the round is
+/// refused. One result per object, in order.
+async fn on_host(
+    h: &Host,
+    planned: &[&Planned<'_>],
+    statuses: &mut [AlertRuleStatus],
     identity: &Path,
     state: &State,
-    status: &mut AlertRuleStatus,
-    say: Progress<'_>,
-) -> Result<Vec<Cond>, String> {
-    let name = o.name_any();
-    let owner = owner_key(ns, &name);
-    let checked = validate::check(&o.spec);
-    let mut problems = checked.problems.clone();
-    let routing = o.spec.routing.as_ref().filter(|r| {
-        let p = routing::problems(r);
-        problems.extend(p.iter().cloned());
-        p.is_empty()
-    });
-    let secrets = routing.map(|r| resolve(r, ns, docs)).transpose()?;
-    let selected = selected(o, hosts)?;
-    let mut conds = Vec::new();
-    for h in &selected {
-        let conn =
-            cli::connect(h, identity, state).await.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
-        let obj = Object {
-            namespace: ns,
-            name: &name,
-            owner: &owner,
-            checked: &checked,
-            routing: routing.zip(secrets.as_ref()),
-        };
-        let round = hosts::apply(&conn, &obj, status).await;
-        conn.close().await;
-        let (_, c) = round.map_err(|e| format!("host/{}: {e}", h.name_any()))?;
-        if let Some(r) = c.iter().find(|c| c.type_ == CondType::Ready && !c.status) {
-            say(&format!("alertrule/{name}: host/{}: {}", h.name_any(), r.message));
+) -> Vec<Result<Vec<Cond>, String>> {
+    let conn = match cli::connect(h, identity, state).await {
+        Ok(c) => c,
+        Err(e) => return planned.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    let objects: Vec<Object> = planned.iter().map(|p| p.object()).collect();
+    let out = match batch::apply(&conn, &objects, statuses).await {
+        Ok(round) => round.into_iter().map(|(_, c)| Ok(c)).collect(),
+        Err(_) => {
+            let mut out = Vec::new();
+            for (o, st) in objects.iter().zip(statuses.iter_mut()) {
+                out.push(hosts::apply(&conn, o, st).await.map(|(_, c)| c).map_err(|e| e.to_string()));
+            }
+            out
         }
-        conds = c;
-    }
-    status.rules_applied = Some(checked.rules() as i32);
+    };
+    conn.close().await;
+    out
+}
+
+/// The object's conditions once every host answered: its invalid rules and routes named.
+fn finish(p: &Planned, mut conds: Vec<Cond>, status: &mut AlertRuleStatus) -> Vec<Cond> {
+    status.rules_applied = Some(p.checked.rules() as i32);
     status.applied_to =
-        Some(format!("Hosts {}", selected.iter().map(|h| h.name_any()).collect::<Vec<_>>().join(", ")));
-    if !problems.is_empty() {
-        let msg = format!("{}; the other {} rules are applied", problems.join("; "), checked.rules());
+        Some(format!("Hosts {}", p.hosts.iter().map(|h| h.name_any()).collect::<Vec<_>>().join(", ")));
+    if !p.problems.is_empty() {
+        let msg = format!("{}; the other {} rules are applied", p.problems.join("; "), p.checked.rules());
         conds.retain(|c| c.type_ != CondType::Ready);
         conds.push(Cond::new(CondType::Ready, false, "InvalidRules", msg.clone()));
         conds.push(Cond::new(CondType::Degraded, true, "InvalidRules", msg));
     } else {
         conds.push(Cond::new(CondType::Degraded, false, "Valid", "every rule and route is valid"));
     }
-    Ok(conds)
+    conds
 }
 
 fn selected<'a>(o: &AlertRule, hosts: &'a [Host]) -> Result<Vec<&'a Host>, String> {

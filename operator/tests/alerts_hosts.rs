@@ -41,14 +41,28 @@ fn rule_doc(th: &TestHost, description: &str) -> Value {
                            "receivers": [{"name": "hook", "webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}}]}}})
 }
 
+/// A second AlertRule on the same host: applied in the same round as `app`.
+fn other_doc(th: &TestHost) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "AlertRule",
+           "metadata": {"name": "other", "namespace": "default"},
+           "spec": {"target": {"hosts": {"names": [th.name]}},
+                    "groups": [{"name": "other", "rules": [
+                        {"alert": "NovaTestOther", "expr": "vector(0) > 1", "labels": {"severity": "info"},
+                         "annotations": {"summary": "never fires"}}]}]}})
+}
+
 fn secret_doc() -> Value {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook", "namespace": "default"},
            "stringData": {"url": "http://127.0.0.1:9999/hook-token-s3cr3t"}})
 }
 
 fn write(dir: &Path, docs: &[Value]) -> Result<String> {
+    write_as(dir, "alerts.yaml", docs)
+}
+
+fn write_as(dir: &Path, name: &str, docs: &[Value]) -> Result<String> {
     let text: Vec<String> = docs.iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
-    let path = dir.join("alerts.yaml");
+    let path = dir.join(name);
     std::fs::write(&path, text.join("---\n"))?;
     Ok(path.to_str().context("path")?.to_owned())
 }
@@ -92,7 +106,12 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     std::fs::write(th.root().join("root/sink.py"), SINK)?;
     th.ssh("systemd-run -q --unit hook-sink python3 /root/sink.py")?;
 
-    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job }} fires")])?;
+    // Two AlertRules in one apply: one round on the host (one promtool check, one reload).
+    let other = write_as(dir.path(), "other.yaml", &[other_doc(&th)])?;
+    let file = write(
+        dir.path(),
+        &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job }} fires"), other_doc(&th)],
+    )?;
     let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
     let journal = || {
         th.ssh("journalctl -u prometheus -u prometheus-alertmanager --no-pager | tail -n 30")
@@ -103,7 +122,10 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     assert!(out.contains("spec.groups[0].rules[1].expr"), "{out}");
     let mut names = loaded_rules(&th)?;
     names.sort();
-    assert_eq!(names, ["NovaTestAlways", "NovaTestNodeDown"], "{out}");
+    assert_eq!(names, ["NovaTestAlways", "NovaTestNodeDown", "NovaTestOther"], "{out}");
+    assert!(out.contains("alertrule/other: Loaded: 1 rules loaded"), "{out}");
+    let (ok, out) = nova(&["delete", "-f", &other, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
     let (_, status) = nova(&["status", "app"], dir.path()).await?;
     assert!(status.contains("rulesLoaded: 2"), "{status}");
     assert!(!status.contains("s3cr3t") && !out.contains("s3cr3t"), "a secret in output: {out}{status}");
@@ -120,11 +142,17 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
 
     // A template only promtool checks: refused on the host, the old file stays and loads.
     let before = std::fs::read_to_string(th.root().join(RULES))?;
-    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job ")])?;
+    // In one apply with a good object, the round is refused as a whole, and then, object by
+    // object, the refusal is told to `app` alone while `other` loads.
+    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job "), other_doc(&th)])?;
     let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
     assert!(!ok, "{out}");
-    assert!(out.contains("promtool refused"), "{out}");
+    assert!(out.contains("alertrule/app: ApplyFailed: host/") && out.contains("promtool refused"), "{out}");
+    assert!(out.contains("alertrule/other: Loaded: 1 rules loaded"), "{out}");
     assert_eq!(std::fs::read_to_string(th.root().join(RULES))?, before);
+    assert_eq!(loaded_rules(&th)?.len(), 3);
+    let (ok, out) = nova(&["delete", "-f", &other, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
     assert_eq!(loaded_rules(&th)?.len(), 2);
 
     // A file promtool accepts and Prometheus refuses: new files in the rules directory get a

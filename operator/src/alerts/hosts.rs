@@ -77,12 +77,7 @@ async fn route(
 ) -> Result<(), Error> {
     let path = routing_path(namespace, name);
     let before = read(conn, &format!("cat {} 2>/dev/null || true", quote(&path))).await?;
-    let part = routing.map(|(r, s)| Part {
-        owner: owner.to_owned(),
-        routing: r.clone(),
-        secrets: s.iter().map(|((n, k), v)| (n.clone(), k.clone(), v.clone())).collect(),
-    });
-    let after = part.as_ref().map(|p| serde_json::to_string(p).unwrap_or_default()).unwrap_or_default();
+    let after = part_json(owner, routing);
     if before.trim() == after.trim() {
         return Ok(());
     }
@@ -92,6 +87,49 @@ async fn route(
         write(conn, &path, &before).await?;
     }
     result
+}
+
+/// [`route`] for many objects at once: one read of their parts, the changed ones written, and
+/// one merge installed; when Alertmanager refuses the merge, every part goes back as it was.
+pub(super) async fn route_all(conn: &Connection, objects: &[Object<'_>]) -> Result<(), Error> {
+    let paths: Vec<String> = objects.iter().map(|o| routing_path(o.namespace, o.name)).collect();
+    // One line per path: the part is one line of JSON; a missing part is an empty line.
+    let listed = paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
+    let all = read(conn, &format!("for f in {listed}; do cat \"$f\" 2>/dev/null | tr -d '\\n'; echo; done")).await?;
+    let before: Vec<&str> = all.split('\n').map(str::trim).collect();
+    let mut changed = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let was = before.get(i).copied().unwrap_or_default();
+        let after = part_json(o.owner, o.routing);
+        if was != after.trim() {
+            changed.push((i, was.to_owned(), after));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    for (i, _, after) in &changed {
+        write(conn, &paths[*i], after).await?;
+    }
+    let result = install_merged(conn).await;
+    if result.is_err() {
+        for (i, was, _) in &changed {
+            write(conn, &paths[*i], was).await?;
+        }
+    }
+    result
+}
+
+/// What is kept on the host of one object's routing (empty: none).
+fn part_json(owner: &str, routing: Option<(&Routing, &Secrets)>) -> String {
+    routing
+        .map(|(r, s)| Part {
+            owner: owner.to_owned(),
+            routing: r.clone(),
+            secrets: s.iter().map(|((n, k), v)| (n.clone(), k.clone(), v.clone())).collect(),
+        })
+        .map(|p| serde_json::to_string(&p).unwrap_or_default())
+        .unwrap_or_default()
 }
 
 async fn read(conn: &Connection, command: &str) -> Result<String, Error> {

@@ -6,6 +6,7 @@
 //! read back into status) and [`routing`] (one Alertmanager configuration from many objects).
 //! The controller ([`controller`]) observes, decides with these, applies, and writes status.
 
+pub mod batch;
 pub mod cli;
 pub mod controller;
 pub mod hostctl;

@@ -111,6 +111,11 @@ async fn reload(conn: &Connection, k: &Kind) -> Result<Result<(), String>, Error
     Ok(Err(format!("HTTP {status}: {}", body.trim())))
 }
 
+/// POST `/-/reload` to the host's Prometheus; Err carries its words.
+pub(super) async fn reload_rules(conn: &Connection) -> Result<Result<(), String>, Error> {
+    reload(conn, &RULES).await
+}
+
 /// Installs `content` at `path` for `k`'s server; returns whether it changed.
 async fn install(
     conn: &Connection,

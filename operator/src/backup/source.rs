@@ -73,10 +73,15 @@ impl Source {
     ) -> Result<Vec<(String, String)>, SourceError> {
         match self {
             Source::Postgres(t) => {
-                let version = t.version("pg_dump").await?;
+                // The version alongside the dump, not before it: a process start less on
+                // the run's critical path.
                 let args = ["--format=custom", "--compress=0", "--no-password"];
-                t.run("pg_dump", &args, None::<&[u8]>, Some(&mut out)).await?;
-                Ok(vec![("pg_dump".into(), version)])
+                let (version, dumped) = tokio::join!(
+                    t.version("pg_dump"),
+                    t.run("pg_dump", &args, None::<&[u8]>, Some(&mut out))
+                );
+                dumped?;
+                Ok(vec![("pg_dump".into(), version?)])
             }
             Source::HostFiles { conn, paths, .. } => {
                 let cmd = format!(
