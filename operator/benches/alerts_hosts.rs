@@ -97,7 +97,8 @@ async fn main() {
     let objects: usize = arg("--objects").and_then(|v| v.parse().ok()).unwrap_or(100);
     let per: usize = arg("--rules").and_then(|v| v.parse().ok()).unwrap_or(10);
     let runs: usize = arg("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
-    let th = tokio::task::spawn_blocking(|| TestHost::start("bench-alerts")).await.expect("join").expect("host");
+    let th =
+        tokio::task::spawn_blocking(|| TestHost::start("bench-alerts")).await.expect("join").expect("host");
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("id");
     std::fs::write(&key, &th.client_key).expect("key");
@@ -109,12 +110,15 @@ async fn main() {
     write_docs(&host_file, &[host]);
     nova(dir.path(), &["apply", "-f", host_file.to_str().expect("path"), "-i", &key]);
     let docs: Vec<Value> = (0..objects).map(|i| rule_doc(&th.name, i, per)).collect();
-    let rules: Vec<AlertRule> = docs.iter().map(|d| serde_json::from_value(d.clone()).expect("rule")).collect();
+    let rules: Vec<AlertRule> =
+        docs.iter().map(|d| serde_json::from_value(d.clone()).expect("rule")).collect();
     let file = dir.path().join("rules.yaml");
     write_docs(&file, &docs);
     let want = objects * per;
     println!("{objects} AlertRules × {per} rules on one test host, {runs} runs\n");
-    println!("| run | nova apply -f: all reported loaded | by hand: files + ssh promtool + reload → loaded | ratio |");
+    println!(
+        "| run | nova apply -f: all reported loaded | by hand: files + ssh promtool + reload → loaded | ratio |"
+    );
     println!("| --- | --- | --- | --- |");
     let (mut ns, mut hs) = (Vec::new(), Vec::new());
     for run in 1..=runs {

@@ -12,21 +12,16 @@ use crate::api;
 /// create; every problem is one line naming the field.
 pub fn check(doc: &Value) -> Result<(), Vec<String>> {
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let Some(schema) = schema_of(kind) else {
-        return Err(vec![format!("kind {kind:?} is not one of Nova's")]);
-    };
+    let compiled = compiled(kind)?;
+    let (schema, validator) = (&compiled.0, &compiled.1);
     let mut problems = Vec::new();
-    let validator = match jsonschema::options().build(&with_object_meta(as_json_schema(&schema))) {
-        Ok(v) => v,
-        Err(e) => return Err(vec![format!("the {kind} schema does not compile: {e}")]),
-    };
     for e in validator.iter_errors(doc) {
         let at = field(e.instance_path().as_str());
         problems.push(format!("{at}: {e}"));
     }
     // CEL rules only on a structurally valid object, as the apiserver orders them.
     if problems.is_empty()
-        && let Err(errs) = kube::core::cel::Validator::new().validate(&schema, doc, None)
+        && let Err(errs) = kube::core::cel::Validator::new().validate(schema, doc, None)
     {
         for e in errs.into_vec() {
             let at = if e.field_path.is_empty() { "(object)".to_owned() } else { e.field_path };
@@ -43,9 +38,30 @@ pub fn check_yaml(doc: &serde_yaml::Value) -> Result<(), String> {
         .map_err(|problems| format!("refused as admission would refuse it:\n  {}", problems.join("\n  ")))
 }
 
+/// A kind's schema and its compiled validator, built once per process: a file of many objects
+/// (or a Backup with its Host and Secrets) pays for each kind once.
+type Compiled = std::sync::Arc<(Value, jsonschema::Validator)>;
+
+fn compiled(kind: &str) -> Result<Compiled, Vec<String>> {
+    static CACHE: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Compiled>>> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(c) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).get(kind) {
+        return Ok(c.clone());
+    }
+    let Some(schema) = schema_of(kind) else {
+        return Err(vec![format!("kind {kind:?} is not one of Nova's")]);
+    };
+    let validator = jsonschema::options()
+        .build(&with_object_meta(as_json_schema(&schema)))
+        .map_err(|e| vec![format!("the {kind} schema does not compile: {e}")])?;
+    let c = std::sync::Arc::new((schema, validator));
+    CACHE.lock().unwrap_or_else(|p| p.into_inner()).insert(kind.to_owned(), c.clone());
+    Ok(c)
+}
+
 /// The OpenAPI schema of Nova's kind `kind` (its served version).
 fn schema_of(kind: &str) -> Option<Value> {
-    let crd = api::crds().into_iter().find(|c| c.spec.names.kind == kind)?;
+    let crd = api::crd_of(kind)?;
     let version = crd.spec.versions.into_iter().next()?;
     serde_json::to_value(version.schema?.open_api_v3_schema?).ok()
 }

@@ -103,12 +103,17 @@ pub async fn apply(
 ) -> Result<usize, Error> {
     let mut statuses = Vec::new();
     for o in rules {
-        let old = state.local("AlertRule", &o.namespace().unwrap_or_else(|| "default".into()), &o.name_any()).await?;
-        statuses.push(old.and_then(|o| serde_json::from_str::<AlertRuleStatus>(&o.status).ok()).unwrap_or_default());
+        let old = state
+            .local("AlertRule", &o.namespace().unwrap_or_else(|| "default".into()), &o.name_any())
+            .await?;
+        statuses.push(
+            old.and_then(|o| serde_json::from_str::<AlertRuleStatus>(&o.status).ok()).unwrap_or_default(),
+        );
     }
     let plans: Vec<Result<Planned, String>> = rules.iter().map(|o| plan(o, docs, hosts)).collect();
     // Per object: the last host's conditions, or the first host's error.
-    let mut results: Vec<Result<Vec<Cond>, String>> = plans.iter().map(|p| p.as_ref().map(|_| Vec::new()).map_err(Clone::clone)).collect();
+    let mut results: Vec<Result<Vec<Cond>, String>> =
+        plans.iter().map(|p| p.as_ref().map(|_| Vec::new()).map_err(Clone::clone)).collect();
     let mut by_host: BTreeMap<String, (&Host, Vec<usize>)> = BTreeMap::new();
     for (i, p) in plans.iter().enumerate() {
         for h in p.as_ref().map(|p| p.hosts.clone()).unwrap_or_default() {

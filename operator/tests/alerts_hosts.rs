@@ -144,7 +144,8 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     let before = std::fs::read_to_string(th.root().join(RULES))?;
     // In one apply with a good object, the round is refused as a whole, and then, object by
     // object, the refusal is told to `app` alone while `other` loads.
-    let file = write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job "), other_doc(&th)])?;
+    let file =
+        write(dir.path(), &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job "), other_doc(&th)])?;
     let (ok, out) = nova(&["apply", "-f", &file, "-i", key], dir.path()).await?;
     assert!(!ok, "{out}");
     assert!(out.contains("alertrule/app: ApplyFailed: host/") && out.contains("promtool refused"), "{out}");

@@ -2,8 +2,8 @@
 //! file that changed is checked by one `promtool check rules` and loaded by one reload, every
 //! routing part is read by one command and merged once, and Prometheus is asked once. Object by
 //! object ([`super::hosts::apply`]) the same work is one check, one reload and one question per
-//! object. When the batch is refused anywhere, nothing of it stays and the caller goes object by
-//! object, so that each refusal is told to the object it belongs to.
+//! object. When a step of the round is refused, what that step changed is put back and the
+//! caller goes object by object, so that each refusal is told to the object it belongs to.
 
 use std::time::Duration;
 
@@ -95,8 +95,8 @@ async fn put_rules(conn: &Connection, files: &[(String, String)]) -> Result<usiz
 }
 
 /// Applies every object on the host behind `conn` and reads their rules back into `statuses`
-/// (in the same order); returns each one's conditions. Err: the batch was refused and nothing
-/// of it stayed — go object by object.
+/// (in the same order); returns each one's conditions. Err: a step was refused and put back —
+/// go object by object.
 pub async fn apply(
     conn: &Connection,
     objects: &[Object<'_>],
@@ -131,7 +131,8 @@ mod tests {
 
     #[test]
     fn the_archive_holds_each_file_under_its_installed_name() {
-        let files = vec![("a--x.yml".to_owned(), "groups: []\n".to_owned()), ("b--y.yml".into(), "g\n".into())];
+        let files =
+            vec![("a--x.yml".to_owned(), "groups: []\n".to_owned()), ("b--y.yml".into(), "g\n".into())];
         let tar = archive(&files).unwrap();
         let mut read = tar::Archive::new(&tar[..]);
         let names: Vec<String> = read

@@ -95,7 +95,8 @@ pub(super) async fn route_all(conn: &Connection, objects: &[Object<'_>]) -> Resu
     let paths: Vec<String> = objects.iter().map(|o| routing_path(o.namespace, o.name)).collect();
     // One line per path: the part is one line of JSON; a missing part is an empty line.
     let listed = paths.iter().map(|p| quote(p)).collect::<Vec<_>>().join(" ");
-    let all = read(conn, &format!("for f in {listed}; do cat \"$f\" 2>/dev/null | tr -d '\\n'; echo; done")).await?;
+    let all = read(conn, &format!("for f in {listed}; do cat \"$f\" 2>/dev/null | tr -d '\\n'; echo; done"))
+        .await?;
     let before: Vec<&str> = all.split('\n').map(str::trim).collect();
     let mut changed = Vec::new();
     for (i, o) in objects.iter().enumerate() {

@@ -29,19 +29,39 @@ use kube::CustomResourceExt;
 
 /// Every CRD Nova defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut all = vec![
-        Platform::crd(),
-        BlueGreenDeployment::crd(),
-        Host::crd(),
-        AcmeIssuer::crd(),
-        TlsCertificate::crd(),
-        Backup::crd(),
-        Restore::crd(),
-        AlertRule::crd(),
-        TrainingJob::crd(),
-    ];
-    all.iter_mut().for_each(default_status);
-    all
+    KINDS.iter().filter_map(|k| crd_of(k)).collect()
+}
+
+/// Nova's kinds, in the order their CRDs are generated.
+pub const KINDS: [&str; 9] = [
+    "Platform",
+    "BlueGreenDeployment",
+    "Host",
+    "AcmeIssuer",
+    "TlsCertificate",
+    "Backup",
+    "Restore",
+    "AlertRule",
+    "TrainingJob",
+];
+
+/// The CRD of one kind alone (generating a schema costs milliseconds: the CLI checks one kind
+/// at a time and should not pay for all nine).
+pub fn crd_of(kind: &str) -> Option<CustomResourceDefinition> {
+    let mut crd = match kind {
+        "Platform" => Platform::crd(),
+        "BlueGreenDeployment" => BlueGreenDeployment::crd(),
+        "Host" => Host::crd(),
+        "AcmeIssuer" => AcmeIssuer::crd(),
+        "TlsCertificate" => TlsCertificate::crd(),
+        "Backup" => Backup::crd(),
+        "Restore" => Restore::crd(),
+        "AlertRule" => AlertRule::crd(),
+        "TrainingJob" => TrainingJob::crd(),
+        _ => return None,
+    };
+    default_status(&mut crd);
+    Some(crd)
 }
 
 /// `status` defaults to `{observedGeneration: 0}`: the apiserver fills it in when it reads an
