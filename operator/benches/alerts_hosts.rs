@@ -49,20 +49,21 @@ fn nova(dir: &Path, args: &[&str]) -> String {
     text
 }
 
-/// Shell on the host: polls the rules API until `want` rules are loaded.
-fn wait_loaded(want: usize) -> String {
-    format!(
-        "until [ \"$(curl -s http://127.0.0.1:9090/api/v1/rules | grep -o '\"type\":\"alerting\"' | wc -l)\" -ge {want} ]; do sleep 0.02; done"
-    )
+/// Shell on the host (which has python3, not curl): reloads Prometheus, then polls its rules
+/// API every 20 ms until exactly `want` rules are loaded.
+fn reload_and_wait(want: usize) -> String {
+    let py = format!(
+        "import json,time,urllib.request as u\n\
+         u.urlopen(u.Request('http://127.0.0.1:9090/-/reload',method='POST'))\n\
+         n=lambda: sum(len(g['rules']) for g in json.load(u.urlopen('http://127.0.0.1:9090/api/v1/rules'))['data']['groups'])\n\
+         while n()!={want}: time.sleep(0.02)\n"
+    );
+    format!("python3 -c {}", nova::ssh::quote(&py))
 }
 
 /// Removes every rule file and reloads (not timed).
 fn clear(th: &TestHost) {
-    th.ssh(&format!(
-        "rm -rf /{RULES_DIR}/* /{RULES_DIR}/.[!.]*; curl -sf -X POST http://127.0.0.1:9090/-/reload; {}",
-        wait_loaded(0).replace("-ge 0", "-eq 0")
-    ))
-    .expect("clear");
+    th.ssh(&format!("rm -rf /{RULES_DIR}/* /{RULES_DIR}/.[!.]*; {}", reload_and_wait(0))).expect("clear");
 }
 
 /// By hand: the same files Nova renders, written on the host, one ssh for check + reload, and
@@ -79,16 +80,18 @@ fn floor(th: &TestHost, rules: &[AlertRule], want: usize) -> f64 {
         names.push(name);
     }
     th.ssh(&format!(
-        "cd /{RULES_DIR} && promtool check rules {} >/dev/null && curl -sf -X POST http://127.0.0.1:9090/-/reload && {}",
+        "cd /{RULES_DIR} && promtool check rules {} >/dev/null && {}",
         names.join(" "),
-        wait_loaded(want)
+        reload_and_wait(want)
     ))
     .expect("by hand");
     started.elapsed().as_secs_f64()
 }
 
 fn loaded(th: &TestHost) -> usize {
-    let out = th.ssh("curl -s http://127.0.0.1:9090/api/v1/rules | grep -o '\"type\":\"alerting\"' | wc -l");
+    let py = "import json,urllib.request as u\n\
+              print(sum(len(g['rules']) for g in json.load(u.urlopen('http://127.0.0.1:9090/api/v1/rules'))['data']['groups']))\n";
+    let out = th.ssh(&format!("python3 -c {}", nova::ssh::quote(py)));
     out.expect("rules").trim().parse().unwrap_or(0)
 }
 
