@@ -136,7 +136,8 @@ async fn main() {
         assert_eq!(loaded(&th), want, "Prometheus loaded every rule");
         assert_eq!(reported, objects, "every object reported its rules loaded:\n{out}");
         println!("| {run} | {n:.2} s | {h:.2} s | {:.1}× |", n / h);
-        (ns.push(n), hs.push(h));
+        ns.push(n);
+        hs.push(h);
     }
     let (n, h) = (median(ns), median(hs));
     println!("| **median** | **{n:.2} s** | **{h:.2} s** | **{:.1}×** |", n / h);
