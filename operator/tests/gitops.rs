@@ -117,17 +117,7 @@ fn cases() -> Vec<Case> {
     };
     let ready = |r| Conds(vec![c(Ready, true, r, "all good")]);
     let mut v = Vec::new();
-    for kind in [
-        "Platform",
-        "BlueGreenDeployment",
-        "Host",
-        "AcmeIssuer",
-        "TlsCertificate",
-        "Backup",
-        "Restore",
-        "AlertRule",
-        "TrainingJob",
-    ] {
+    for kind in nova::api::KINDS {
         v.push(case(kind, "unseen", Nothing, "InProgress", "Progressing"));
     }
     for kind in ["Platform", "BlueGreenDeployment"] {
