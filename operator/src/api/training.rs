@@ -326,6 +326,9 @@ pub enum TrainingPhase {
 pub struct WorkerStatus {
     /// Worker index.
     pub index: i32,
+    /// The Host the worker runs on (host targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// GPU utilisation in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_utilization_percent: Option<i32>,
@@ -405,4 +408,9 @@ pub struct CheckpointRef {
     pub path: String,
     /// When it was written.
     pub time: Time,
+    /// Host targets: the Hosts holding a copy at `path` (the writer's first). Nova copies the
+    /// newest checkpoint to every selected Host it can reach, so a worker moved off a Host that
+    /// went down resumes from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }

@@ -8,3 +8,4 @@ pub mod observe;
 pub mod plan;
 pub mod pods;
 pub mod thermal;
+pub mod units;

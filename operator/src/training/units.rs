@@ -1,0 +1,198 @@
+//! A TrainingJob's workers on Hosts, built (pure): where each worker runs, its systemd unit
+//! and environment file, and what `systemctl show` says of a unit, classified for the plan.
+//!
+//! Every unit name carries the attempt (`nova-train-<ns>--<job>-a<attempt>-w<index>`), as the
+//! pods' names do: units of an earlier attempt are leftovers the gang waits for.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use super::plan::Worker;
+use super::pods;
+use crate::api::TrainingJob;
+use crate::render::{self, validate};
+
+/// Where a job keeps its files on a host: progress lines, environment files, checkpoints.
+pub const STATE_DIR: &str = "/var/lib/nova/training";
+/// Nova's binary on a host (shared with the backup timers).
+pub const BIN: &str = crate::backup::timer::BIN;
+
+/// `<namespace>--<name>`: Kubernetes names, so safe in unit and file names.
+pub fn id(job: &TrainingJob) -> Result<String, String> {
+    let (ns, name) = (job.namespace().unwrap_or_else(|| "default".into()), job.name_any());
+    let ok = |s: &str| {
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.".contains(&b))
+    };
+    if !ok(&ns) || !ok(&name) {
+        return Err(format!("metadata.name: {ns}/{name} is not a Kubernetes name"));
+    }
+    Ok(format!("{ns}--{name}"))
+}
+
+/// The unit prefix of every worker of the job (a glob for `systemctl` and `ls`).
+pub fn prefix(id: &str) -> String {
+    format!("nova-train-{id}-a")
+}
+
+pub fn unit(id: &str, attempt: i32, index: u32) -> String {
+    format!("{}{attempt}-w{index}.service", prefix(id))
+}
+
+/// The attempt and index a unit name of the job carries.
+pub fn parse_unit(id: &str, unit: &str) -> Option<(i32, u32)> {
+    let rest = unit.strip_prefix(&prefix(id))?.strip_suffix(".service")?;
+    let (a, w) = rest.split_once("-w")?;
+    Some((a.parse().ok()?, w.parse().ok()?))
+}
+
+pub fn job_dir(id: &str) -> String {
+    format!("{STATE_DIR}/{id}")
+}
+
+/// Rank 0 appends its progress lines here; Nova reads them over SSH.
+pub fn progress_file(id: &str) -> String {
+    format!("{}/progress.jsonl", job_dir(id))
+}
+
+pub fn checkpoint_dir(job: &TrainingJob, id: &str) -> String {
+    job.spec.checkpoint.path.clone().unwrap_or_else(|| format!("{}/checkpoints", job_dir(id)))
+}
+
+/// Admission for host targets: what a host can run. The error names the field.
+pub fn check(job: &TrainingJob) -> Result<(), String> {
+    id(job)?;
+    if job.spec.image.is_some() {
+        return Err("spec.image: on hosts the workers run spec.command directly (no container runtime); \
+                    remove spec.image or target Kubernetes"
+            .into());
+    }
+    if job.spec.trainer.is_none() {
+        validate::exec_start("spec.command", &job.spec.command).map_err(|e| e.to_string())?;
+    }
+    if let Some(p) = &job.spec.checkpoint.path {
+        validate::abs_path("spec.checkpoint.path", p).map_err(|e| e.to_string())?;
+    }
+    if job.spec.checkpoint.pvc.is_some() {
+        return Err("spec.checkpoint.pvc: a PVC is not on a host; use spec.checkpoint.path".into());
+    }
+    Ok(())
+}
+
+/// Places workers on the Hosts that are up: a worker stays where it was while its host is up;
+/// the others go, in turn, to the least loaded host (by name on a tie). Err when none is up.
+pub fn place(
+    workers: u32,
+    up: &[String],
+    before: &BTreeMap<u32, String>,
+) -> Result<BTreeMap<u32, String>, String> {
+    if up.is_empty() {
+        return Err("no selected Host can be reached".into());
+    }
+    let mut load: BTreeMap<&str, usize> = up.iter().map(|h| (h.as_str(), 0)).collect();
+    let mut out = BTreeMap::new();
+    for i in 0..workers {
+        if let Some(h) = before.get(&i).filter(|h| load.contains_key(h.as_str())) {
+            *load.entry(h.as_str()).or_default() += 1;
+            out.insert(i, h.clone());
+        }
+    }
+    let unplaced: Vec<u32> = (0..workers).filter(|i| !out.contains_key(i)).collect();
+    for i in unplaced {
+        let (h, n) = load.iter_mut().min_by_key(|(h, n)| (**n, **h)).expect("a host is up");
+        *n += 1;
+        out.insert(i, (*h).to_owned());
+    }
+    Ok(out)
+}
+
+/// The environment of worker `w` on a host: the pods' contract, with rank 0's address for
+/// the rendezvous, the host's checkpoint directory and progress file.
+pub fn env(job: &TrainingJob, id: &str, w: &pods::Worker, master: &str) -> BTreeMap<String, String> {
+    let mut e = pods::env(job, w);
+    let set = [
+        ("MASTER_ADDR", master.to_owned()),
+        ("PET_RDZV_ENDPOINT", format!("{master}:{}", pods::RDZV_PORT)),
+        ("NOVA_CHECKPOINT_DIR", checkpoint_dir(job, id)),
+        // A host keeps its files: the newest checkpoint (carried here if need be) is there.
+        ("NOVA_RESUME_FROM", w.resume_from.unwrap_or_default().to_owned()),
+        ("NOVA_PROGRESS_FILE", progress_file(id)),
+        ("NOVA_TRAININGJOB", job.name_any()),
+    ];
+    e.extend(set.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    e
+}
+
+pub fn env_path(id: &str, attempt: i32, index: u32) -> String {
+    format!("{}/a{attempt}-w{index}.env", job_dir(id))
+}
+
+/// The command a worker runs: the built-in trainer is Nova's own binary on the host.
+pub fn exec(job: &TrainingJob) -> Result<Vec<String>, String> {
+    if job.spec.trainer.is_some() {
+        let mut c = super::builtin::command(&job.spec)?;
+        c[0] = BIN.to_owned();
+        return Ok(c);
+    }
+    Ok(job.spec.command.clone())
+}
+
+/// The worker's unit. `Restart=no`: Nova restarts the gang, never one worker. On stop the
+/// trainer gets SIGTERM and 30 s to write a checkpoint, as a pod's grace period.
+pub fn service(job: &TrainingJob, id: &str, attempt: i32, index: u32) -> Result<String, String> {
+    let exec = validate::exec_start("spec.command", &exec(job)?).map_err(|e| e.to_string())?;
+    let name = job.name_any();
+    Ok(format!(
+        "# Managed by Nova (TrainingJob {id}); changes are overwritten.\n[Unit]\n\
+         Description=Nova training {name} attempt {attempt} worker {index}\n\
+         Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=exec\n\
+         EnvironmentFile={env}\nWorkingDirectory={dir}\nExecStart={exec}\nRestart=no\n\
+         KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec=30s\nLimitNOFILE=65536\n",
+        env = env_path(id, attempt, index),
+        dir = job_dir(id),
+    ))
+}
+
+/// The environment file of a worker.
+pub fn env_file(vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let pairs: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    render::environment_file(&pairs).map_err(|e| format!("spec.env: {e}"))
+}
+
+/// The properties asked of each unit, in the order `systemctl show` prints them per unit.
+pub const PROPERTIES: &str = "Id,LoadState,ActiveState,Result,ExecMainCode,ExecMainStatus";
+
+/// A unit as `systemctl show -p PROPERTIES` printed it; None when it is not loaded (gone).
+pub fn classify(props: &BTreeMap<String, String>) -> Option<Worker> {
+    let get = |k: &str| props.get(k).map(String::as_str).unwrap_or_default();
+    if get("LoadState") != "loaded" {
+        return None;
+    }
+    let status: i32 = get("ExecMainStatus").parse().unwrap_or(0);
+    Some(match (get("ActiveState"), get("Result")) {
+        ("active" | "activating" | "reloading" | "deactivating", _) => Worker::Running,
+        ("inactive", "success") if get("ExecMainCode") == "1" => Worker::Succeeded,
+        // Written but not started yet: as a pod not placed.
+        ("inactive", "success") => Worker::Unplaced,
+        // Never started (a failed start) or ended: exited with a code, or killed by a signal.
+        (_, result) => match get("ExecMainCode") {
+            "1" => Worker::Failed { code: Some(status), why: format!("exited with {status}") },
+            "2" | "3" => Worker::Failed { code: Some(128 + status), why: format!("killed by signal {status}") },
+            _ => Worker::Failed { code: None, why: format!("the unit ended: {result}") },
+        },
+    })
+}
+
+/// Splits `systemctl show` output (units separated by blank lines) into property maps.
+pub fn parse_show(out: &str) -> Vec<BTreeMap<String, String>> {
+    out.split("\n\n")
+        .map(|block| {
+            block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+        })
+        .filter(|m: &BTreeMap<String, String>| !m.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "units_tests.rs"]
+mod tests;

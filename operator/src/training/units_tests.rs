@@ -1,0 +1,101 @@
+use super::*;
+use serde_json::json;
+
+fn job(spec: serde_json::Value) -> TrainingJob {
+    serde_json::from_value(json!({
+        "apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "llm", "namespace": "ml", "uid": "u-1"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn hosts(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn unit_names_carry_the_attempt_and_the_index() {
+    let j = job(json!({"command": ["/usr/bin/python3", "t.py"], "target": {"hosts": {"names": ["a"]}}}));
+    let id = id(&j).unwrap();
+    assert_eq!(unit(&id, 3, 1), "nova-train-ml--llm-a3-w1.service");
+    assert_eq!(parse_unit(&id, "nova-train-ml--llm-a3-w1.service"), Some((3, 1)));
+    assert_eq!(parse_unit(&id, "nova-train-ml--llm2-a3-w1.service"), None);
+    assert_eq!(parse_unit(&id, "nova-train-ml--llm-a3-w1.timer"), None);
+}
+
+#[test]
+fn workers_stay_where_their_host_is_up_and_the_others_spread() {
+    let none = BTreeMap::new();
+    let p = place(3, &hosts(&["b", "a"]), &none).unwrap();
+    assert_eq!(p.values().cloned().collect::<Vec<_>>(), ["a", "b", "a"]);
+    // Host a is down: its workers move to b and c, worker 1 stays on b.
+    let p2 = place(3, &hosts(&["b", "c"]), &p).unwrap();
+    assert_eq!(p2[&1], "b");
+    assert_eq!(p2.values().filter(|h| *h == "c").count(), 1, "{p2:?}");
+    assert!(place(1, &[], &none).unwrap_err().contains("no selected Host"));
+}
+
+#[test]
+fn the_environment_points_at_rank_zeros_host_and_the_hosts_own_files() {
+    let j = job(json!({"command": ["/usr/bin/python3", "t.py"], "workers": 2, "gpusPerWorker": 0,
+                       "env": {"NOVA_PROGRESS_FILE": "/elsewhere", "EXTRA": "x"}}));
+    let w = pods::Worker { attempt: 2, index: 1, restarts: 1, resume_from: Some("/c/step-5.safetensors"), trainer_image: "" };
+    let e = env(&j, "ml--llm", &w, "10.0.0.7");
+    assert_eq!(e["MASTER_ADDR"], "10.0.0.7");
+    assert_eq!(e["PET_RDZV_ENDPOINT"], "10.0.0.7:29400");
+    assert_eq!(e["RANK"], "1");
+    assert_eq!(e["WORLD_SIZE"], "2");
+    assert_eq!(e["NOVA_PROGRESS_FILE"], "/var/lib/nova/training/ml--llm/progress.jsonl");
+    assert_eq!(e["NOVA_CHECKPOINT_DIR"], "/var/lib/nova/training/ml--llm/checkpoints");
+    assert_eq!(e["NOVA_RESUME_FROM"], "/c/step-5.safetensors");
+    assert_eq!(e["EXTRA"], "x");
+    let f = env_file(&e).unwrap();
+    assert!(f.contains("RANK=\"1\"\n"), "{f}");
+}
+
+#[test]
+fn the_unit_runs_the_command_quoted_and_never_restarts_alone() {
+    let j = job(json!({"command": ["/usr/bin/python3", "-c", "print('$HOME 100%')"]}));
+    let u = service(&j, "ml--llm", 1, 0).unwrap();
+    assert!(u.contains("ExecStart=\"/usr/bin/python3\" \"-c\" \"print('$$HOME 100%%')\"\n"), "{u}");
+    assert!(u.contains("Restart=no\n") && u.contains("EnvironmentFile=/var/lib/nova/training/ml--llm/a1-w0.env\n"));
+    let b = job(json!({"trainer": {"model": "mlp", "dataset": "synthetic-classification"}, "gpusPerWorker": 0}));
+    assert!(service(&b, "ml--llm", 1, 0).unwrap().contains("ExecStart=\"/usr/local/lib/nova/nova\" \"train\""));
+}
+
+#[test]
+fn what_a_host_cannot_run_is_refused_naming_the_field() {
+    let bad = [
+        (json!({"image": "t:1", "command": ["t"]}), "spec.image"),
+        (json!({"command": ["python3", "t.py"]}), "spec.command[0]"),
+        (json!({"command": ["/bin/t"], "checkpoint": {"pvc": "c"}}), "spec.checkpoint.pvc"),
+        (json!({"command": ["/bin/t"], "checkpoint": {"path": "rel/dir"}}), "spec.checkpoint.path"),
+    ];
+    for (spec, field) in bad {
+        let e = check(&job(spec)).unwrap_err();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+    assert!(check(&job(json!({"command": ["/bin/t"]}))).is_ok());
+}
+
+#[test]
+fn units_classify_as_systemd_reports_them() {
+    let show = "Id=a\nLoadState=loaded\nActiveState=active\nResult=success\nExecMainCode=0\nExecMainStatus=0\n\n\
+                Id=b\nLoadState=loaded\nActiveState=failed\nResult=signal\nExecMainCode=2\nExecMainStatus=9\n\n\
+                Id=c\nLoadState=loaded\nActiveState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=2\n\n\
+                Id=d\nLoadState=loaded\nActiveState=inactive\nResult=success\nExecMainCode=1\nExecMainStatus=0\n\n\
+                Id=e\nLoadState=not-found\nActiveState=inactive\nResult=success\nExecMainCode=0\nExecMainStatus=0\n\n\
+                Id=f\nLoadState=loaded\nActiveState=inactive\nResult=success\nExecMainCode=0\nExecMainStatus=0\n";
+    let got: Vec<Option<Worker>> = parse_show(show).iter().map(classify).collect();
+    assert_eq!(
+        got,
+        [
+            Some(Worker::Running),
+            Some(Worker::Failed { code: Some(137), why: "killed by signal 9".into() }),
+            Some(Worker::Failed { code: Some(2), why: "exited with 2".into() }),
+            Some(Worker::Succeeded),
+            None,
+            Some(Worker::Unplaced),
+        ]
+    );
+}
