@@ -27,6 +27,7 @@ pub mod leader;
 pub mod local;
 pub mod local_alerts;
 pub mod local_backups;
+pub mod local_training;
 pub mod operator;
 pub mod platform;
 pub mod render;

@@ -34,6 +34,8 @@ pub struct Objects {
     pub alert_rules: Vec<crate::api::AlertRule>,
     /// Backups with `spec.runOn` (their schedule on a Host's own timer).
     pub backups: Vec<crate::api::Backup>,
+    /// TrainingJobs with `spec.target.hosts` (workers as systemd units on those Hosts).
+    pub training_jobs: Vec<crate::api::TrainingJob>,
     /// Values of the `kind: Secret` documents (used by AlertRule routing, never stored).
     pub secrets: crate::local_alerts::SecretDocs,
 }
@@ -45,7 +47,7 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
     let mut out = Objects::default();
     for (at, value) in crate::documents::read(path).map_err(Error::Input)? {
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-        if kind == "Host" || kind == "Platform" || kind == "AlertRule" || kind == "Backup" {
+        if ["Host", "Platform", "AlertRule", "Backup", "TrainingJob"].contains(&kind.as_str()) {
             crate::admission::check_yaml(&value).map_err(|e| Error::Input(format!("{at}: {e}")))?;
         }
         match kind.as_str() {
@@ -80,10 +82,16 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
                 crate::local_backups::admit(&b, &at)?;
                 out.backups.push(b);
             }
+            "TrainingJob" => {
+                let j: crate::api::TrainingJob = serde_yaml::from_value(value)
+                    .map_err(|e| Error::Input(format!("{at}: a TrainingJob: {e}")))?;
+                crate::local_training::admit(&j, &at)?;
+                out.training_jobs.push(j);
+            }
             "Secret" => crate::local_alerts::add_secret(&mut out.secrets, value, &at)?,
             other => {
                 return Err(Error::Input(format!(
-                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host, Secret, Platform and AlertRule with target.hosts, Backup with runOn are)"
+                    "{at}: kind {other:?} is not handled by `nova apply` without a cluster (Host, Secret, Platform, AlertRule and TrainingJob with target.hosts, Backup with runOn are)"
                 )));
             }
         }
@@ -92,13 +100,34 @@ pub fn load(path: &Path) -> Result<Objects, Error> {
         && out.platforms.is_empty()
         && out.alert_rules.is_empty()
         && out.backups.is_empty()
+        && out.training_jobs.is_empty()
     {
         return Err(Error::Input(format!(
-            "{}: no Host, Platform, AlertRule or Backup in it",
+            "{}: no Host, Platform, AlertRule, Backup or TrainingJob in it",
             path.display()
         )));
     }
     Ok(out)
+}
+
+/// Hosts applied earlier: they stay selectable by objects applied later.
+async fn stored_hosts(state: &State) -> Result<BTreeMap<String, Host>, Error> {
+    let mut known = BTreeMap::new();
+    for o in state.locals().await?.into_iter().filter(|o| o.kind == "Host") {
+        if let Ok(h) = serde_json::from_str::<Host>(&o.spec) {
+            known.insert(h.name_any(), h);
+        }
+    }
+    Ok(known)
+}
+
+/// The Hosts applied earlier, with those of a file (the stored ones win: they were applied).
+pub async fn known_hosts(state: &State, extra: &[Host]) -> Result<Vec<Host>, Error> {
+    let mut known = stored_hosts(state).await?;
+    for h in extra {
+        known.entry(h.name_any()).or_insert_with(|| h.clone());
+    }
+    Ok(known.into_values().collect())
 }
 
 /// Settings of one `nova apply`.
@@ -116,13 +145,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str);
 /// Hosts it selects. Returns how many objects failed; each failure was reported and stored.
 pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>) -> Result<usize, Error> {
     let mut failed = 0;
-    // Hosts applied earlier stay selectable by Platforms applied later.
-    let mut known: BTreeMap<String, Host> = BTreeMap::new();
-    for o in state.locals().await?.into_iter().filter(|o| o.kind == "Host") {
-        if let Ok(h) = serde_json::from_str::<Host>(&o.spec) {
-            known.insert(h.name_any(), h);
-        }
-    }
+    let mut known = stored_hosts(state).await?;
     for h in &objs.hosts {
         let name = h.name_any();
         let spec = serde_json::to_string(h).unwrap_or_default();
@@ -163,6 +186,7 @@ pub async fn apply(state: &State, objs: &Objects, cfg: &Apply, say: Progress<'_>
     failed += crate::local_alerts::apply(state, alerts, &objs.secrets, &hosts, &cfg.identity, say).await?;
     failed +=
         crate::local_backups::apply(state, &objs.backups, &objs.secrets, &hosts, &cfg.identity, say).await?;
+    failed += crate::local_training::apply(state, &objs.training_jobs, &hosts, &cfg.identity, say).await?;
     Ok(failed)
 }
 
@@ -176,16 +200,7 @@ pub async fn delete(
     identity: &Path,
     say: Progress<'_>,
 ) -> Result<usize, Error> {
-    let mut known: BTreeMap<String, Host> = BTreeMap::new();
-    for o in state.locals().await?.into_iter().filter(|o| o.kind == "Host") {
-        if let Ok(h) = serde_json::from_str::<Host>(&o.spec) {
-            known.insert(h.name_any(), h);
-        }
-    }
-    for h in &objs.hosts {
-        known.entry(h.name_any()).or_insert_with(|| h.clone());
-    }
-    let hosts: Vec<Host> = known.into_values().collect();
+    let hosts = known_hosts(state, &objs.hosts).await?;
     let mut failed = 0;
     for p in &objs.platforms {
         let ns = p.namespace().unwrap_or_else(|| "default".into());
@@ -206,6 +221,7 @@ pub async fn delete(
     }
     failed += crate::local_alerts::delete(state, &objs.alert_rules, &hosts, identity, say).await?;
     failed += crate::local_backups::delete(state, &objs.backups, &hosts, identity, say).await?;
+    failed += crate::local_training::delete(state, &objs.training_jobs, &hosts, identity, say).await?;
     for h in &objs.hosts {
         if state.delete_local("Host", "", &h.name_any()).await? {
             say(&format!("host/{}: forgotten (nothing was changed on the machine)", h.name_any()));
@@ -400,7 +416,8 @@ pub async fn table(state: &State) -> Result<String, Error> {
                 .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
             let ready =
                 if v["ready"] == serde_json::Value::Bool(true) || cond_ready { "Ready" } else { "NotReady" };
-            (ready.to_owned(), "-".into())
+            // A TrainingJob's phase says more than Ready (Running, Succeeded, Failed...).
+            (v["phase"].as_str().unwrap_or(ready).to_owned(), "-".into())
         };
         let ns = if o.namespace.is_empty() { "-".to_owned() } else { o.namespace };
         rows.push([o.kind, ns, o.name, status, active, o.updated_at.chars().take(19).collect()]);

@@ -115,6 +115,13 @@ enum Command {
         /// Return once traffic has switched, without waiting for the old colour's scale-down.
         #[arg(long)]
         no_wait: bool,
+        /// Keep the TrainingJobs in the file going: a round every --every until each one
+        /// succeeded or failed (gang restarts included), as the operator would.
+        #[arg(long)]
+        supervise: bool,
+        /// Time between supervised rounds, in seconds.
+        #[arg(long, default_value_t = 10, requires = "supervise")]
+        every: u64,
     },
     /// Delete what a YAML file describes, with no cluster: each Platform is removed from its
     /// hosts (units, files, nginx site) and forgotten; Hosts are only forgotten.
@@ -313,7 +320,7 @@ async fn main() -> Result<()> {
                 std::process::exit(1);
             }
         },
-        Command::Apply { from, promote, abort, no_wait } => {
+        Command::Apply { from, promote, abort, no_wait, supervise, every } => {
             let objs = nova::local::load(&from.file)?;
             let state = nova::state::State::connect(&from.state).await?;
             let cfg = nova::local::Apply {
@@ -321,7 +328,14 @@ async fn main() -> Result<()> {
                 requests: nova::hostapp::Requests { promote, abort },
                 wait_scale_down: !no_wait,
             };
-            let failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
+            let mut failed = nova::local::apply(&state, &objs, &cfg, &mut |line| println!("{line}")).await?;
+            let jobs = &objs.training_jobs;
+            while supervise && !nova::local_training::finished(&state, jobs).await {
+                tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await;
+                let say = &mut |line: &str| println!("{line}");
+                let hosts = nova::local::known_hosts(&state, &objs.hosts).await?;
+                failed = nova::local_training::apply(&state, jobs, &hosts, &cfg.identity, say).await?;
+            }
             anyhow::ensure!(failed == 0, "{failed} object(s) failed; `nova get` shows their state");
         }
         Command::Delete { from } => {

@@ -17,7 +17,6 @@ use super::plan::{self, Plan, Policy};
 use super::pods::{self, JOB};
 use crate::api::TrainingJob;
 use crate::api::training::{TrainingJobStatus, TrainingPhase};
-use crate::conditions::{Cond, CondType};
 use crate::context::{Error, Own};
 use crate::kit::error::Call;
 use crate::kit::{self, FIELD_MANAGER};
@@ -181,28 +180,8 @@ async fn put_service(ctx: &Ctx, job: &TrainingJob) -> Result<(), Error> {
     Ok(())
 }
 
-/// Ready while the gang runs, after it succeeded, or suspended; Stalled once it failed;
-/// Reconciling while workers are created, placed or restarted. A finished job's conditions stay as written.
-fn conditions(plan: &Plan) -> Vec<Cond> {
-    if plan.reason.is_empty() {
-        return Vec::new();
-    }
-    let (r, m) = (plan.reason, plan.message.clone());
-    match plan.status.phase {
-        Some(TrainingPhase::Running | TrainingPhase::Succeeded) => {
-            vec![Cond::new(CondType::Ready, true, r, m)]
-        }
-        Some(TrainingPhase::Failed) => {
-            vec![Cond::new(CondType::Ready, false, r, m.clone()), Cond::new(CondType::Stalled, true, r, m)]
-        }
-        // As a suspended Backup: the state the user asked for (kstatus Current, not Failed).
-        Some(TrainingPhase::Suspended) => vec![Cond::new(CondType::Ready, true, r, m)],
-        _ => vec![Cond::new(CondType::Ready, false, r, m)],
-    }
-}
-
 async fn write_status(job: &TrainingJob, ctx: &Ctx, plan: &Plan) -> Result<(), Error> {
     ctx.families.metrics.observe(&job.namespace().unwrap_or_default(), &job.name_any(), &plan.status);
-    ctx.status.write(&ctx.kit, job, plan.status.clone(), &conditions(plan)).await?;
+    ctx.status.write(&ctx.kit, job, plan.status.clone(), &plan::conditions(plan)).await?;
     Ok(())
 }

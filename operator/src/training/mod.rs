@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod cli;
 pub mod controller;
+pub mod hostrun;
 pub mod metrics;
 pub mod observe;
 pub mod plan;

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::training::{TrainingJobSpec, TrainingJobStatus, TrainingPhase};
+use crate::conditions::{Cond, CondType};
 
 /// What the spec asks of the gang.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +22,8 @@ pub struct Policy {
     pub progress_deadline: Option<SignedDuration>,
     pub scheduling_timeout: SignedDuration,
     pub suspend: bool,
+    /// spec.resume is latest: a new gang starts at the newest checkpoint's step.
+    pub resume: bool,
 }
 
 impl Policy {
@@ -35,6 +38,7 @@ impl Policy {
             progress_deadline: p.progress_deadline_seconds.map(secs),
             scheduling_timeout: secs(p.scheduling_timeout_seconds),
             suspend: spec.suspend,
+            resume: spec.resume == crate::api::training::Resume::Latest,
         }
     }
 }
@@ -177,6 +181,10 @@ fn start(p: &Policy, mut plan: Plan, now: Timestamp) -> Plan {
     st.retry_after = None;
     st.phase = Some(TrainingPhase::Pending);
     st.restarts.get_or_insert(0);
+    if st.attempt > Some(1) {
+        // The new gang goes back to the checkpoint: what it reports from there on is progress.
+        st.step = st.last_checkpoint.as_ref().filter(|_| p.resume).map(|c| c.step);
+    }
     let attempt = st.attempt.unwrap_or(1);
     plan.create = (0..p.workers).collect();
     plan.recheck_within(p.scheduling_timeout);
@@ -327,6 +335,26 @@ fn finished(p: &Policy, mut plan: Plan, seen: &Observed, now: Timestamp) -> Plan
         }
     }
     plan
+}
+
+/// Ready while the gang runs, after it succeeded, or suspended; Stalled once it failed;
+/// Reconciling while workers are created, placed or restarted. A finished job's conditions stay as written.
+pub fn conditions(plan: &Plan) -> Vec<Cond> {
+    if plan.reason.is_empty() {
+        return Vec::new();
+    }
+    let (r, m) = (plan.reason, plan.message.clone());
+    match plan.status.phase {
+        Some(TrainingPhase::Running | TrainingPhase::Succeeded) => {
+            vec![Cond::new(CondType::Ready, true, r, m)]
+        }
+        Some(TrainingPhase::Failed) => {
+            vec![Cond::new(CondType::Ready, false, r, m.clone()), Cond::new(CondType::Stalled, true, r, m)]
+        }
+        // As a suspended Backup: the state the user asked for (kstatus Current, not Failed).
+        Some(TrainingPhase::Suspended) => vec![Cond::new(CondType::Ready, true, r, m)],
+        _ => vec![Cond::new(CondType::Ready, false, r, m)],
+    }
 }
 
 impl Plan {

@@ -26,6 +26,7 @@ impl World {
             progress_deadline: None,
             scheduling_timeout: SignedDuration::from_secs(60),
             suspend: false,
+            resume: true,
         };
         Self {
             p,

@@ -147,9 +147,10 @@ pub fn service(job: &TrainingJob, id: &str, attempt: i32, index: u32) -> Result<
          Description=Nova training {name} attempt {attempt} worker {index}\n\
          Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=exec\n\
          EnvironmentFile={env}\nWorkingDirectory={dir}\nExecStart={exec}\nRestart=no\n\
-         KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec=30s\nLimitNOFILE=65536\n",
+         KillMode=mixed\nKillSignal=SIGTERM\nTimeoutStopSec=30s\nLimitNOFILE=65536\n{hook}",
         env = env_path(id, attempt, index),
         dir = job_dir(id),
+        hook = exit_hook(&exit_path(id, attempt, index)),
     ))
 }
 
@@ -159,37 +160,71 @@ pub fn env_file(vars: &BTreeMap<String, String>) -> Result<String, String> {
     render::environment_file(&pairs).map_err(|e| format!("spec.env: {e}"))
 }
 
-/// The properties asked of each unit, in the order `systemctl show` prints them per unit.
-pub const PROPERTIES: &str = "Id,LoadState,ActiveState,Result,ExecMainCode,ExecMainStatus";
-
-/// A unit as `systemctl show -p PROPERTIES` printed it; None when it is not loaded (gone).
-pub fn classify(props: &BTreeMap<String, String>) -> Option<Worker> {
-    let get = |k: &str| props.get(k).map(String::as_str).unwrap_or_default();
-    if get("LoadState") != "loaded" {
-        return None;
-    }
-    let status: i32 = get("ExecMainStatus").parse().unwrap_or(0);
-    Some(match (get("ActiveState"), get("Result")) {
-        ("active" | "activating" | "reloading" | "deactivating", _) => Worker::Running,
-        ("inactive", "success") if get("ExecMainCode") == "1" => Worker::Succeeded,
-        // Written but not started yet: as a pod not placed.
-        ("inactive", "success") => Worker::Unplaced,
-        // Never started (a failed start) or ended: exited with a code, or killed by a signal.
-        (_, result) => match get("ExecMainCode") {
-            "1" => Worker::Failed { code: Some(status), why: format!("exited with {status}") },
-            "2" | "3" => Worker::Failed { code: Some(128 + status), why: format!("killed by signal {status}") },
-            _ => Worker::Failed { code: None, why: format!("the unit ended: {result}") },
-        },
-    })
+pub fn exit_path(id: &str, attempt: i32, index: u32) -> String {
+    format!("{}/a{attempt}-w{index}.exit", job_dir(id))
 }
 
-/// Splits `systemctl show` output (units separated by blank lines) into property maps.
-pub fn parse_show(out: &str) -> Vec<BTreeMap<String, String>> {
-    out.split("\n\n")
-        .map(|block| {
-            block.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+/// How a worker ended, kept in a file by `ExecStopPost=`: systemd forgets a finished unit
+/// that nothing references, and with it the exit status.
+fn exit_hook(path: &str) -> String {
+    format!("ExecStopPost=/bin/sh -c 'echo ${{SERVICE_RESULT}} ${{EXIT_CODE}} ${{EXIT_STATUS}} > {path}'\n")
+}
+
+/// Signal numbers of the names systemd puts in `$EXIT_STATUS` (x86-64 and arm64 Linux).
+fn signal_number(name: &str) -> i32 {
+    const SIGNALS: [&str; 16] = [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
+        "ALRM", "TERM", "STKFLT",
+    ];
+    let n = name.trim_start_matches("SIG");
+    SIGNALS.iter().position(|s| *s == n).map_or_else(|| n.parse().unwrap_or(0), |i| i as i32 + 1)
+}
+
+/// A worker as its host shows it: the unit's `ActiveState` and the exit file's line
+/// (`<result> <exited|killed|dumped> <status or signal>`), when there is one.
+pub fn classify(active: &str, exit: Option<&str>) -> Worker {
+    let Some(line) = exit.map(str::trim).filter(|l| !l.is_empty()) else {
+        return match active {
+            "active" | "activating" | "deactivating" | "reloading" => Worker::Running,
+            // Written but not started yet: as a pod not placed.
+            _ => Worker::Unplaced,
+        };
+    };
+    let mut parts = line.split_whitespace();
+    let (result, how, status) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match how {
+        "exited" if status == "0" => Worker::Succeeded,
+        "exited" => {
+            let code = status.parse().unwrap_or(1);
+            Worker::Failed { code: Some(code), why: format!("exited with {code}") }
+        }
+        "killed" | "dumped" => {
+            Worker::Failed { code: Some(128 + signal_number(status)), why: format!("killed by SIG{status}") }
+        }
+        _ => Worker::Failed { code: None, why: format!("the unit ended: {result}") },
+    }
+}
+
+/// One line per unit file of the job on a host: `<unit>|<ActiveState>|<exit line>`.
+pub fn survey(id: &str) -> String {
+    format!(
+        "cd /etc/systemd/system 2>/dev/null || exit 0; for u in {p}*-w*.service; do [ -e \"$u\" ] || continue; \
+         b=${{u#{p}}}; b=${{b%.service}}; s=$(systemctl show -p ActiveState --value \"$u\"); \
+         x=$(cat {dir}/a\"$b\".exit 2>/dev/null); echo \"$u|$s|$x\"; done",
+        p = prefix(id),
+        dir = job_dir(id),
+    )
+}
+
+/// The lines of [`survey`]: (attempt, index, worker).
+pub fn parse_survey(id: &str, out: &str) -> Vec<(i32, u32, Worker)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '|');
+            let (u, active, exit) = (f.next()?, f.next()?, f.next());
+            let (a, i) = parse_unit(id, u)?;
+            Some((a, i, classify(active, exit)))
         })
-        .filter(|m: &BTreeMap<String, String>| !m.is_empty())
         .collect()
 }
 

@@ -80,22 +80,27 @@ fn what_a_host_cannot_run_is_refused_naming_the_field() {
 
 #[test]
 fn units_classify_as_systemd_reports_them() {
-    let show = "Id=a\nLoadState=loaded\nActiveState=active\nResult=success\nExecMainCode=0\nExecMainStatus=0\n\n\
-                Id=b\nLoadState=loaded\nActiveState=failed\nResult=signal\nExecMainCode=2\nExecMainStatus=9\n\n\
-                Id=c\nLoadState=loaded\nActiveState=failed\nResult=exit-code\nExecMainCode=1\nExecMainStatus=2\n\n\
-                Id=d\nLoadState=loaded\nActiveState=inactive\nResult=success\nExecMainCode=1\nExecMainStatus=0\n\n\
-                Id=e\nLoadState=not-found\nActiveState=inactive\nResult=success\nExecMainCode=0\nExecMainStatus=0\n\n\
-                Id=f\nLoadState=loaded\nActiveState=inactive\nResult=success\nExecMainCode=0\nExecMainStatus=0\n";
-    let got: Vec<Option<Worker>> = parse_show(show).iter().map(classify).collect();
+    let out = "nova-train-ml--llm-a2-w0.service|active|\n\
+               nova-train-ml--llm-a2-w1.service|failed|signal killed KILL\n\
+               nova-train-ml--llm-a2-w2.service|failed|exit-code exited 2\n\
+               nova-train-ml--llm-a2-w3.service|inactive|success exited 0\n\
+               nova-train-ml--llm-a1-w0.service|inactive|\n\
+               nova-train-ml--llm-a2-w4.service|failed|core-dump dumped SEGV\n\
+               nova-train-other-a1-w0.service|active|\n";
+    let got = parse_survey("ml--llm", out);
+    let killed = |c, s: &str| Worker::Failed { code: Some(c), why: format!("killed by SIG{s}") };
     assert_eq!(
         got,
         [
-            Some(Worker::Running),
-            Some(Worker::Failed { code: Some(137), why: "killed by signal 9".into() }),
-            Some(Worker::Failed { code: Some(2), why: "exited with 2".into() }),
-            Some(Worker::Succeeded),
-            None,
-            Some(Worker::Unplaced),
+            (2, 0, Worker::Running),
+            (2, 1, killed(137, "KILL")),
+            (2, 2, Worker::Failed { code: Some(2), why: "exited with 2".into() }),
+            (2, 3, Worker::Succeeded),
+            (1, 0, Worker::Unplaced),
+            (2, 4, killed(139, "SEGV")),
         ]
     );
+    let u = service(&job(json!({"command": ["/bin/t"]})), "ml--llm", 2, 1).unwrap();
+    assert!(u.contains("> /var/lib/nova/training/ml--llm/a2-w1.exit'\n"), "{u}");
+    assert!(survey("ml--llm").contains("/var/lib/nova/training/ml--llm/a\"$b\".exit"));
 }
