@@ -35,7 +35,13 @@ fn key(j: &TrainingJob) -> (String, String) {
 }
 
 /// The selected Hosts, each with a session when it answered.
-async fn sites(j: &TrainingJob, hosts: &[Host], identity: &Path, state: &State, say: Progress<'_>) -> Result<Vec<Site>, String> {
+async fn sites(
+    j: &TrainingJob,
+    hosts: &[Host],
+    identity: &Path,
+    state: &State,
+    say: Progress<'_>,
+) -> Result<Vec<Site>, String> {
     let sel = j.spec.target.hosts.as_ref().ok_or("spec.target.hosts is not set")?;
     let picked = crate::hostapp::select(hosts, sel);
     if picked.is_empty() {
@@ -90,9 +96,11 @@ async fn settle(j: &TrainingJob, sites: &[Site], state: &State, say: Progress<'_
         record_runs(state, &ns, &name, &old, &p).await.map_err(|e| e.to_string())?;
         let conds = plan::conditions(&p);
         p.status.observed_generation = j.metadata.generation;
-        p.status.conditions = crate::conditions::merge(&old.conditions, &conds, j.metadata.generation, Timestamp::now());
+        p.status.conditions =
+            crate::conditions::merge(&old.conditions, &conds, j.metadata.generation, Timestamp::now());
         save(state, j, &p.status).await.map_err(|e| e.to_string())?;
-        let again = p.stop_all && p.status.attempt_start_time.is_none()
+        let again = p.stop_all
+            && p.status.attempt_start_time.is_none()
             && p.recheck.is_some_and(|r| r.as_secs() <= 1);
         old = p.status.clone();
         if !again || p.status.phase == Some(TrainingPhase::Failed) {
@@ -122,7 +130,9 @@ async fn record_runs(
     p: &Plan,
 ) -> Result<(), crate::state::Error> {
     let st = &p.status;
-    if let Some(a) = old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none()) {
+    if let Some(a) =
+        old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none())
+    {
         state.end_training_run(ns, name, a.into(), p.reason, st.step, st.loss).await?;
     }
     if let (false, Some(a)) = (p.create.is_empty(), st.attempt) {
@@ -205,7 +215,11 @@ pub async fn delete(
                 }
             }
             r?;
-            if down.is_empty() { Ok(()) } else { Err(format!("host(s) {down:?} did not answer; run it again")) }
+            if down.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("host(s) {down:?} did not answer; run it again"))
+            }
         }
         .await;
         match removed {

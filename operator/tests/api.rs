@@ -286,6 +286,11 @@ fn invalid_cases() -> Vec<(&'static str, Value, &'static str)> {
             with("TrainingJob", json!({"image": "trainer:1", "command": ["python", "train.py"]})),
             "exactly one of image (with command) or trainer",
         ),
+        (
+            "TrainingJob",
+            with("TrainingJob", json!({"trainer": null, "command": ["/usr/bin/python3", "t.py"]})),
+            "on target.hosts, command alone runs on the host",
+        ),
         ("TrainingJob", with("TrainingJob", json!({"workers": 0})), "spec.workers"),
         (
             "TrainingJob",

@@ -34,7 +34,8 @@ use super::common::{Conditions, HostSelector, conditions_schema, one, string_map
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 52").message("metadata.name: at most 52 characters (each worker's host name is <name>-<index>, a DNS label of at most 63)")
 )]
-#[x_kube(validation = Rule::new("has(self.image) != has(self.trainer)").message("give exactly one of image (with command) or trainer"))]
+#[x_kube(validation = Rule::new("!(has(self.image) && has(self.trainer))").message("give exactly one of image (with command) or trainer"))]
+#[x_kube(validation = Rule::new("has(self.image) || has(self.trainer) || (has(self.target) && has(self.target.hosts) && has(self.command) && size(self.command) > 0)").message("give exactly one of image (with command) or trainer; on target.hosts, command alone runs on the host"))]
 #[x_kube(validation = Rule::new("!has(self.image) || (has(self.command) && size(self.command) > 0)").message("image needs a command"))]
 #[x_kube(validation = Rule::new("!has(self.trainer) || self.workers == 1").message("the built-in trainer runs one worker (candle has no collective across workers): set workers to 1, or bring an image with a distributed trainer"))]
 #[serde(rename_all = "camelCase")]
@@ -50,11 +51,13 @@ pub struct TrainingJobSpec {
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 16))]
     pub gpus_per_worker: i32,
-    /// Container image of an own trainer. Exclusive with trainer.
+    /// Container image of an own trainer. Exclusive with trainer. Not on target.hosts, where
+    /// command runs directly on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512), regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$"))]
     pub image: Option<String>,
-    /// Command of the own trainer.
+    /// Command of the own trainer: in the image, or on target.hosts an absolute program path
+    /// on the host and its arguments (no shell).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub command: Vec<String>,

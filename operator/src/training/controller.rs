@@ -51,6 +51,12 @@ pub async fn reconcile(obj: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
 }
 
 async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
+    if job.spec.target.hosts.is_some() {
+        // Stalled rather than pods: the gang on hosts runs from `nova apply` for now.
+        let msg = "spec.target.hosts: the operator does not run TrainingJobs on Hosts yet; \
+                   run `nova apply -f <file> --supervise` with the Host objects, or target Kubernetes";
+        return Err(crate::context::Blocked::new("HostsNotSupported", msg.to_owned()).into());
+    }
     let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let old = ctx.status.current(job);

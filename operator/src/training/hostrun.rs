@@ -95,7 +95,13 @@ pub async fn stop(sites: &[Site], id: &str, keep: Option<i32>) -> Result<(), Err
 /// Creates the workers `plan.create` of the new attempt: placed on Hosts that answered, each
 /// with the newest checkpoint, its environment and unit; started. The placement goes into
 /// `plan.status.workers`.
-pub async fn create(sites: &[Site], job: &TrainingJob, id: &str, plan: &mut Plan, binary: &Path) -> Result<(), Error> {
+pub async fn create(
+    sites: &[Site],
+    job: &TrainingJob,
+    id: &str,
+    plan: &mut Plan,
+    binary: &Path,
+) -> Result<(), Error> {
     let st = &mut plan.status;
     let attempt = st.attempt.unwrap_or(1);
     let up: Vec<String> = sites.iter().filter(|s| s.conn.is_some()).map(|s| s.name.clone()).collect();
@@ -118,7 +124,13 @@ pub async fn create(sites: &[Site], job: &TrainingJob, id: &str, plan: &mut Plan
         if job.spec.trainer.is_some() {
             crate::backup::timer::ensure_binary(c, binary).await?;
         }
-        let w = pods::Worker { attempt, index, restarts: st.restarts.unwrap_or(0), resume_from, trainer_image: "" };
+        let w = pods::Worker {
+            attempt,
+            index,
+            restarts: st.restarts.unwrap_or(0),
+            resume_from,
+            trainer_image: "",
+        };
         let env = units::env_file(&units::env(job, id, &w, &master)).map_err(Error::Invalid)?;
         let unit = units::service(job, id, attempt, index).map_err(Error::Invalid)?;
         let dir = units::job_dir(id);
@@ -156,9 +168,12 @@ async fn carry(sites: &[Site], ck: &crate::api::training::CheckpointRef, host: &
         return Ok(true);
     }
     for from in ck.hosts.iter().filter(|h| *h != host) {
-        let Some(src) = sites.iter().find(|s| s.name == *from).and_then(|s| s.conn.as_ref()) else { continue };
+        let Some(src) = sites.iter().find(|s| s.name == *from).and_then(|s| s.conn.as_ref()) else {
+            continue;
+        };
         // Through a file here: a checkpoint can be larger than memory should hold.
-        let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::Invalid(format!("a temporary file: {e}")))?;
+        let tmp =
+            tempfile::NamedTempFile::new().map_err(|e| Error::Invalid(format!("a temporary file: {e}")))?;
         let mut f = tokio::fs::File::create(tmp.path()).await.map_err(|e| Error::Invalid(e.to_string()))?;
         let long = Duration::from_secs(1800);
         src.run_with_output(&format!("cat {path}"), &mut f, long).await.map_err(on(from))?;
@@ -183,7 +198,8 @@ pub async fn spread(sites: &[Site], st: &mut TrainingJobStatus) -> Result<(), Er
     if ck.hosts.is_empty() {
         return Ok(());
     }
-    let lacking: Vec<&Site> = sites.iter().filter(|s| s.conn.is_some() && !ck.hosts.contains(&s.name)).collect();
+    let lacking: Vec<&Site> =
+        sites.iter().filter(|s| s.conn.is_some() && !ck.hosts.contains(&s.name)).collect();
     for s in lacking {
         if carry(sites, ck, &s.name).await? {
             ck.hosts.push(s.name.clone());

@@ -91,7 +91,8 @@ pub fn fold(records: impl Iterator<Item = Record>, st: &mut TrainingJobStatus) -
         }
         if let (Kind::Checkpoint, Some(path)) = (r.kind, r.checkpoint) {
             let time = Timestamp::from_millisecond((r.time * 1000.0) as i64).unwrap_or_default();
-            st.last_checkpoint = Some(CheckpointRef { step: r.step as i64, path, time: Time(time), hosts: Vec::new() });
+            st.last_checkpoint =
+                Some(CheckpointRef { step: r.step as i64, path, time: Time(time), hosts: Vec::new() });
         }
     }
     st.step > before

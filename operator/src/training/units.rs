@@ -191,7 +191,8 @@ pub fn classify(active: &str, exit: Option<&str>) -> Worker {
         };
     };
     let mut parts = line.split_whitespace();
-    let (result, how, status) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (result, how, status) =
+        (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match how {
         "exited" if status == "0" => Worker::Succeeded,
         "exited" => {

@@ -39,7 +39,13 @@ fn workers_stay_where_their_host_is_up_and_the_others_spread() {
 fn the_environment_points_at_rank_zeros_host_and_the_hosts_own_files() {
     let j = job(json!({"command": ["/usr/bin/python3", "t.py"], "workers": 2, "gpusPerWorker": 0,
                        "env": {"NOVA_PROGRESS_FILE": "/elsewhere", "EXTRA": "x"}}));
-    let w = pods::Worker { attempt: 2, index: 1, restarts: 1, resume_from: Some("/c/step-5.safetensors"), trainer_image: "" };
+    let w = pods::Worker {
+        attempt: 2,
+        index: 1,
+        restarts: 1,
+        resume_from: Some("/c/step-5.safetensors"),
+        trainer_image: "",
+    };
     let e = env(&j, "ml--llm", &w, "10.0.0.7");
     assert_eq!(e["MASTER_ADDR"], "10.0.0.7");
     assert_eq!(e["PET_RDZV_ENDPOINT"], "10.0.0.7:29400");
@@ -58,9 +64,15 @@ fn the_unit_runs_the_command_quoted_and_never_restarts_alone() {
     let j = job(json!({"command": ["/usr/bin/python3", "-c", "print('$HOME 100%')"]}));
     let u = service(&j, "ml--llm", 1, 0).unwrap();
     assert!(u.contains("ExecStart=\"/usr/bin/python3\" \"-c\" \"print('$$HOME 100%%')\"\n"), "{u}");
-    assert!(u.contains("Restart=no\n") && u.contains("EnvironmentFile=/var/lib/nova/training/ml--llm/a1-w0.env\n"));
-    let b = job(json!({"trainer": {"model": "mlp", "dataset": "synthetic-classification"}, "gpusPerWorker": 0}));
-    assert!(service(&b, "ml--llm", 1, 0).unwrap().contains("ExecStart=\"/usr/local/lib/nova/nova\" \"train\""));
+    assert!(
+        u.contains("Restart=no\n")
+            && u.contains("EnvironmentFile=/var/lib/nova/training/ml--llm/a1-w0.env\n")
+    );
+    let b =
+        job(json!({"trainer": {"model": "mlp", "dataset": "synthetic-classification"}, "gpusPerWorker": 0}));
+    assert!(
+        service(&b, "ml--llm", 1, 0).unwrap().contains("ExecStart=\"/usr/local/lib/nova/nova\" \"train\"")
+    );
 }
 
 #[test]

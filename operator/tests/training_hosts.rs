@@ -1,0 +1,182 @@
+//! A TrainingJob on two test hosts with `nova apply` and no cluster: two workers as systemd
+//! units speaking the environment contract (a small trainer in the hosts' Python: it resumes
+//! from `NOVA_RESUME_FROM`, rank 0 writes checkpoints and progress lines). One worker killed →
+//! both restart together from the checkpoint's step; a hung worker (SIGSTOP) → the progress
+//! deadline restarts the gang; rank 0's host pulled out → both workers on the other host,
+//! resuming from the checkpoint Nova had copied there; the restarts used up → Failed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use test_cluster::testhost::TestHost;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// The trainer: 20 steps a second; a checkpoint (a JSON file) every 20 steps; each start
+/// recorded in /root/started-<restart>-<rank> with the step it resumed from.
+const TRAINER: &str = r#"import json, os, time
+rank = int(os.environ["RANK"]); ck = os.environ["NOVA_CHECKPOINT_DIR"]
+resume = os.environ.get("NOVA_RESUME_FROM", ""); progress = os.environ["NOVA_PROGRESS_FILE"]
+step = json.load(open(resume))["step"] if resume else 0
+start = {"resume": resume, "step": step, "master": os.environ["MASTER_ADDR"], "world": os.environ["WORLD_SIZE"]}
+open("/root/started-%s-%d" % (os.environ["NOVA_RESTART_COUNT"], rank), "w").write(json.dumps(start))
+os.makedirs(ck, exist_ok=True)
+def line(kind, **kw):
+    if rank == 0:
+        with open(progress, "a") as f:
+            f.write(json.dumps(dict(kind=kind, time=time.time(), step=step, epoch=0, **kw)) + "\n")
+while step < 100000:
+    time.sleep(0.05); step += 1
+    if step % 5 == 0: line("step", loss=1.0 / step)
+    if step % 20 == 0 and rank == 0:
+        p = "%s/step-%010d.json" % (ck, step)
+        json.dump({"step": step}, open(p + ".tmp", "w")); os.rename(p + ".tmp", p)
+        line("checkpoint", checkpoint=p)
+"#;
+
+fn host_doc(th: &TestHost) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": th.name},
+           "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
+                    "sshKeySecretRef": {"name": "unused-without-a-cluster", "key": "k"}}})
+}
+
+fn job_doc(a: &str, b: &str) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "gang", "namespace": "default"},
+           "spec": {"target": {"hosts": {"names": [a, b]}}, "workers": 2, "gpusPerWorker": 0,
+                    "command": ["/usr/bin/python3", "/opt/trainer.py"],
+                    "runPolicy": {"backoffLimit": 3, "progressDeadlineSeconds": 10}}})
+}
+
+async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+        .args(args)
+        .env("NOVA_STATE", dir.join("state.db"))
+        .output()
+        .await?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
+/// The status `nova apply` stored for the job.
+async fn status(dir: &Path) -> Result<Value> {
+    let (ok, out) = nova(&["status", "gang"], dir).await?;
+    anyhow::ensure!(ok, "{out}");
+    let yaml = out.split_once('\n').context("a header line")?.1;
+    Ok(serde_yaml::from_str(yaml)?)
+}
+
+/// Applies the file round after round until the stored status satisfies `done`.
+async fn until(dir: &Path, args: &[&str], what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, out) = nova(args, dir).await?;
+        let st = status(dir).await.with_context(|| format!("after: {out}"))?;
+        if done(&st) {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {WAIT:?}; status {st:#}\nlast apply: {out}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn running(st: &Value, attempt: i64, min_step: i64) -> bool {
+    st["phase"] == "Running" && st["attempt"] == attempt && st["step"].as_i64().unwrap_or(0) >= min_step
+}
+
+/// What worker `rank` recorded when it started for restart `restart`.
+fn started(th: &TestHost, restart: i64, rank: u32) -> Result<Value> {
+    let text = std::fs::read_to_string(th.root().join(format!("root/started-{restart}-{rank}")))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn units(th: &TestHost) -> String {
+    th.ssh("ls /etc/systemd/system | grep nova-train || true").unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_gang_restarts_together_from_its_checkpoint_and_moves_off_a_dead_host() -> Result<()> {
+    let a = tokio::task::spawn_blocking(|| TestHost::start("tja")).await??;
+    let b = tokio::task::spawn_blocking(|| TestHost::start("tjb")).await??;
+    let mut a = Some(a);
+    let ha = a.as_ref().context("host a")?;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &ha.client_key)?;
+    for th in [ha, &b] {
+        std::fs::create_dir_all(th.root().join("opt"))?;
+        std::fs::write(th.root().join("opt/trainer.py"), TRAINER)?;
+        // One key for both hosts: Nova logs in to each with the same identity.
+        th.ssh(&format!("echo {:?} >> /root/.ssh/authorized_keys", ha.client_public_key.trim()))?;
+    }
+    let key = key_path.to_str().context("path")?;
+    let file = dir.path().join("job.yaml");
+    let docs = [host_doc(ha), host_doc(&b), job_doc(&ha.name, &b.name)];
+    let text: Vec<String> = docs.iter().map(serde_yaml::to_string).collect::<Result<_, _>>()?;
+    std::fs::write(&file, text.join("---\n"))?;
+    let file = file.to_str().context("path")?;
+    let apply = ["apply", "-f", file, "-i", key];
+    let id = "nova-train-default--gang";
+
+    // Attempt 1: worker 0 on a, worker 1 on b, with rank 0's address; checkpoints spread to b.
+    let st = until(dir.path(), &apply, "attempt 1 running past step 60", |s| running(s, 1, 60)).await?;
+    assert_eq!(st["workers"], json!([{"index": 0, "host": ha.name}, {"index": 1, "host": b.name}]));
+    let ck = st["lastCheckpoint"].clone();
+    assert_eq!(ck["hosts"], json!([ha.name, b.name]), "{st:#}");
+    let ck_path = ck["path"].as_str().context("a checkpoint path")?.to_owned();
+    assert!(b.ssh(&format!("cat {ck_path}"))?.contains("\"step\""), "the checkpoint was not copied to b");
+    let w1 = started(&b, 0, 1)?;
+    assert_eq!(
+        (w1["master"].as_str(), w1["world"].as_str()),
+        (Some(ha.ssh_addr.ip().to_string().as_str()), Some("2"))
+    );
+
+    // One worker killed: both restart, from the checkpoint's step, not from 0.
+    b.ssh(&format!("systemctl kill -s KILL {id}-a1-w1.service"))?;
+    let st = until(dir.path(), &apply, "the gang restarted as attempt 2", |s| running(s, 2, 1)).await?;
+    assert_eq!(st["restarts"], 1);
+    let (r0, r1) = (started(ha, 1, 0)?, started(&b, 1, 1)?);
+    assert!(r0["step"].as_i64() >= Some(60) && r0["step"] == r1["step"], "{r0} {r1}");
+    assert!(!units(ha).contains("-a1-") && !units(&b).contains("-a1-"), "attempt 1 left units");
+
+    // A hung worker: no progress for progressDeadlineSeconds → the gang restarts.
+    ha.ssh(&format!("systemctl kill -s STOP {id}-a2-w0.service"))?;
+    let st = until(dir.path(), &apply, "the hung gang restarted as attempt 3", |s| running(s, 3, 1)).await?;
+    assert_eq!(st["restarts"], 2);
+    let ready = st["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+    assert!(started(ha, 2, 0)?["step"].as_i64() >= r0["step"].as_i64(), "{ready:?}");
+
+    // Rank 0's host pulled out: both workers go to b and resume from the copy there.
+    let step_before = until(dir.path(), &apply, "a checkpoint of attempt 3", |s| {
+        running(s, 3, 1)
+            && s["lastCheckpoint"]["hosts"] == json!([ha.name, b.name])
+            && s["lastCheckpoint"]["step"].as_i64() > r0["step"].as_i64()
+    })
+    .await?["lastCheckpoint"]["step"]
+        .as_i64();
+    let a_name = ha.name.clone();
+    if let Some(mut h) = a.take() {
+        tokio::task::spawn_blocking(move || h.kill()).await?;
+    }
+    let st = until(dir.path(), &apply, "attempt 4 on b alone", |s| running(s, 4, 1)).await?;
+    assert_eq!(st["workers"], json!([{"index": 0, "host": b.name}, {"index": 1, "host": b.name}]));
+    let moved = started(&b, 3, 0)?;
+    assert!(moved["step"].as_i64() >= step_before, "rank 0 did not resume on b: {moved}");
+    assert_eq!(moved["master"].as_str(), Some(b.ssh_addr.ip().to_string().as_str()));
+
+    // backoffLimit 3 used up: the next failure fails the job, and its workers are stopped.
+    b.ssh(&format!("systemctl kill -s KILL {id}-a4-w1.service"))?;
+    let st = until(dir.path(), &apply, "Failed", |s| s["phase"] == "Failed").await?;
+    let msg = st["conditions"].to_string();
+    assert!(msg.contains("backoffLimit (3) restarts used up"), "{msg}");
+    assert!(!units(&b).contains(id), "{}", units(&b));
+
+    // Deleting needs every selected host: a is gone, so the job is kept and the reason said.
+    let (ok, out) = nova(&["delete", "-f", file, "-i", key], dir.path()).await?;
+    assert!(!ok && out.contains(&a_name) && out.contains("run it again"), "{out}");
+    Ok(())
+}
