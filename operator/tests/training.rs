@@ -206,6 +206,28 @@ async fn a_permanent_exit_fails_the_job_and_a_deadline_ends_it() -> Result<()> {
     Ok(())
 }
 
+/// A job for Hosts is not the operator's yet: Stalled, naming the field and the way out, and
+/// no pod is made for it.
+#[tokio::test]
+async fn a_job_for_hosts_is_stalled_and_gets_no_pods() -> Result<()> {
+    let e = env("train-hosts").await?;
+    let spec = json!({"command": ["/usr/bin/python3", "/opt/t.py"], "gpusPerWorker": 0,
+                      "target": {"hosts": {"names": ["gpu-1"]}}});
+    e.create("onhosts", spec).await?;
+    let what = "Stalled HostsNotSupported";
+    eventually(what, WAIT, || async {
+        let j = e.jobs.get("onhosts").await?;
+        Ok::<_, kube::Error>(cond(&j, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "HostsNotSupported"))
+    })
+    .await?;
+    let j = e.jobs.get("onhosts").await?;
+    let msg = cond(&j, "Stalled").map(|c| c.2).unwrap_or_default();
+    assert!(msg.contains("spec.target.hosts") && msg.contains("nova apply"), "{msg}");
+    let pods = e.pods.list(&ListParams::default().labels("nova.infra.dev/trainingjob=onhosts")).await?;
+    assert!(pods.items.is_empty(), "pods were made for a job on hosts");
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_unplaceable_gang_is_removed_and_placed_again() -> Result<()> {
     let e = env("train-place").await?;
