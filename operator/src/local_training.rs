@@ -155,11 +155,7 @@ pub async fn apply(
         let result = match sites(j, hosts, identity, state, say).await {
             Ok(s) => {
                 let r = settle(j, &s, state, say).await;
-                for site in s {
-                    if let Some(c) = site.conn {
-                        c.close().await;
-                    }
-                }
+                hostrun::close(s).await;
                 r
             }
             Err(msg) => Err(msg),
@@ -209,11 +205,7 @@ pub async fn delete(
             let s = sites(j, hosts, identity, state, say).await?;
             let down: Vec<String> = s.iter().filter(|s| s.conn.is_none()).map(|s| s.name.clone()).collect();
             let r = hostrun::stop(&s, &id, None).await.map_err(|e| e.to_string());
-            for site in s {
-                if let Some(c) = site.conn {
-                    c.close().await;
-                }
-            }
+            hostrun::close(s).await;
             r?;
             if down.is_empty() {
                 Ok(())

@@ -68,15 +68,7 @@ fn write_as(dir: &Path, name: &str, docs: &[Value]) -> Result<String> {
 }
 
 async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
-        .args(args)
-        .env("NOVA_STATE", dir.join("state.db"))
-        .output()
-        .await?;
-    Ok((
-        out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
-    ))
+    common::nova_local(args, dir).await
 }
 
 /// What the host's Prometheus says of its rules (asked on the host, not through Nova).

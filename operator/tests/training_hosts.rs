@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use test_cluster::testhost::TestHost;
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(120);
 
 /// The trainer: 20 steps a second; a checkpoint (a JSON file) every 20 steps; each start
@@ -51,13 +53,7 @@ fn job_doc(a: &str, b: &str) -> Value {
 }
 
 async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
-        .args(args)
-        .env("NOVA_STATE", dir.join("state.db"))
-        .output()
-        .await?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.success(), text))
+    common::nova_local(args, dir).await
 }
 
 /// The status `nova apply` stored for the job.

@@ -25,6 +25,13 @@ pub struct Site {
     pub conn: Option<Connection>,
 }
 
+/// Ends the sessions of a round.
+pub async fn close(sites: Vec<Site>) {
+    for c in sites.into_iter().filter_map(|s| s.conn) {
+        c.close().await;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]

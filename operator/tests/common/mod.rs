@@ -252,3 +252,15 @@ pub fn dry_run(cp: &test_cluster::ControlPlane, input: &[u8]) -> Result<std::pro
     child.stdin.take().ok_or_else(|| anyhow::anyhow!("kubectl stdin"))?.write_all(input)?;
     Ok(child.wait_with_output()?)
 }
+
+/// Runs the `nova` binary with the state database in `dir` (the CLI without a cluster);
+/// returns whether it succeeded and what it printed.
+pub async fn nova_local(args: &[&str], dir: &std::path::Path) -> Result<(bool, String)> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nova"))
+        .args(args)
+        .env("NOVA_STATE", dir.join("state.db"))
+        .output()
+        .await?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
