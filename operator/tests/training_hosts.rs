@@ -29,7 +29,7 @@ def line(kind, **kw):
     if rank == 0:
         with open(progress, "a") as f:
             f.write(json.dumps(dict(kind=kind, time=time.time(), step=step, epoch=0, **kw)) + "\n")
-while step < 100000:
+while step < int(os.environ.get("STEPS", "100000")):
     time.sleep(0.05); step += 1
     if step % 5 == 0: line("step", loss=1.0 / step)
     if step % 20 == 0 and rank == 0:
@@ -174,5 +174,19 @@ async fn the_gang_restarts_together_from_its_checkpoint_and_moves_off_a_dead_hos
     // Deleting needs every selected host: a is gone, so the job is kept and the reason said.
     let (ok, out) = nova(&["delete", "-f", file, "-i", key], dir.path()).await?;
     assert!(!ok && out.contains(&a_name) && out.contains("run it again"), "{out}");
+
+    // --supervise: rounds until the job finished; a short one on b succeeds.
+    let mut short = job_doc(&b.name, &b.name);
+    short["metadata"]["name"] = json!("short");
+    short["spec"]["env"] = json!({"STEPS": "30"});
+    let short_file = dir.path().join("short.yaml");
+    std::fs::write(
+        &short_file,
+        [host_doc(&b), short].map(|d| serde_yaml::to_string(&d).unwrap()).join("---\n"),
+    )?;
+    let args =
+        ["apply", "-f", short_file.to_str().context("path")?, "-i", key, "--supervise", "--every", "1"];
+    let (ok, out) = tokio::time::timeout(WAIT, nova(&args, dir.path())).await??;
+    assert!(ok && out.contains("trainingjob/short: Succeeded"), "{out}");
     Ok(())
 }
