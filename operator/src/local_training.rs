@@ -16,7 +16,7 @@ use crate::host::cli;
 use crate::local::{Error, Progress};
 use crate::state::State;
 use crate::training::hostrun::{self, Site};
-use crate::training::plan::{self, Plan, Policy};
+use crate::training::plan::{self, Plan};
 use crate::training::units;
 
 /// Checks a TrainingJob read by `nova apply`: host target, and what a host can run.
@@ -61,35 +61,14 @@ async fn sites(
     Ok(out)
 }
 
-/// One round on the Hosts: what they show, the plan, what it asks done.
-async fn round(j: &TrainingJob, sites: &[Site], old: &TrainingJobStatus) -> Result<Plan, String> {
-    let id = units::id(j)?;
-    let e = |e: hostrun::Error| e.to_string();
-    let mut seen = hostrun::observe(sites, &id, old.attempt).await.map_err(e)?;
-    let mut status = old.clone();
-    if old.phase == Some(TrainingPhase::Running) && seen.workers.contains_key(&0) {
-        seen.progressed = hostrun::progress(sites, &id, &mut status).await.map_err(e)?;
-    }
-    let mut p = plan::decide(&Policy::of(&j.spec), &status, &seen, Timestamp::now());
-    if p.stop_all || p.stop_leftovers {
-        let keep = (!p.stop_all).then_some(p.status.attempt).flatten();
-        hostrun::stop(sites, &id, keep).await.map_err(e)?;
-    }
-    if !p.create.is_empty() {
-        let bin = std::env::current_exe().map_err(|e| format!("Nova's own binary: {e}"))?;
-        hostrun::create(sites, j, &id, &mut p, &bin).await.map_err(e)?;
-    }
-    hostrun::spread(sites, &mut p.status).await.map_err(e)?;
-    Ok(p)
-}
-
 /// Rounds until the gang needs nothing more at once (a restart stops the old gang in one
 /// round and starts the new one in the next). Returns the last plan.
 async fn settle(j: &TrainingJob, sites: &[Site], state: &State, say: Progress<'_>) -> Result<Plan, String> {
     let (ns, name) = key(j);
     let mut old = load(state, &ns, &name).await;
     for _ in 0..3 {
-        let mut p = round(j, sites, &old).await?;
+        let bin = std::env::current_exe().map_err(|e| format!("Nova's own binary: {e}"))?;
+        let mut p = hostrun::round(sites, j, &old, &bin).await.map_err(|e| e.to_string())?;
         if let Some((warning, reason, note)) = &p.event {
             say(&format!("trainingjob/{name}: {}{reason}: {note}", if *warning { "warning: " } else { "" }));
         }

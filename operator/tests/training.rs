@@ -206,23 +206,22 @@ async fn a_permanent_exit_fails_the_job_and_a_deadline_ends_it() -> Result<()> {
     Ok(())
 }
 
-/// A job for Hosts is not the operator's yet: Stalled, naming the field and the way out, and
-/// no pod is made for it.
+/// A job for Hosts gets no pods; selecting no Host, it is Stalled naming the field.
 #[tokio::test]
-async fn a_job_for_hosts_is_stalled_and_gets_no_pods() -> Result<()> {
+async fn a_job_for_hosts_gets_no_pods_and_without_hosts_is_stalled() -> Result<()> {
     let e = env("train-hosts").await?;
     let spec = json!({"command": ["/usr/bin/python3", "/opt/t.py"], "gpusPerWorker": 0,
                       "target": {"hosts": {"names": ["gpu-1"]}}});
     e.create("onhosts", spec).await?;
-    let what = "Stalled HostsNotSupported";
+    let what = "Stalled NoHosts";
     eventually(what, WAIT, || async {
         let j = e.jobs.get("onhosts").await?;
-        Ok::<_, kube::Error>(cond(&j, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "HostsNotSupported"))
+        Ok::<_, kube::Error>(cond(&j, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "NoHosts"))
     })
     .await?;
     let j = e.jobs.get("onhosts").await?;
     let msg = cond(&j, "Stalled").map(|c| c.2).unwrap_or_default();
-    assert!(msg.contains("spec.target.hosts") && msg.contains("nova apply"), "{msg}");
+    assert!(msg.contains("spec.target.hosts selects no Host"), "{msg}");
     let pods = e.pods.list(&ListParams::default().labels("nova.infra.dev/trainingjob=onhosts")).await?;
     assert!(pods.items.is_empty(), "pods were made for a job on hosts");
     Ok(())

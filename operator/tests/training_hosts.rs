@@ -190,3 +190,55 @@ async fn the_gang_restarts_together_from_its_checkpoint_and_moves_off_a_dead_hos
     assert!(ok && out.contains("trainingjob/short: Succeeded"), "{out}");
     Ok(())
 }
+
+/// The operator runs a job on a Host: its gang as units, status as `nova apply` keeps it; a
+/// killed worker restarts the gang from the checkpoint; deleting the job takes the units off
+/// the host (the finalizer).
+#[tokio::test]
+async fn the_operator_runs_the_gang_on_a_host_and_its_finalizer_removes_the_units() -> Result<()> {
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams};
+    use nova::api::TrainingJob;
+
+    let cp = test_cluster::shared(test_cluster::Mode::Simulated).await?;
+    let client = cp.client().await?;
+    common::install_crds(&client).await?;
+    let ns = cp.namespace(&client, "train-hosts").await?;
+    let op = common::Operator::start(client.clone(), &ns).await?;
+    let (th, host) = common::app_host(&client, &ns, "tjop").await?;
+    std::fs::write(th.root().join("opt/trainer.py"), TRAINER)?;
+    let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), &ns);
+    let mut doc = job_doc(&host, &host);
+    doc["metadata"] = json!({"name": "gang"});
+    jobs.create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
+    let status = |want: i32| {
+        let jobs = jobs.clone();
+        async move {
+            test_cluster::eventually(&format!("attempt {want} running"), WAIT, || async {
+                let st = jobs.get("gang").await?.status.unwrap_or_default();
+                anyhow::Ok(
+                    st.attempt == Some(want)
+                        && st.step.unwrap_or(0) > 40
+                        && st.phase.map(|p| format!("{p:?}")) == Some("Running".into()),
+                )
+            })
+            .await?;
+            anyhow::Ok(jobs.get("gang").await?.status.unwrap_or_default())
+        }
+    };
+    let st = status(1).await?;
+    assert_eq!(st.workers.iter().filter(|w| w.host.as_deref() == Some(host.as_str())).count(), 2);
+    let unit = format!("nova-train-{ns}--gang-a1-w1.service");
+    th.ssh(&format!("systemctl kill -s KILL {unit}"))?;
+    let st = status(2).await?;
+    assert_eq!(st.restarts, Some(1));
+    assert!(started(&th, 1, 0)?["step"].as_i64() >= Some(20), "not resumed from a checkpoint");
+
+    jobs.delete("gang", &DeleteParams::default()).await?;
+    test_cluster::eventually("the job gone", WAIT, || async {
+        anyhow::Ok(jobs.get_opt("gang").await?.is_none())
+    })
+    .await?;
+    assert!(!units(&th).contains("nova-train-"), "the finalizer left {}", units(&th));
+    op.stop().await
+}

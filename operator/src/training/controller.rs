@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::Event;
 use kube::{Api, Resource, ResourceExt};
 
 use super::plan::{self, Plan, Policy};
@@ -19,6 +20,7 @@ use crate::api::TrainingJob;
 use crate::api::training::{TrainingJobStatus, TrainingPhase};
 use crate::context::{Error, Own};
 use crate::kit::error::Call;
+use crate::kit::kinds::Reconciled;
 use crate::kit::{self, FIELD_MANAGER};
 
 /// What the operator is told about training.
@@ -47,16 +49,26 @@ const WATCH: Duration = Duration::from_secs(30);
 
 pub async fn reconcile(obj: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
-    kit::run(obj, &ctx.kit, &ctx.status, &[], |job| async move { apply(&job, &c).await }).await
+    kit::run(obj, &ctx.kit, &ctx.status, &[], |job| async move {
+        // Only a job on Hosts (or one that was) needs the finalizer: pods go with their owner.
+        if job.spec.target.hosts.is_none() && !job.finalizers().iter().any(|f| f == kit::finalizer::FINALIZER)
+        {
+            return apply(&job, &c).await;
+        }
+        let api = job.api_for(c.client.clone());
+        kit::finalized(&api, job, |event| async {
+            match event {
+                Event::Apply(j) if j.spec.target.hosts.is_some() => super::hostctl::apply(&j, &c).await,
+                Event::Apply(j) => apply(&j, &c).await,
+                Event::Cleanup(j) => super::hostctl::cleanup(&j, &c).await,
+            }
+        })
+        .await
+    })
+    .await
 }
 
 async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
-    if job.spec.target.hosts.is_some() {
-        // Stalled rather than pods: the gang on hosts runs from `nova apply` for now.
-        let msg = "spec.target.hosts: the operator does not run TrainingJobs on Hosts yet; \
-                   run `nova apply -f <file> --supervise` with the Host objects, or target Kubernetes";
-        return Err(crate::context::Blocked::new("HostsNotSupported", msg.to_owned()).into());
-    }
     let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let old = ctx.status.current(job);

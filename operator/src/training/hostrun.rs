@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use nova_train::progress::Record;
 
-use super::plan::{Observed, Plan};
+use k8s_openapi::jiff::Timestamp;
+
+use super::plan::{Observed, Plan, Policy};
 use super::{pods, units};
 use crate::api::TrainingJob;
-use crate::api::training::{TrainingJobStatus, WorkerStatus};
+use crate::api::training::{TrainingJobStatus, TrainingPhase, WorkerStatus};
 use crate::ssh::{self, Connection, quote};
 
 const T: Duration = Duration::from_secs(60);
@@ -213,4 +215,30 @@ pub async fn spread(sites: &[Site], st: &mut TrainingJobStatus) -> Result<(), Er
         }
     }
     Ok(())
+}
+
+/// One round on the Hosts: what they show, the plan (pure, the pods' too), what it asks done.
+/// `binary` is Nova's own, for the built-in trainer.
+pub async fn round(
+    sites: &[Site],
+    job: &TrainingJob,
+    old: &TrainingJobStatus,
+    binary: &Path,
+) -> Result<Plan, Error> {
+    let id = units::id(job).map_err(Error::Invalid)?;
+    let mut seen = observe(sites, &id, old.attempt).await?;
+    let mut status = old.clone();
+    if old.phase == Some(TrainingPhase::Running) && seen.workers.contains_key(&0) {
+        seen.progressed = progress(sites, &id, &mut status).await?;
+    }
+    let mut p = super::plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
+    if p.stop_all || p.stop_leftovers {
+        let keep = (!p.stop_all).then_some(p.status.attempt).flatten();
+        stop(sites, &id, keep).await?;
+    }
+    if !p.create.is_empty() {
+        create(sites, job, &id, &mut p, binary).await?;
+    }
+    spread(sites, &mut p.status).await?;
+    Ok(p)
 }

@@ -3,6 +3,7 @@
 pub mod builtin;
 pub mod cli;
 pub mod controller;
+pub mod hostctl;
 pub mod hostrun;
 pub mod metrics;
 pub mod observe;
