@@ -242,3 +242,63 @@ async fn the_operator_runs_the_gang_on_a_host_and_its_finalizer_removes_the_unit
     assert!(!units(&th).contains("nova-train-"), "the finalizer left {}", units(&th));
     op.stop().await
 }
+
+/// The thermal guard on a host, through `nova apply` rounds. The host has no GPU: the reading
+/// is injected at the narrowest seam, an `nvidia-smi` on the host that prints what the test
+/// wrote (the query Nova asks, in nvidia-smi's CSV). Too hot → every worker's processes are
+/// stopped (state T) and the job is Paused; every GPU cool again → they run on.
+#[tokio::test]
+async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("tjg")).await??;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &th.client_key)?;
+    let key = key_path.to_str().context("path")?;
+    std::fs::create_dir_all(th.root().join("opt"))?;
+    std::fs::write(th.root().join("opt/trainer.py"), TRAINER)?;
+    let smi = th.root().join("usr/local/bin/nvidia-smi");
+    std::fs::write(&smi, "#!/bin/sh\ncat /root/gpus.csv\n")?;
+    th.ssh("chmod 755 /usr/local/bin/nvidia-smi")?;
+    let gpus = |a: i32, b: i32| {
+        std::fs::write(th.root().join("root/gpus.csv"), format!("0, {a}, 90, 1000\n1, {b}, 80, 2000\n"))
+    };
+    gpus(50, 60)?;
+    let mut job = job_doc(&th.name, &th.name);
+    job["metadata"]["name"] = json!("gang");
+    job["spec"]["gpusPerWorker"] = json!(1);
+    job["spec"]["thermal"] = json!({"pauseAboveCelsius": 85, "resumeBelowCelsius": 70});
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, [host_doc(&th), job].map(|d| serde_yaml::to_string(&d).unwrap()).join("---\n"))?;
+    let apply = ["apply", "-f", file.to_str().context("path")?, "-i", key];
+
+    let st = until(dir.path(), &apply, "running with readings", |s| {
+        running(s, 1, 20) && s["workers"][1]["gpuTemperatureCelsius"] == 60
+    })
+    .await?;
+    assert_eq!(st["workers"][0]["gpus"], "0");
+    assert_eq!(
+        (&st["workers"][1]["gpus"], &st["workers"][1]["gpuMemoryUsedMib"]),
+        (&json!("1"), &json!(2000))
+    );
+    let state = |w: u32| -> Result<String> {
+        let unit = format!("nova-train-default--gang-a1-w{w}.service");
+        Ok(th.ssh(&format!("grep State: /proc/$(systemctl show -p MainPID --value {unit})/status"))?)
+    };
+
+    gpus(50, 90)?;
+    let st = until(dir.path(), &apply, "paused", |s| s["phase"] == "Paused").await?;
+    let msg = st["conditions"].to_string();
+    assert!(msg.contains("ThermalPause") && msg.contains("worker 1 GPU 1 is at 90"), "{msg}");
+    assert!(state(0)?.contains("stopped") && state(1)?.contains("stopped"), "{} {}", state(0)?, state(1)?);
+
+    // 75 °C: below the pause threshold but not below the resume one: still paused.
+    gpus(50, 75)?;
+    let (_, out) = nova(&apply, dir.path()).await?;
+    assert_eq!(status(dir.path()).await?["phase"], "Paused", "{out}");
+    gpus(50, 65)?;
+    let paused_at = status(dir.path()).await?["step"].as_i64().unwrap_or(0);
+    let st = until(dir.path(), &apply, "resumed and stepping", |s| running(s, 1, paused_at + 10)).await?;
+    assert_eq!(st["attempt"], 1, "a pause is not a restart");
+    assert!(!state(0)?.contains("stopped") && !state(1)?.contains("stopped"));
+    Ok(())
+}

@@ -332,13 +332,16 @@ pub struct WorkerStatus {
     /// The Host the worker runs on (host targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// GPU utilisation in percent.
+    /// The host's GPUs given to the worker, as its `CUDA_VISIBLE_DEVICES` (host targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<String>,
+    /// GPU utilisation in percent (the busiest of the worker's GPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_utilization_percent: Option<i32>,
-    /// GPU memory used in MiB.
+    /// GPU memory used in MiB (all of the worker's GPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_used_mib: Option<i64>,
-    /// GPU temperature in °C.
+    /// GPU temperature in °C (the hottest of the worker's GPUs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_temperature_celsius: Option<i32>,
 }

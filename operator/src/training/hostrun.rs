@@ -140,7 +140,11 @@ pub async fn create(
             resume_from,
             trainer_image: "",
         };
-        let env = units::env_file(&units::env(job, id, &w, &master)).map_err(Error::Invalid)?;
+        let mut vars = units::env(job, id, &w, &master);
+        if let Some(g) = gpus(&placed, index, job) {
+            vars.insert("CUDA_VISIBLE_DEVICES".into(), g);
+        }
+        let env = units::env_file(&vars).map_err(Error::Invalid)?;
         let unit = units::service(job, id, attempt, index).map_err(Error::Invalid)?;
         let dir = units::job_dir(id);
         // A new attempt's progress starts at the checkpoint: older lines would read as newer.
@@ -161,10 +165,21 @@ pub async fn create(
             .map_err(on(host))?;
     }
     st.workers = placed
-        .into_iter()
-        .map(|(i, h)| WorkerStatus { index: i as i32, host: Some(h), ..WorkerStatus::default() })
+        .iter()
+        .map(|(&i, h)| WorkerStatus {
+            index: i as i32,
+            host: Some(h.clone()),
+            gpus: gpus(&placed, i, job),
+            ..WorkerStatus::default()
+        })
         .collect();
     Ok(())
+}
+
+/// Worker `index`'s `CUDA_VISIBLE_DEVICES`; None for a job on CPUs.
+fn gpus(placed: &BTreeMap<u32, String>, index: u32, job: &TrainingJob) -> Option<String> {
+    let ids = units::gpus_of(placed, index, job.spec.gpus_per_worker.max(0) as u32);
+    (!ids.is_empty()).then(|| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
 }
 
 /// Whether `host` has the checkpoint `ck` at its path, copying it there from a Host that
@@ -232,6 +247,7 @@ pub async fn round(
         seen.progressed = progress(sites, &id, &mut status).await?;
     }
     let mut p = super::plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
+    super::hostguard::guard(sites, job, &id, &mut p).await?;
     if p.stop_all || p.stop_leftovers {
         let keep = (!p.stop_all).then_some(p.status.attempt).flatten();
         stop(sites, &id, keep).await?;

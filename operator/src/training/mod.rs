@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod cli;
 pub mod controller;
 pub mod hostctl;
+pub mod hostguard;
 pub mod hostrun;
 pub mod metrics;
 pub mod observe;

@@ -82,6 +82,8 @@ pub mod reason {
     pub const DEADLINE: &str = "DeadlineExceeded";
     pub const SUSPENDED: &str = "Suspended";
     pub const EXPIRED: &str = "Expired";
+    pub const THERMAL_PAUSE: &str = "ThermalPause";
+    pub const THERMAL_RESUME: &str = "ThermalResume";
 }
 
 /// What to do now.

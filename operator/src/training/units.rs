@@ -160,6 +160,42 @@ pub fn env_file(vars: &BTreeMap<String, String>) -> Result<String, String> {
     render::environment_file(&pairs).map_err(|e| format!("spec.env: {e}"))
 }
 
+/// The GPUs of worker `index` on its host (`CUDA_VISIBLE_DEVICES`): the workers placed on one
+/// host share its GPUs in index order, `per_worker` each.
+pub fn gpus_of(placed: &BTreeMap<u32, String>, index: u32, per_worker: u32) -> Vec<u32> {
+    let Some(host) = placed.get(&index) else { return Vec::new() };
+    let slot = placed.iter().filter(|(i, h)| **i < index && *h == host).count() as u32;
+    (slot * per_worker..(slot + 1) * per_worker).collect()
+}
+
+/// The readings asked of a host: `index, temperature, utilization %, memory used MiB` per GPU.
+pub const GPU_QUERY: &str = "command -v nvidia-smi >/dev/null 2>&1 || exit 0; \
+    nvidia-smi --query-gpu=index,temperature.gpu,utilization.gpu,memory.used --format=csv,noheader,nounits";
+
+/// One GPU's line of [`GPU_QUERY`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gpu {
+    pub index: u32,
+    pub celsius: i32,
+    pub utilization: Option<i32>,
+    pub memory_mib: Option<i64>,
+}
+
+/// The lines of [`GPU_QUERY`]; a line that does not parse (`[N/A]`, a driver message) is skipped.
+pub fn parse_gpus(out: &str) -> Vec<Gpu> {
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some(Gpu {
+                index: f.first()?.parse().ok()?,
+                celsius: f.get(1)?.parse().ok()?,
+                utilization: f.get(2).and_then(|v| v.parse().ok()),
+                memory_mib: f.get(3).and_then(|v| v.parse().ok()),
+            })
+        })
+        .collect()
+}
+
 pub fn exit_path(id: &str, attempt: i32, index: u32) -> String {
     format!("{}/a{attempt}-w{index}.exit", job_dir(id))
 }

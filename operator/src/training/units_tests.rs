@@ -116,3 +116,21 @@ fn units_classify_as_systemd_reports_them() {
     assert!(u.contains("> /var/lib/nova/training/ml--llm/a2-w1.exit'\n"), "{u}");
     assert!(survey("ml--llm").contains("/var/lib/nova/training/ml--llm/a\"$b\".exit"));
 }
+
+#[test]
+fn workers_on_one_host_share_its_gpus_in_order_and_readings_parse() {
+    let placed: BTreeMap<u32, String> =
+        [(0, "a"), (1, "b"), (2, "a")].map(|(i, h)| (i, h.to_string())).into();
+    assert_eq!(gpus_of(&placed, 0, 2), [0, 1]);
+    assert_eq!(gpus_of(&placed, 2, 2), [2, 3]);
+    assert_eq!(gpus_of(&placed, 1, 2), [0, 1]);
+    assert_eq!(gpus_of(&placed, 1, 0), Vec::<u32>::new());
+    let g = parse_gpus("0, 64, 97, 70123\n1, 88, [N/A], 512\nNVIDIA-SMI has failed\n");
+    assert_eq!(
+        g,
+        [
+            Gpu { index: 0, celsius: 64, utilization: Some(97), memory_mib: Some(70123) },
+            Gpu { index: 1, celsius: 88, utilization: None, memory_mib: Some(512) },
+        ]
+    );
+}
