@@ -56,20 +56,34 @@ async fn nova(args: &[&str], dir: &Path) -> Result<(bool, String)> {
     common::nova_local(args, dir).await
 }
 
-/// The status `nova apply` stored for the job.
+/// The status `nova apply` stored for the job `gang`.
 async fn status(dir: &Path) -> Result<Value> {
-    let (ok, out) = nova(&["status", "gang"], dir).await?;
+    status_of(dir, "gang").await
+}
+
+async fn status_of(dir: &Path, job: &str) -> Result<Value> {
+    let (ok, out) = nova(&["status", job], dir).await?;
     anyhow::ensure!(ok, "{out}");
     let yaml = out.split_once('\n').context("a header line")?.1;
     Ok(serde_yaml::from_str(yaml)?)
 }
 
-/// Applies the file round after round until the stored status satisfies `done`.
+/// Applies the file round after round until the stored status of `gang` satisfies `done`.
 async fn until(dir: &Path, args: &[&str], what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    until_named(dir, args, "gang", what, done).await
+}
+
+async fn until_named(
+    dir: &Path,
+    args: &[&str],
+    job: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let deadline = Instant::now() + WAIT;
     loop {
         let (_, out) = nova(args, dir).await?;
-        let st = status(dir).await.with_context(|| format!("after: {out}"))?;
+        let st = status_of(dir, job).await.with_context(|| format!("after: {out}"))?;
         if done(&st) {
             return Ok(st);
         }
@@ -300,5 +314,86 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
     let st = until(dir.path(), &apply, "resumed and stepping", |s| running(s, 1, paused_at + 10)).await?;
     assert_eq!(st["attempt"], 1, "a pause is not a restart");
     assert!(!state(0)?.contains("stopped") && !state(1)?.contains("stopped"));
+    Ok(())
+}
+
+/// Real PyTorch DDP over gloo, two workers of the gang on a test host (PyTorch from PyPI,
+/// installed by scripts/test outside git and bound read-only into the host): the gradients are
+/// all-reduced (both ranks hold the same weights at every checkpoint step), and a killed worker
+/// restarts the gang, both ranks resuming from rank 0's torch checkpoint at its step.
+const DDP: &str = r#"import hashlib, json, os, time
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank = dist.get_rank(); torch.manual_seed(0)
+model = torch.nn.Linear(16, 1); ddp = torch.nn.parallel.DistributedDataParallel(model)
+opt = torch.optim.AdamW(ddp.parameters(), lr=0.01)
+ck, resume = os.environ["NOVA_CHECKPOINT_DIR"], os.environ.get("NOVA_RESUME_FROM", "")
+step = 0
+if resume:
+    s = torch.load(resume); model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step = s["step"]
+open("/root/started-%s-%d" % (os.environ["NOVA_RESTART_COUNT"], rank), "w").write(json.dumps({"step": step}))
+os.makedirs(ck, exist_ok=True)
+g = torch.Generator().manual_seed(1000 * rank + step)
+def line(kind, **kw):
+    with open(os.environ["NOVA_PROGRESS_FILE"], "a") as f:
+        f.write(json.dumps(dict(kind=kind, time=time.time(), step=step, epoch=0, **kw)) + "\n")
+while True:
+    x = torch.randn(32, 16, generator=g); y = x.sum(1, keepdim=True)
+    loss = ((ddp(x) - y) ** 2).mean(); opt.zero_grad(); loss.backward(); opt.step(); step += 1
+    time.sleep(0.05)
+    if step % 20 == 0:
+        digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+        open("/root/weights-%d-%d" % (rank, step), "w").write(digest)
+    if rank == 0 and step % 5 == 0: line("step", loss=loss.item())
+    if rank == 0 and step % 20 == 0:
+        p = "%s/step-%010d.pt" % (ck, step)
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, p + ".tmp"); os.rename(p + ".tmp", p)
+        line("checkpoint", checkpoint=p)
+"#;
+
+#[tokio::test]
+async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Result<()> {
+    let torch = std::env::var("NOVA_TORCH_DIR").context(
+        "NOVA_TORCH_DIR: PyTorch for Python 3.11 installed with pip --target (scripts/test does it)",
+    )?;
+    let th = tokio::task::spawn_blocking(move || {
+        TestHost::start_with("tjd", &[(Path::new(&torch), "/opt/torch")])
+    })
+    .await??;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &th.client_key)?;
+    let key = key_path.to_str().context("path")?;
+    std::fs::write(th.root().join("root/ddp.py"), DDP)?;
+    let mut job = job_doc(&th.name, &th.name);
+    job["metadata"]["name"] = json!("ddp");
+    job["spec"]["command"] = json!(["/usr/bin/python3", "/root/ddp.py"]);
+    job["spec"]["env"] = json!({"PYTHONPATH": "/opt/torch", "OMP_NUM_THREADS": "1"});
+    job["spec"]["runPolicy"] = json!({"backoffLimit": 2});
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, [host_doc(&th), job].map(|d| serde_yaml::to_string(&d).unwrap()).join("---\n"))?;
+    let apply = ["apply", "-f", file.to_str().context("path")?, "-i", key];
+    let stat = || async { nova(&["status", "ddp"], dir.path()).await };
+    let st = until_named(dir.path(), &apply, "ddp", "DDP running past a checkpoint", |s| {
+        running(s, 1, 45) && s["lastCheckpoint"]["step"].as_i64() >= Some(40)
+    })
+    .await
+    .with_context(|| format!("{:?}", th.ssh("journalctl -u 'nova-train-*' --no-pager | tail -n 20")))?;
+    let same = |step: i64| -> Result<bool> {
+        let w = |r| std::fs::read_to_string(th.root().join(format!("root/weights-{r}-{step}")));
+        Ok(w(0)? == w(1)?)
+    };
+    assert!(same(20)? && same(40)?, "the ranks' weights differ: no all-reduce ({st:#})");
+
+    th.ssh("systemctl kill -s KILL nova-train-default--ddp-a1-w1.service")?;
+    let st = until_named(dir.path(), &apply, "ddp", "the DDP gang restarted", |s| running(s, 2, 1)).await?;
+    assert_eq!(st["restarts"], 1, "{:?}", stat().await?);
+    let ck = st["lastCheckpoint"]["step"].as_i64().unwrap_or(0);
+    // Steps past the checkpoint are the new gang's (torch takes seconds to import).
+    until_named(dir.path(), &apply, "ddp", "stepping after the resume", |s| running(s, 2, ck + 25)).await?;
+    let (r0, r1) = (started(&th, 1, 0)?, started(&th, 1, 1)?);
+    assert!(r0["step"].as_i64() >= Some(40) && r0["step"] == r1["step"], "{r0} {r1}");
+    let resumed = r0["step"].as_i64().unwrap_or(0);
+    assert!(same(resumed + 20)?, "the ranks' weights differ after the resume");
     Ok(())
 }

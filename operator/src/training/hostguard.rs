@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::hostrun::{Error, Site};
+use super::hostrun::{Error, Site, on};
 use super::plan::{Plan, reason};
 use super::thermal::{self, Guard, Reading};
 use super::units;
@@ -16,10 +16,6 @@ use crate::api::TrainingJob;
 use crate::api::training::{TrainingPhase, WorkerStatus};
 
 const T: Duration = Duration::from_secs(60);
-
-fn on(host: &str) -> impl FnOnce(crate::ssh::Error) -> Error + '_ {
-    move |source| Error::Ssh { host: host.to_owned(), source }
-}
 
 /// Reads the GPUs of the workers on `s` into their status; returns the readings.
 async fn read(s: &Site, workers: &mut [WorkerStatus]) -> Result<Vec<Reading>, Error> {

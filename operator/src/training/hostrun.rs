@@ -44,7 +44,7 @@ pub enum Error {
     Binary(#[from] crate::backup::timer::TimerError),
 }
 
-fn on(host: &str) -> impl FnOnce(ssh::Error) -> Error + '_ {
+pub(super) fn on(host: &str) -> impl FnOnce(ssh::Error) -> Error + '_ {
     move |source| Error::Ssh { host: host.to_owned(), source }
 }
 

@@ -209,13 +209,15 @@ exec "$@"
 "#;
 
 /// Mounts what systemd needs and becomes it, inside the new namespaces.
+/// After the root and the repository, `<dir>=<path in the host>` pairs bound read-only.
 const BOOT: &str = r#"set -e
-R=$1
+R=$1; REPO=$2; shift 2
 mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
 mount -t tmpfs -o mode=755 tmpfs "$R/run"
 mount --rbind /dev "$R/dev"
-mount --bind -o ro "$2" "$R/srv/nova-apt"
+mount --bind -o ro "$REPO" "$R/srv/nova-apt"
+for b in "$@"; do mkdir -p "$R${b#*=}"; mount --bind -o ro "${b%%=*}" "$R${b#*=}"; done
 exec chroot "$R" /lib/systemd/systemd
 "#;
 
@@ -236,6 +238,12 @@ fn cgroup_name(dir: &Path) -> String {
 impl TestHost {
     /// Boots a host and waits until its sshd accepts connections.
     pub fn start(name: &str) -> Result<Self> {
+        Self::start_with(name, &[])
+    }
+
+    /// As [`Self::start`], with directories of this machine bound read-only into the host
+    /// (`(here, path in the host)`): large test inputs that would be slow to copy.
+    pub fn start_with(name: &str, binds: &[(&Path, &str)]) -> Result<Self> {
         let base = base_rootfs()?;
         let dir = tempfile::Builder::new()
             .prefix("nova-host-")
@@ -304,6 +312,18 @@ impl TestHost {
             root.clone().into(),
             repo_dir(&base).into(),
         ];
+        let mut args = args;
+        for (here, there) in binds {
+            if here.as_os_str().to_string_lossy().contains('=') || !there.starts_with('/') {
+                return Err(Error::Other(format!(
+                    "bind {}={there}: no '=' here, an absolute path there",
+                    here.display()
+                )));
+            }
+            let mut pair = here.as_os_str().to_owned();
+            pair.push(format!("={there}"));
+            args.push(pair);
+        }
         let process = Process::start("testhost", Path::new("/bin/sh"), args, dir.path())?;
         let ssh_addr = SocketAddr::from((netns.ip, 22));
         let mut host = Self {
