@@ -72,7 +72,7 @@ async fn settle(j: &TrainingJob, sites: &[Site], state: &State, say: Progress<'_
         if let Some((warning, reason, note)) = &p.event {
             say(&format!("trainingjob/{name}: {}{reason}: {note}", if *warning { "warning: " } else { "" }));
         }
-        record_runs(state, &ns, &name, &old, &p).await.map_err(|e| e.to_string())?;
+        crate::training::runs::record(state, &ns, &name, &old, &p).await.map_err(|e| e.to_string())?;
         let conds = plan::conditions(&p);
         p.status.observed_generation = j.metadata.generation;
         p.status.conditions =
@@ -98,26 +98,6 @@ async fn save(state: &State, j: &TrainingJob, st: &TrainingJobStatus) -> Result<
     let (ns, name) = key(j);
     let spec = serde_json::to_string(j).unwrap_or_default();
     state.save_local("TrainingJob", &ns, &name, &spec, &serde_json::to_string(st).unwrap_or_default()).await
-}
-
-/// Opens a training run when a gang starts and closes it when it stops (the operator's table).
-async fn record_runs(
-    state: &State,
-    ns: &str,
-    name: &str,
-    old: &TrainingJobStatus,
-    p: &Plan,
-) -> Result<(), crate::state::Error> {
-    let st = &p.status;
-    if let Some(a) =
-        old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none())
-    {
-        state.end_training_run(ns, name, a.into(), p.reason, st.step, st.loss).await?;
-    }
-    if let (false, Some(a)) = (p.create.is_empty(), st.attempt) {
-        state.start_training_run(ns, name, a.into()).await?;
-    }
-    Ok(())
 }
 
 /// One settled round per job; returns how many failed (could not be acted on, or Failed).

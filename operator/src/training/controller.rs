@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::plan::{self, Plan, Policy};
 use super::pods::{self, JOB};
 use crate::api::TrainingJob;
-use crate::api::training::{TrainingJobStatus, TrainingPhase};
+use crate::api::training::TrainingPhase;
 use crate::context::{Error, Own};
 use crate::kit::error::Call;
 use crate::kit::kinds::Reconciled;
@@ -82,7 +82,8 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     }
     let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
     act(job, ctx, &api, &mut plan, &seen).await?;
-    record_runs(job, ctx, &old, &plan).await?;
+    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    super::runs::record(&ctx.state, &ns, &name, &old, &plan).await?;
     write_status(job, ctx, &plan).await?;
     Ok(match plan.recheck {
         Some(d) => Action::requeue(d.unsigned_abs().max(Duration::from_millis(200))),
@@ -155,26 +156,6 @@ async fn stop(api: &Api<Pod>, job: &str, keep: Option<i32>, seen: &plan::Observe
     api.delete_collection(&DeleteParams::default(), &ListParams::default().labels(&selector))
         .await
         .call(|| format!("stopping the workers of TrainingJob {job}"))?;
-    Ok(())
-}
-
-/// Opens a training run when a gang starts and closes it, with how it ended, when it stops.
-async fn record_runs(
-    job: &TrainingJob,
-    ctx: &Ctx,
-    old: &TrainingJobStatus,
-    plan: &Plan,
-) -> Result<(), Error> {
-    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
-    let st = &plan.status;
-    if let Some(a) =
-        old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none())
-    {
-        ctx.state.end_training_run(&ns, &name, a.into(), plan.reason, st.step, st.loss).await?;
-    }
-    if let (false, Some(a)) = (plan.create.is_empty(), st.attempt) {
-        ctx.state.start_training_run(&ns, &name, a.into()).await?;
-    }
     Ok(())
 }
 

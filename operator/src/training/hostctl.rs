@@ -11,11 +11,11 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::controller::Ctx;
 use super::hostrun::{self, Site};
-use super::plan::{self, Plan};
+use super::plan;
 use super::units;
 use crate::api::TrainingJob;
 use crate::api::host::Host;
-use crate::api::training::{TrainingJobStatus, TrainingPhase};
+use crate::api::training::TrainingPhase;
 use crate::context::{Blocked, Error};
 use crate::kit::error::Call;
 use crate::kit::finalizer::{SKIP_CLEANUP_ANNOTATION, skip_cleanup};
@@ -78,7 +78,8 @@ pub async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
         let t = if *warning { EventType::Warning } else { EventType::Normal };
         ctx.publish(&job.object_ref(&()), "Train", t, reason, note).await;
     }
-    record(job, ctx, &old, &p).await?;
+    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
+    super::runs::record(&ctx.state, &ns, &name, &old, &p).await?;
     ctx.families.metrics.observe(&job.namespace().unwrap_or_default(), &job.name_any(), &p.status);
     ctx.status.write(&ctx.kit, job, p.status.clone(), &plan::conditions(&p)).await?;
     let live = matches!(
@@ -92,21 +93,6 @@ pub async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
         (None, true) => Action::requeue(HOST_WATCH),
         (None, false) => Action::await_change(),
     })
-}
-
-/// The training-runs table: a row opened when a gang starts, closed when it stops.
-async fn record(job: &TrainingJob, ctx: &Ctx, old: &TrainingJobStatus, p: &Plan) -> Result<(), Error> {
-    let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
-    let st = &p.status;
-    if let Some(a) =
-        old.attempt.filter(|_| old.attempt_start_time.is_some() && st.attempt_start_time.is_none())
-    {
-        ctx.state.end_training_run(&ns, &name, a.into(), p.reason, st.step, st.loss).await?;
-    }
-    if let (false, Some(a)) = (p.create.is_empty(), st.attempt) {
-        ctx.state.start_training_run(&ns, &name, a.into()).await?;
-    }
-    Ok(())
 }
 
 /// Deleted: every worker stopped and its unit and files removed on every selected Host

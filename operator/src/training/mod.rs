@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod pods;
+pub mod runs;
 pub mod thermal;
 pub mod units;
