@@ -254,3 +254,28 @@ fn the_ttl_removes_a_finished_jobs_workers() {
     w.settle();
     assert!(!w.tick().stop_all);
 }
+
+#[test]
+fn a_restarted_gang_counts_its_steps_from_the_checkpoint_unless_it_starts_over() {
+    use crate::api::training::CheckpointRef;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    for (resume, want) in [(true, Some(200)), (false, None)] {
+        let mut w = World::new(2);
+        w.p.resume = resume;
+        w.tick();
+        w.all(Worker::Running);
+        w.tick();
+        w.status.step = Some(350);
+        w.status.last_checkpoint = Some(CheckpointRef {
+            step: 200,
+            path: "/c/step-200".into(),
+            time: Time(w.now),
+            hosts: Vec::new(),
+        });
+        w.workers.insert(0, killed());
+        w.tick();
+        w.settle();
+        let plan = w.tick();
+        assert_eq!((w.status.attempt, plan.status.step), (Some(2), want), "resume {resume}");
+    }
+}
