@@ -66,8 +66,8 @@ async fn sites(
 async fn settle(j: &TrainingJob, sites: &[Site], state: &State, say: Progress<'_>) -> Result<Plan, String> {
     let (ns, name) = key(j);
     let mut old = load(state, &ns, &name).await;
+    let bin = std::env::current_exe().map_err(|e| format!("Nova's own binary: {e}"))?;
     for _ in 0..3 {
-        let bin = std::env::current_exe().map_err(|e| format!("Nova's own binary: {e}"))?;
         let mut p = hostrun::round(sites, j, &old, &bin).await.map_err(|e| e.to_string())?;
         if let Some((warning, reason, note)) = &p.event {
             say(&format!("trainingjob/{name}: {}{reason}: {note}", if *warning { "warning: " } else { "" }));

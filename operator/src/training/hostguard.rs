@@ -50,7 +50,7 @@ async fn read(s: &Site, workers: &mut [WorkerStatus]) -> Result<Vec<Reading>, Er
 async fn signal(sites: &[Site], id: &str, attempt: i32, signal: &str) -> Result<(), Error> {
     let cmd = format!(
         "cd /etc/systemd/system && for u in {p}*.service; do [ -e \"$u\" ] && systemctl kill -s {signal} \"$u\"; done; true",
-        p = units::unit(id, attempt, 0).replace("-w0.service", "-w"),
+        p = units::attempt_prefix(id, attempt),
     );
     for s in sites {
         if let Some(c) = &s.conn {

@@ -83,7 +83,7 @@ pub async fn progress(sites: &[Site], id: &str, st: &mut TrainingJobStatus) -> R
 /// than `keep`) and removes their files. `systemctl stop` returns once each trainer exited
 /// (SIGTERM, 30 s to write a checkpoint).
 pub async fn stop(sites: &[Site], id: &str, keep: Option<i32>) -> Result<(), Error> {
-    let keep = keep.map(|a| units::unit(id, a, 0).replace("-w0.service", "-w"));
+    let keep = keep.map(|a| units::attempt_prefix(id, a));
     let script = format!(
         "cd /etc/systemd/system 2>/dev/null || exit 0; us=''; for u in {p}*-w*.service; do [ -e \"$u\" ] || continue; \
          case \"$u\" in {keep}) continue;; esac; us=\"$us $u\"; done; [ -n \"$us\" ] || exit 0; \

@@ -36,7 +36,12 @@ pub fn prefix(id: &str) -> String {
 }
 
 pub fn unit(id: &str, attempt: i32, index: u32) -> String {
-    format!("{}{attempt}-w{index}.service", prefix(id))
+    format!("{}{index}.service", attempt_prefix(id, attempt))
+}
+
+/// The unit prefix of an attempt's workers (a glob with `*`).
+pub fn attempt_prefix(id: &str, attempt: i32) -> String {
+    format!("{}{attempt}-w", prefix(id))
 }
 
 /// The attempt and index a unit name of the job carries.
