@@ -3,7 +3,8 @@
 //! from `NOVA_RESUME_FROM`, rank 0 writes checkpoints and progress lines). One worker killed →
 //! both restart together from the checkpoint's step; a hung worker (SIGSTOP) → the progress
 //! deadline restarts the gang; rank 0's host pulled out → both workers on the other host,
-//! resuming from the checkpoint Nova had copied there; the restarts used up → Failed.
+//! resuming from the checkpoint Nova had copied there; the restarts used up → Failed. Real
+//! PyTorch DDP over gloo across two linked hosts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -317,10 +318,11 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
     Ok(())
 }
 
-/// Real PyTorch DDP over gloo, two workers of the gang on a test host (PyTorch from PyPI,
-/// installed by scripts/test outside git and bound read-only into the host): the gradients are
-/// all-reduced (both ranks hold the same weights at every checkpoint step), and a killed worker
-/// restarts the gang, both ranks resuming from rank 0's torch checkpoint at its step.
+/// Real PyTorch DDP over gloo, the gang's two workers on two test hosts joined as on a LAN
+/// (PyTorch from PyPI, installed by scripts/test outside git and bound read-only into the
+/// hosts): the gradients are all-reduced across the hosts (both ranks hold the same weights at
+/// every checkpoint step), and a killed worker restarts the gang, both ranks resuming from rank
+/// 0's torch checkpoint at its step — rank 1 from the copy Nova carried to its host.
 const DDP: &str = r#"import hashlib, json, os, time
 import torch, torch.distributed as dist
 dist.init_process_group("gloo")
@@ -356,42 +358,53 @@ async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Resul
     let torch = std::env::var("NOVA_TORCH_DIR").context(
         "NOVA_TORCH_DIR: PyTorch for Python 3.11 installed with pip --target (scripts/test does it)",
     )?;
-    let th = tokio::task::spawn_blocking(move || {
-        TestHost::start_with("tjd", &[(Path::new(&torch), "/opt/torch")])
-    })
-    .await??;
+    let boot = |name: &'static str| {
+        let torch = torch.clone();
+        tokio::task::spawn_blocking(move || TestHost::start_with(name, &[(Path::new(&torch), "/opt/torch")]))
+    };
+    let (a, b) = (boot("tjd").await??, boot("tje").await??);
+    a.link(&b)?;
     let dir = tempfile::tempdir()?;
     let key_path = dir.path().join("id");
-    std::fs::write(&key_path, &th.client_key)?;
+    std::fs::write(&key_path, &a.client_key)?;
     let key = key_path.to_str().context("path")?;
-    std::fs::write(th.root().join("root/ddp.py"), DDP)?;
-    let mut job = job_doc(&th.name, &th.name);
+    for th in [&a, &b] {
+        std::fs::write(th.root().join("root/ddp.py"), DDP)?;
+        // One key for both hosts: Nova logs in to each with the same identity.
+        th.ssh(&format!("echo {:?} >> /root/.ssh/authorized_keys", a.client_public_key.trim()))?;
+    }
+    let mut job = job_doc(&a.name, &b.name);
     job["metadata"]["name"] = json!("ddp");
     job["spec"]["command"] = json!(["/usr/bin/python3", "/root/ddp.py"]);
     job["spec"]["env"] = json!({"PYTHONPATH": "/opt/torch", "OMP_NUM_THREADS": "1"});
     job["spec"]["runPolicy"] = json!({"backoffLimit": 2});
     let file = dir.path().join("job.yaml");
-    std::fs::write(&file, [host_doc(&th), job].map(|d| serde_yaml::to_string(&d).unwrap()).join("---\n"))?;
+    let docs = [host_doc(&a), host_doc(&b), job].map(|d| serde_yaml::to_string(&d).unwrap());
+    std::fs::write(&file, docs.join("---\n"))?;
     let apply = ["apply", "-f", file.to_str().context("path")?, "-i", key];
     let stat = || async { nova(&["status", "ddp"], dir.path()).await };
+    let journal = |th: &TestHost| th.ssh("journalctl -u 'nova-train-*' --no-pager | tail -n 20");
     let st = until_named(dir.path(), &apply, "ddp", "DDP running past a checkpoint", |s| {
         running(s, 1, 45) && s["lastCheckpoint"]["step"].as_i64() >= Some(40)
     })
     .await
-    .with_context(|| format!("{:?}", th.ssh("journalctl -u 'nova-train-*' --no-pager | tail -n 20")))?;
+    .with_context(|| format!("{:?}\n{:?}", journal(&a), journal(&b)))?;
+    let hosts: Vec<&Value> = (0..2).map(|i| &st["workers"][i]["host"]).collect();
+    assert_eq!(hosts, [&json!(a.name), &json!(b.name)], "one worker per host: {st:#}");
     let same = |step: i64| -> Result<bool> {
-        let w = |r| std::fs::read_to_string(th.root().join(format!("root/weights-{r}-{step}")));
-        Ok(w(0)? == w(1)?)
+        let w =
+            |th: &TestHost, r| std::fs::read_to_string(th.root().join(format!("root/weights-{r}-{step}")));
+        Ok(w(&a, 0)? == w(&b, 1)?)
     };
     assert!(same(20)? && same(40)?, "the ranks' weights differ: no all-reduce ({st:#})");
 
-    th.ssh("systemctl kill -s KILL nova-train-default--ddp-a1-w1.service")?;
+    b.ssh("systemctl kill -s KILL nova-train-default--ddp-a1-w1.service")?;
     let st = until_named(dir.path(), &apply, "ddp", "the DDP gang restarted", |s| running(s, 2, 1)).await?;
     assert_eq!(st["restarts"], 1, "{:?}", stat().await?);
     let ck = st["lastCheckpoint"]["step"].as_i64().unwrap_or(0);
     // Steps past the checkpoint are the new gang's (torch takes seconds to import).
     until_named(dir.path(), &apply, "ddp", "stepping after the resume", |s| running(s, 2, ck + 25)).await?;
-    let (r0, r1) = (started(&th, 1, 0)?, started(&th, 1, 1)?);
+    let (r0, r1) = (started(&a, 1, 0)?, started(&b, 1, 1)?);
     assert!(r0["step"].as_i64() >= Some(40) && r0["step"] == r1["step"], "{r0} {r1}");
     let resumed = r0["step"].as_i64().unwrap_or(0);
     assert!(same(resumed + 20)?, "the ranks' weights differ after the resume");

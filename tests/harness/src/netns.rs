@@ -108,6 +108,30 @@ impl NetNs {
         &self.name
     }
 
+    /// Joins this namespace and `other` by a veth pair of their own, with a route to each
+    /// other's address over it: two machines on one LAN, with no forwarding in this namespace
+    /// (which would change a sysctl of the machine the tests run on). The pair lives inside
+    /// the two namespaces and goes with them.
+    pub fn link(&self, other: &NetNs) -> Result<(), Error> {
+        let suffix = |n: &str| n.trim_start_matches("nova-test-").to_owned();
+        let (a, b) = (suffix(&self.name), suffix(&other.name));
+        // Unique here while both ends pass through this namespace (15 characters at most).
+        let (here, there) = (format!("nl{a}x{b}"), format!("nm{a}x{b}"));
+        ip(&["link", "add", &here, "type", "veth", "peer", "name", &there])?;
+        let moved = ip(&["link", "set", &here, "netns", &self.name])
+            .and_then(|()| ip(&["link", "set", &there, "netns", &other.name]));
+        if let Err(e) = moved {
+            let _ = ip(&["link", "del", &here]);
+            let _ = ip(&["link", "del", &there]);
+            return Err(e);
+        }
+        for (ns, dev, to) in [(self, &here, other.ip), (other, &there, self.ip)] {
+            ip(&["-n", &ns.name, "link", "set", dev, "up"])?;
+            ip(&["-n", &ns.name, "route", "add", &format!("{to}/32"), "dev", dev])?;
+        }
+        Ok(())
+    }
+
     /// A listening socket on the namespace's address (port 0: any free one). The socket stays
     /// in the namespace; this process keeps serving it from its own.
     pub fn listen(&self, port: u16) -> Result<TcpListener, Error> {
@@ -159,6 +183,28 @@ mod tests {
         assert_ne!(next.host_ip, taken, "the leftover's subnet was handed out again");
         let subnet = |a: Ipv4Addr| u32::from(a) & !3;
         assert_ne!(subnet(next.ip), subnet(taken), "{} shares {taken}'s /30", next.ip);
+    }
+
+    /// Two linked namespaces reach each other's address; a third, not linked, reaches neither.
+    #[test]
+    fn linked_namespaces_reach_each_other_and_no_one_else_does() {
+        let (a, b, c) = (NetNs::create().unwrap(), NetNs::create().unwrap(), NetNs::create().unwrap());
+        a.link(&b).unwrap();
+        // A connection from inside `from` to a server listening in `to`.
+        let reaches = |from: &NetNs, to: &NetNs| {
+            let l = to.listen(0).unwrap();
+            let addr = l.local_addr().unwrap();
+            let path = format!("/var/run/netns/{}", from.name());
+            std::thread::spawn(move || {
+                let fd = std::fs::File::open(&path).unwrap();
+                setns(&fd, CloneFlags::CLONE_NEWNET).unwrap();
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+            })
+            .join()
+            .unwrap()
+        };
+        assert!(reaches(&a, &b) && reaches(&b, &a), "the linked namespaces do not reach each other");
+        assert!(!reaches(&c, &a) && !reaches(&a, &c), "a namespace not linked reaches the others");
     }
 
     #[test]

@@ -391,6 +391,25 @@ impl TestHost {
         }
     }
 
+    /// Puts this host and `other` on one network: each reaches the other's address, and each
+    /// one's name resolves (in /etc/hosts) to its address there, as on a LAN with DNS. Without
+    /// it test hosts reach this machine only. The link goes with the hosts.
+    pub fn link(&self, other: &TestHost) -> Result<()> {
+        self.netns.link(&other.netns)?;
+        for h in [self, other] {
+            let path = h.root.join("etc/hosts");
+            let mut hosts = std::fs::read_to_string(&path).unwrap_or_default();
+            for t in [self, other] {
+                let line = format!("{} {}\n", t.netns.ip, t.name);
+                if !hosts.contains(&line) {
+                    hosts.push_str(&line);
+                }
+            }
+            write(&path, &hosts, 0o644)?;
+        }
+        Ok(())
+    }
+
     /// This side's address on the host's link (where the host sees connections come from).
     pub fn gateway(&self) -> Ipv4Addr {
         self.netns.host_ip
