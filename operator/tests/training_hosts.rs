@@ -40,7 +40,12 @@ while step < int(os.environ.get("STEPS", "100000")):
 "#;
 
 fn host_doc(th: &TestHost) -> Value {
-    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": th.name},
+    host_named(th, &th.name)
+}
+
+/// A Host object for the test host, named `name` (its hostname stays the test host's).
+fn host_named(th: &TestHost, name: &str) -> Value {
+    json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "Host", "metadata": {"name": name},
            "spec": {"address": th.ssh_addr.ip().to_string(), "hostKey": th.host_key,
                     "sshKeySecretRef": {"name": "unused-without-a-cluster", "key": "k"}}})
 }
@@ -322,18 +327,22 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
 /// (PyTorch from PyPI, installed by scripts/test outside git and bound read-only into the
 /// hosts): the gradients are all-reduced across the hosts (both ranks hold the same weights at
 /// every checkpoint step), and a killed worker restarts the gang, both ranks resuming from rank
-/// 0's torch checkpoint at its step — rank 1 from the copy Nova carried to its host.
+/// 0's torch checkpoint at its step — rank 1 from the copy Nova carried to its host. Through
+/// `torchrun`, whose c10d rendezvous numbers the nodes by hostname, not by `PET_NODE_RANK`: the
+/// hosts are named so that torch's rank 0 runs on Nova's worker 1, and the trainer writes
+/// progress and checkpoints on Nova's worker 0 (`PET_NODE_RANK` 0), as docs/training.md says.
 const DDP: &str = r#"import hashlib, json, os, time
 import torch, torch.distributed as dist
 dist.init_process_group("gloo")
 rank = dist.get_rank(); torch.manual_seed(0)
+node = int(os.environ["PET_NODE_RANK"]); lead = node == 0 and os.environ["LOCAL_RANK"] == "0"
 model = torch.nn.Linear(16, 1); ddp = torch.nn.parallel.DistributedDataParallel(model)
 opt = torch.optim.AdamW(ddp.parameters(), lr=0.01)
 ck, resume = os.environ["NOVA_CHECKPOINT_DIR"], os.environ.get("NOVA_RESUME_FROM", "")
 step = 0
 if resume:
     s = torch.load(resume); model.load_state_dict(s["model"]); opt.load_state_dict(s["opt"]); step = s["step"]
-open("/root/started-%s-%d" % (os.environ["NOVA_RESTART_COUNT"], rank), "w").write(json.dumps({"step": step}))
+open("/root/started-%s-%d" % (os.environ["NOVA_RESTART_COUNT"], node), "w").write(json.dumps({"step": step, "rank": rank}))
 os.makedirs(ck, exist_ok=True)
 g = torch.Generator().manual_seed(1000 * rank + step)
 def line(kind, **kw):
@@ -345,9 +354,9 @@ while True:
     time.sleep(0.05)
     if step % 20 == 0:
         digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
-        open("/root/weights-%d-%d" % (rank, step), "w").write(digest)
-    if rank == 0 and step % 5 == 0: line("step", loss=loss.item())
-    if rank == 0 and step % 20 == 0:
+        open("/root/weights-%d-%d" % (node, step), "w").write(digest)
+    if lead and step % 5 == 0: line("step", loss=loss.item())
+    if lead and step % 20 == 0:
         p = "%s/step-%010d.pt" % (ck, step)
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, p + ".tmp"); os.rename(p + ".tmp", p)
         line("checkpoint", checkpoint=p)
@@ -362,7 +371,8 @@ async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Resul
         let torch = torch.clone();
         tokio::task::spawn_blocking(move || TestHost::start_with(name, &[(Path::new(&torch), "/opt/torch")]))
     };
-    let (a, b) = (boot("tjd").await??, boot("tje").await??);
+    // Worker 0 goes to Host gpu-1, hostname `tjn`; torchrun's rank 0 to `tjm`, Nova's worker 1.
+    let (a, b) = (boot("tjn").await??, boot("tjm").await??);
     a.link(&b)?;
     let dir = tempfile::tempdir()?;
     let key_path = dir.path().join("id");
@@ -373,13 +383,14 @@ async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Resul
         // One key for both hosts: Nova logs in to each with the same identity.
         th.ssh(&format!("echo {:?} >> /root/.ssh/authorized_keys", a.client_public_key.trim()))?;
     }
-    let mut job = job_doc(&a.name, &b.name);
+    let mut job = job_doc("gpu-1", "gpu-2");
     job["metadata"]["name"] = json!("ddp");
-    job["spec"]["command"] = json!(["/usr/bin/python3", "/root/ddp.py"]);
+    job["spec"]["command"] = json!(["/usr/bin/python3", "-m", "torch.distributed.run", "/root/ddp.py"]);
     job["spec"]["env"] = json!({"PYTHONPATH": "/opt/torch", "OMP_NUM_THREADS": "1"});
     job["spec"]["runPolicy"] = json!({"backoffLimit": 2});
     let file = dir.path().join("job.yaml");
-    let docs = [host_doc(&a), host_doc(&b), job].map(|d| serde_yaml::to_string(&d).unwrap());
+    let docs =
+        [host_named(&a, "gpu-1"), host_named(&b, "gpu-2"), job].map(|d| serde_yaml::to_string(&d).unwrap());
     std::fs::write(&file, docs.join("---\n"))?;
     let apply = ["apply", "-f", file.to_str().context("path")?, "-i", key];
     let stat = || async { nova(&["status", "ddp"], dir.path()).await };
@@ -390,7 +401,7 @@ async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Resul
     .await
     .with_context(|| format!("{:?}\n{:?}", journal(&a), journal(&b)))?;
     let hosts: Vec<&Value> = (0..2).map(|i| &st["workers"][i]["host"]).collect();
-    assert_eq!(hosts, [&json!(a.name), &json!(b.name)], "one worker per host: {st:#}");
+    assert_eq!(hosts, [&json!("gpu-1"), &json!("gpu-2")], "one worker per host: {st:#}");
     let same = |step: i64| -> Result<bool> {
         let w =
             |th: &TestHost, r| std::fs::read_to_string(th.root().join(format!("root/weights-{r}-{step}")));
@@ -406,6 +417,7 @@ async fn pytorch_ddp_over_gloo_restarts_as_a_gang_from_its_checkpoint() -> Resul
     until_named(dir.path(), &apply, "ddp", "stepping after the resume", |s| running(s, 2, ck + 25)).await?;
     let (r0, r1) = (started(&a, 1, 0)?, started(&b, 1, 1)?);
     assert!(r0["step"].as_i64() >= Some(40) && r0["step"] == r1["step"], "{r0} {r1}");
+    assert_eq!((&r0["rank"], &r1["rank"]), (&json!(1), &json!(0)), "torchrun numbered the nodes otherwise");
     let resumed = r0["step"].as_i64().unwrap_or(0);
     assert!(same(resumed + 20)?, "the ranks' weights differ after the resume");
     Ok(())
