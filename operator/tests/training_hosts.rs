@@ -265,8 +265,9 @@ async fn the_operator_runs_the_gang_on_a_host_and_its_finalizer_removes_the_unit
 
 /// The thermal guard on a host, through `nova apply` rounds. The host has no GPU: the reading
 /// is injected at the narrowest seam, an `nvidia-smi` on the host that prints what the test
-/// wrote (the query Nova asks, in nvidia-smi's CSV). Too hot → every worker's processes are
-/// stopped (state T) and the job is Paused; every GPU cool again → they run on.
+/// wrote (the query Nova asks, in nvidia-smi's CSV, and its temperature report). Too hot →
+/// every worker's processes are stopped (state T) and the job is Paused; every GPU cool again →
+/// they run on; a GPU whose own slowdown threshold is low pauses the job below pauseAboveCelsius.
 #[tokio::test]
 async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()> {
     let th = tokio::task::spawn_blocking(|| TestHost::start("tjg")).await??;
@@ -277,7 +278,20 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
     std::fs::create_dir_all(th.root().join("opt"))?;
     std::fs::write(th.root().join("opt/trainer.py"), TRAINER)?;
     let smi = th.root().join("usr/local/bin/nvidia-smi");
-    std::fs::write(&smi, "#!/bin/sh\ncat /root/gpus.csv\n")?;
+    // `-q` is the temperature report (the slowdown thresholds); anything else the CSV query.
+    std::fs::write(
+        &smi,
+        "#!/bin/sh\nif [ \"$1\" = -q ]; then cat /root/temps.txt; else cat /root/gpus.csv; fi\n",
+    )?;
+    let slowdown = |t: &str| {
+        let gpu =
+            |bus: &str| format!("GPU 0000000{bus}:00.0\n    Temperature\n        GPU Slowdown Temp : {t}\n");
+        std::fs::write(
+            th.root().join("root/temps.txt"),
+            format!("Attached GPUs : 2\n{}{}", gpu("1"), gpu("2")),
+        )
+    };
+    slowdown("N/A")?;
     th.ssh("chmod 755 /usr/local/bin/nvidia-smi")?;
     let gpus = |a: i32, b: i32| {
         std::fs::write(th.root().join("root/gpus.csv"), format!("0, {a}, 90, 1000\n1, {b}, 80, 2000\n"))
@@ -320,6 +334,13 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
     let st = until(dir.path(), &apply, "resumed and stepping", |s| running(s, 1, paused_at + 10)).await?;
     assert_eq!(st["attempt"], 1, "a pause is not a restart");
     assert!(!state(0)?.contains("stopped") && !state(1)?.contains("stopped"));
+
+    // A GPU that slows itself down at 83 °C: 80 °C is above 83 − 5, under pauseAboveCelsius.
+    slowdown("83 C")?;
+    gpus(80, 50)?;
+    let st = until(dir.path(), &apply, "paused below its slowdown", |s| s["phase"] == "Paused").await?;
+    let msg = st["conditions"].to_string();
+    assert!(msg.contains("worker 0 GPU 0 is at 80 °C, above 78 °C"), "{msg}");
     Ok(())
 }
 

@@ -40,7 +40,7 @@ async fn read(s: &Site, workers: &mut [WorkerStatus]) -> Result<Vec<Reading>, Er
             worker: w.index as u32,
             gpu: g.index,
             celsius: g.celsius,
-            slowdown_celsius: None,
+            slowdown_celsius: g.slowdown_celsius,
         }));
     }
     Ok(out)

@@ -173,32 +173,61 @@ pub fn gpus_of(placed: &BTreeMap<u32, String>, index: u32, per_worker: u32) -> V
     (slot * per_worker..(slot + 1) * per_worker).collect()
 }
 
-/// The readings asked of a host: `index, temperature, utilization %, memory used MiB` per GPU.
+/// The readings asked of a host: `index, temperature, utilization %, memory used MiB` per GPU,
+/// then, after a `# thresholds` line, `nvidia-smi -q -d TEMPERATURE` for each GPU's own slowdown
+/// threshold (the query interface has no field for it).
 pub const GPU_QUERY: &str = "command -v nvidia-smi >/dev/null 2>&1 || exit 0; \
-    nvidia-smi --query-gpu=index,temperature.gpu,utilization.gpu,memory.used --format=csv,noheader,nounits";
+    nvidia-smi --query-gpu=index,temperature.gpu,utilization.gpu,memory.used --format=csv,noheader,nounits; \
+    echo '# thresholds'; nvidia-smi -q -d TEMPERATURE || true";
 
-/// One GPU's line of [`GPU_QUERY`].
+/// One GPU's readings from [`GPU_QUERY`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gpu {
     pub index: u32,
     pub celsius: i32,
     pub utilization: Option<i32>,
     pub memory_mib: Option<i64>,
+    /// Where the GPU starts slowing itself down ("GPU Slowdown Temp"), when the driver says.
+    pub slowdown_celsius: Option<i32>,
 }
 
-/// The lines of [`GPU_QUERY`]; a line that does not parse (`[N/A]`, a driver message) is skipped.
+/// The output of [`GPU_QUERY`]; a CSV line that does not parse (`[N/A]`, a driver message) is
+/// skipped, and a threshold the driver does not give (`N/A`, another layout) is None.
 pub fn parse_gpus(out: &str) -> Vec<Gpu> {
-    out.lines()
+    let (csv, temps) = out.split_once("# thresholds\n").unwrap_or((out, ""));
+    let slowdown = slowdowns(temps);
+    csv.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            let index = f.first()?.parse().ok()?;
             Some(Gpu {
-                index: f.first()?.parse().ok()?,
+                index,
                 celsius: f.get(1)?.parse().ok()?,
                 utilization: f.get(2).and_then(|v| v.parse().ok()),
                 memory_mib: f.get(3).and_then(|v| v.parse().ok()),
+                slowdown_celsius: slowdown.get(&index).copied(),
             })
         })
         .collect()
+}
+
+/// "GPU Slowdown Temp : 93 C" per GPU of `nvidia-smi -q -d TEMPERATURE`, whose GPUs
+/// ("GPU 00000000:01:00.0") come in PCI bus order, the order of nvidia-smi's indices.
+fn slowdowns(text: &str) -> BTreeMap<u32, i32> {
+    let mut out = BTreeMap::new();
+    let mut gpu: Option<u32> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("GPU ") && !t.contains(" : ") && t.contains(':') {
+            gpu = Some(gpu.map_or(0, |g| g + 1));
+        } else if let (Some(g), Some((key, value))) = (gpu, t.split_once(':')) {
+            let celsius = value.trim().strip_suffix(" C").and_then(|v| v.trim().parse().ok());
+            if let ("GPU Slowdown Temp", Some(c)) = (key.trim(), celsius) {
+                out.insert(g, c);
+            }
+        }
+    }
+    out
 }
 
 pub fn exit_path(id: &str, attempt: i32, index: u32) -> String {

@@ -129,8 +129,32 @@ fn workers_on_one_host_share_its_gpus_in_order_and_readings_parse() {
     assert_eq!(
         g,
         [
-            Gpu { index: 0, celsius: 64, utilization: Some(97), memory_mib: Some(70123) },
-            Gpu { index: 1, celsius: 88, utilization: None, memory_mib: Some(512) },
+            Gpu {
+                index: 0,
+                celsius: 64,
+                utilization: Some(97),
+                memory_mib: Some(70123),
+                slowdown_celsius: None
+            },
+            Gpu { index: 1, celsius: 88, utilization: None, memory_mib: Some(512), slowdown_celsius: None },
         ]
     );
+}
+
+/// `nvidia-smi -q -d TEMPERATURE` after the CSV: each GPU's slowdown threshold by its order;
+/// `N/A` and a layout without "GPU Slowdown Temp" leave it unknown.
+#[test]
+fn the_slowdown_thresholds_come_from_the_temperature_report() {
+    let out = "0, 64, 97, 70123\n1, 81, 50, 512\n2, 40, 0, 0\n# thresholds\n\
+        ==============NVSMI LOG==============\n\nTimestamp : Mon Nov 30 12:00:00 2026\n\
+        Driver Version : 535.104.05\nAttached GPUs : 3\n\
+        GPU 00000000:01:00.0\n    Temperature\n        GPU Current Temp : 64 C\n\
+        GPU Shutdown Temp : 96 C\n        GPU Slowdown Temp : 93 C\n\
+        GPU 00000000:41:00.0\n    Temperature\n        GPU Current Temp : 81 C\n\
+        GPU Slowdown Temp : 83 C\n        GPU Max Operating Temp : 85 C\n\
+        GPU 00000000:81:00.0\n    Temperature\n        GPU Slowdown Temp : N/A\n";
+    let g = parse_gpus(out);
+    let got: Vec<(u32, Option<i32>)> = g.iter().map(|g| (g.index, g.slowdown_celsius)).collect();
+    assert_eq!(got, [(0, Some(93)), (1, Some(83)), (2, None)]);
+    assert_eq!(parse_gpus("0, 50, 1, 1\n# thresholds\n")[0].slowdown_celsius, None);
 }
