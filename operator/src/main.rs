@@ -66,8 +66,10 @@ enum Command {
         /// default: the operator's own namespace (--lease-namespace).
         #[arg(long, env = "NOVA_TRUSTED_NAMESPACES", value_delimiter = ',')]
         trusted_namespaces: Vec<String>,
-        /// Prometheus to read AlertRules' rules back from (its rules API), e.g.
-        /// http://prometheus-operated.monitoring:9090; without it, rules are applied unchecked.
+        /// Prometheus to read AlertRules' rules back from (its rules API) and TrainingJobs' GPU
+        /// readings (the DCGM exporter's metrics) for the thermal guard, e.g.
+        /// http://prometheus-operated.monitoring:9090; without it, rules are applied unchecked
+        /// and pods' GPUs are not read.
         #[arg(long, env = "NOVA_PROMETHEUS_URL", hide_env_values = true)]
         prometheus_url: Option<String>,
         /// A label every PrometheusRule Nova writes gets, as `key=value` (repeatable): what the
@@ -286,13 +288,17 @@ async fn main() -> Result<()> {
                 watch_namespace,
                 trusted_namespaces,
                 alerts: nova::alerts::controller::Settings {
-                    prometheus_url,
+                    prometheus_url: prometheus_url.clone(),
                     rule_labels: prometheus_rule_labels.into_iter().collect(),
                     watch_namespace: None,
                 },
-                training: trainer_image
-                    .map(|trainer_image| nova::training::controller::Settings { trainer_image })
-                    .unwrap_or_default(),
+                training: {
+                    let mut t = nova::training::controller::Settings { prometheus_url, ..Default::default() };
+                    if let Some(image) = trainer_image {
+                        t.trainer_image = image;
+                    }
+                    t
+                },
                 host_binary,
                 acme: nova::certs::Settings {
                     backoff_base: std::time::Duration::from_secs(acme_backoff_seconds),

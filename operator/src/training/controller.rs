@@ -24,15 +24,31 @@ use crate::kit::kinds::Reconciled;
 use crate::kit::{self, FIELD_MANAGER};
 
 /// What the operator is told about training.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Settings {
     /// The image whose `nova train` runs jobs of the built-in trainer (`--trainer-image`).
     pub trainer_image: String,
+    /// Prometheus holding the DCGM exporter's GPU metrics (`--prometheus-url`), for the
+    /// thermal guard and GPU readings of pods; without it neither runs.
+    pub prometheus_url: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { trainer_image: format!("ghcr.io/nova-infra/nova:{}", env!("CARGO_PKG_VERSION")) }
+        Self {
+            trainer_image: format!("ghcr.io/nova-infra/nova:{}", env!("CARGO_PKG_VERSION")),
+            prometheus_url: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A Prometheus URL may carry basic-auth credentials.
+        f.debug_struct("Settings")
+            .field("trainer_image", &self.trainer_image)
+            .field("prometheus_url", &self.prometheus_url.as_deref().map(crate::state::redact))
+            .finish()
     }
 }
 
@@ -46,6 +62,8 @@ pub type Ctx = Own<TrainingJob, Families>;
 
 /// Progress is read again this often while workers run.
 const WATCH: Duration = Duration::from_secs(30);
+/// GPUs are read this often while the thermal guard watches a job (running or paused).
+const GUARD_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn reconcile(obj: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let c = ctx.clone();
@@ -80,16 +98,22 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
         let rank0 = pods::pod_name(&name, attempt, 0);
         seen.progressed = super::observe::progress(&api, &rank0, &mut status).await?;
     }
-    let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());
+    let now = Timestamp::now();
+    let mut plan = plan::decide(&Policy::of(&job.spec), &status, &seen, now);
+    super::podguard::guard(ctx, job, &mut plan, now).await;
     act(job, ctx, &api, &mut plan, &seen).await?;
     let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
     super::runs::record(&ctx.state, &ns, &name, &old, &plan).await?;
     write_status(job, ctx, &plan).await?;
+    let live = matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
+    let guarded = job.spec.gpus_per_worker > 0
+        && ctx.families.settings.prometheus_url.is_some()
+        && matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Paused));
+    let watch = if guarded { GUARD_EVERY } else { WATCH };
     Ok(match plan.recheck {
+        Some(d) if guarded => Action::requeue(d.unsigned_abs().clamp(Duration::from_millis(200), watch)),
         Some(d) => Action::requeue(d.unsigned_abs().max(Duration::from_millis(200))),
-        None if matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Pending)) => {
-            Action::requeue(WATCH)
-        }
+        None if live || guarded => Action::requeue(watch),
         None => Action::await_change(),
     })
 }

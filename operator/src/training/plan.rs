@@ -152,6 +152,9 @@ pub fn decide(p: &Policy, old: &TrainingJobStatus, seen: &Observed, now: Timesta
         }
         plan.recheck_within(left);
     }
+    if old.phase == Some(TrainingPhase::Paused) && old.attempt_start_time.is_none() {
+        return stopped_for_heat(plan, seen);
+    }
     if seen.leftovers > 0 {
         // A gang restarts only once every worker of the last attempt is gone.
         plan.stop_leftovers = true;
@@ -193,6 +196,41 @@ fn start(p: &Policy, mut plan: Plan, now: Timestamp) -> Plan {
     plan.reason = reason::CREATED;
     plan.message = format!("attempt {attempt}: {} worker(s) created", p.workers);
     plan.event = Some((false, reason::CREATED, plan.message.clone()));
+    plan
+}
+
+/// A gang the thermal guard stopped (pods cannot be frozen): it stays stopped until the guard
+/// resumes it ([`resume`]); workers still terminating are stopped again, nothing is created.
+fn stopped_for_heat(mut plan: Plan, seen: &Observed) -> Plan {
+    plan.stop_all = !seen.workers.is_empty() || seen.leftovers > 0;
+    plan.reason = reason::THERMAL_PAUSE;
+    plan.message = "stopped by the thermal guard until every GPU it ran on is below \
+        spec.thermal.resumeBelowCelsius; it resumes from the newest checkpoint"
+        .into();
+    plan
+}
+
+/// The thermal guard's pause where workers cannot be frozen (pods): the gang stops with its
+/// grace period to checkpoint, the phase is Paused, and no restart is counted.
+pub fn pause(plan: &mut Plan, msg: String) {
+    let st = &mut plan.status;
+    st.phase = Some(TrainingPhase::Paused);
+    st.attempt_start_time = None;
+    plan.stop_all = true;
+    plan.create.clear();
+    (plan.reason, plan.message) = (reason::THERMAL_PAUSE, msg.clone());
+    plan.event = Some((true, reason::THERMAL_PAUSE, msg));
+}
+
+/// The guard's resume of a stopped gang: a new attempt from the newest checkpoint, as after a
+/// suspension (not a restart: `backoffLimit` is not touched).
+pub fn resume(p: &Policy, plan: Plan, msg: String, now: Timestamp) -> Plan {
+    let mut plan = start(p, plan, now);
+    if !plan.create.is_empty() {
+        plan.message = format!("{msg}; {}", plan.message);
+        plan.reason = reason::THERMAL_RESUME;
+        plan.event = Some((false, reason::THERMAL_RESUME, plan.message.clone()));
+    }
     plan
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::{Observed, Plan, Policy, Worker, decide, reason};
+use super::{Observed, Plan, Policy, Worker, decide, pause, reason, resume};
 use crate::api::training::{TrainingJobStatus, TrainingPhase};
 
 struct World {
@@ -278,4 +278,35 @@ fn a_restarted_gang_counts_its_steps_from_the_checkpoint_unless_it_starts_over()
         let plan = w.tick();
         assert_eq!((w.status.attempt, plan.status.step), (Some(2), want), "resume {resume}");
     }
+}
+
+#[test]
+fn a_thermal_pause_of_pods_stops_the_gang_until_resumed_without_a_restart() {
+    let mut w = World::new(2);
+    w.tick();
+    w.all(Worker::Running);
+    w.tick();
+    let mut plan = w.tick();
+    pause(&mut plan, "worker 1 GPU 0 is at 90 °C".into());
+    w.status = plan.status.clone();
+    assert_eq!(
+        (w.phase(), plan.stop_all, plan.event.as_ref().unwrap().1),
+        (TrainingPhase::Paused, true, reason::THERMAL_PAUSE)
+    );
+    w.leftovers += w.workers.len();
+    w.workers.clear();
+    // Stopped: the workers terminating are stopped again, none is created, nothing is judged
+    // (no "worker disappeared" restart), for as long as the guard holds.
+    for _ in 0..3 {
+        let plan = w.tick();
+        assert!(plan.create.is_empty() && plan.event.is_none(), "{plan:?}");
+        assert_eq!((w.phase(), plan.reason), (TrainingPhase::Paused, reason::THERMAL_PAUSE));
+        w.settle();
+        w.wait(60);
+    }
+    let plan = w.tick();
+    let plan = resume(&w.p, plan, "every GPU is below 70 °C".into(), w.now);
+    assert_eq!((plan.create.len(), plan.status.attempt, plan.status.restarts), (2, Some(2), Some(0)));
+    assert_eq!(plan.event.unwrap().1, reason::THERMAL_RESUME);
+    assert!(plan.message.starts_with("every GPU is below 70 °C; attempt 2"), "{}", plan.message);
 }

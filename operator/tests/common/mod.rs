@@ -67,7 +67,17 @@ impl Operator {
     /// Starts with the state database in `state`: a restarted operator keeps its history.
     pub async fn start_with_state(client: Client, ns: &str, state: tempfile::TempDir) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Self::launch(client, ns, state, port, Default::default()).await
+        Self::launch(client, ns, state, port, Default::default(), Default::default()).await
+    }
+
+    /// Starts with the TrainingJob settings `training` (a Prometheus for GPU readings).
+    pub async fn start_training(
+        client: Client,
+        ns: &str,
+        training: nova::training::controller::Settings,
+    ) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Self::launch(client, ns, tempfile::tempdir()?, port, Default::default(), training).await
     }
 
     /// Starts on HTTP port `port` (so a Prometheus can be told to scrape it first) with the
@@ -78,7 +88,7 @@ impl Operator {
         port: u16,
         alerts: nova::alerts::controller::Settings,
     ) -> Result<Self> {
-        Self::launch(client, ns, tempfile::tempdir()?, port, alerts).await
+        Self::launch(client, ns, tempfile::tempdir()?, port, alerts, Default::default()).await
     }
 
     async fn launch(
@@ -87,6 +97,7 @@ impl Operator {
         state: tempfile::TempDir,
         port: u16,
         alerts: nova::alerts::controller::Settings,
+        training: nova::training::controller::Settings,
     ) -> Result<Self> {
         record_logs();
         let cfg = nova::operator::Config {
@@ -97,7 +108,7 @@ impl Operator {
             watch_namespace: Some(ns.to_owned()),
             trusted_namespaces: Vec::new(),
             alerts,
-            training: Default::default(),
+            training,
             // The operator runs inside the test binary; hosts get the real `nova`.
             host_binary: Some(env!("CARGO_BIN_EXE_nova").into()),
             acme: nova::certs::Settings {

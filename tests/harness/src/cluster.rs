@@ -454,9 +454,10 @@ impl ControlPlane {
                         "kubernetes.io/arch": "amd64",
                     },
                 },
+                // GPUs as the NVIDIA device plugin advertises them, for the training tests.
                 "status": {
-                    "capacity": {"cpu": "256", "memory": "1Ti", "pods": "2000"},
-                    "allocatable": {"cpu": "256", "memory": "1Ti", "pods": "2000"},
+                    "capacity": {"cpu": "256", "memory": "1Ti", "pods": "2000", "nvidia.com/gpu": "8"},
+                    "allocatable": {"cpu": "256", "memory": "1Ti", "pods": "2000", "nvidia.com/gpu": "8"},
                 },
             }))
             .expect("node manifest");
