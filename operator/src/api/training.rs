@@ -329,10 +329,12 @@ pub enum TrainingPhase {
 pub struct WorkerStatus {
     /// Worker index.
     pub index: i32,
-    /// The Host the worker runs on (host targets).
+    /// The Host the worker runs on (host targets), or the node its GPUs were read on
+    /// (Kubernetes, from the DCGM exporter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// The host's GPUs given to the worker, as its `CUDA_VISIBLE_DEVICES` (host targets).
+    /// The GPUs given to the worker: its `CUDA_VISIBLE_DEVICES` on a Host; on Kubernetes the
+    /// node's GPU indices the DCGM exporter reports for its pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpus: Option<String>,
     /// GPU utilisation in percent (the busiest of the worker's GPUs).
