@@ -344,6 +344,41 @@ async fn a_hot_gpu_pauses_the_workers_and_a_cool_one_resumes_them() -> Result<()
     Ok(())
 }
 
+/// The built-in trainer on a host: Nova copies its own binary there and runs `nova train` as
+/// the worker's unit. A host of another architecture (a `uname` stand-in says aarch64) is
+/// refused naming `spec.target.hosts`; the real one trains to Succeeded with its checkpoints
+/// on the host.
+#[tokio::test]
+async fn the_built_in_trainer_runs_on_a_host_from_novas_own_binary() -> Result<()> {
+    let th = tokio::task::spawn_blocking(|| TestHost::start("tjt")).await??;
+    let dir = tempfile::tempdir()?;
+    let key_path = dir.path().join("id");
+    std::fs::write(&key_path, &th.client_key)?;
+    let job = json!({"apiVersion": "nova.infra.dev/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "builtin", "namespace": "default"},
+        "spec": {"target": {"hosts": {"names": [th.name]}}, "workers": 1, "gpusPerWorker": 0,
+                 "trainer": {"model": "linear", "dataset": "synthetic-classification", "epochs": 2, "batchSize": 64},
+                 "checkpoint": {"everySteps": 20, "keepLast": 2}}});
+    let file = dir.path().join("job.yaml");
+    std::fs::write(&file, [host_doc(&th), job].map(|d| serde_yaml::to_string(&d).unwrap()).join("---\n"))?;
+    let args = ["apply", "-f", file.to_str().context("path")?, "-i", key_path.to_str().context("path")?];
+
+    th.ssh("printf '#!/bin/sh\\necho aarch64\\n' > /usr/local/bin/uname && chmod 755 /usr/local/bin/uname")?;
+    let (ok, out) = nova(&args, dir.path()).await?;
+    assert!(!ok && out.contains("spec.target.hosts: the host is aarch64"), "{out}");
+    th.ssh("rm /usr/local/bin/uname")?;
+
+    let supervise = [&args[..], &["--supervise", "--every", "1"]].concat();
+    let (ok, out) = tokio::time::timeout(WAIT, nova(&supervise, dir.path())).await??;
+    assert!(ok && out.contains("trainingjob/builtin: Succeeded"), "{out}");
+    let st = status_of(dir.path(), "builtin").await?;
+    assert!(st["step"].as_i64() >= Some(100), "{st:#}");
+    let ck = st["lastCheckpoint"]["path"].as_str().context("a checkpoint")?.to_owned();
+    assert!(ck.ends_with(".safetensors"), "{ck}");
+    th.ssh(&format!("test -s {ck} && test -x /usr/local/lib/nova/nova"))?;
+    Ok(())
+}
+
 /// Real PyTorch DDP over gloo, the gang's two workers on two test hosts joined as on a LAN
 /// (PyTorch from PyPI, installed by scripts/test outside git and bound read-only into the
 /// hosts): the gradients are all-reduced across the hosts (both ranks hold the same weights at

@@ -48,7 +48,9 @@ async fn configuration(
     host: &crate::api::host::Host,
 ) -> Result<(String, String), Error> {
     let config = run_config(b, ctx, Some(host)).await?;
-    let bin = timer::binary_sha256(&binary(ctx)?).await.map_err(|e| host_err("Nova's binary", e))?;
+    let bin = crate::ssh::binary::binary_sha256(&binary(ctx)?)
+        .await
+        .map_err(|e| host_err("Nova's binary", e.into()))?;
     let digest = hex::encode(Sha256::digest(format!("{bin}\n{config}").as_bytes()));
     Ok((config, digest[..16].to_owned()))
 }

@@ -7,14 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
-
 use crate::api::backup::BackupSpec;
 use crate::ssh::{Connection, quote};
 
 /// Nova's binary on a host.
-pub const BIN: &str = "/usr/local/lib/nova/nova";
+pub const BIN: &str = crate::ssh::binary::BIN;
 /// Configuration files (the Backup and its Secrets), mode 0600.
 pub const CONFIG_DIR: &str = "/etc/nova/backups";
 /// The timer's state: the last slot run (`<id>.last`), when it was installed (`<id>.since`),
@@ -27,8 +24,8 @@ pub enum TimerError {
     Invalid(String),
     #[error(transparent)]
     Ssh(#[from] crate::ssh::Error),
-    #[error("reading Nova's own binary {path}: {reason}")]
-    Binary { path: String, reason: String },
+    #[error(transparent)]
+    Binary(#[from] crate::ssh::binary::BinaryError),
 }
 
 /// `<namespace>--<name>`, the name of everything the timer has on the host.
@@ -102,65 +99,6 @@ pub fn timer(id: &str) -> String {
     )
 }
 
-/// Hex SHA-256 of Nova's binary at `path`, computed once per process (it does not change
-/// under a running Nova; the operator asks on every reconcile of a timer's Backup).
-pub async fn binary_sha256(path: &Path) -> Result<String, TimerError> {
-    static SEEN: std::sync::Mutex<Option<(std::path::PathBuf, String)>> = std::sync::Mutex::new(None);
-    if let Some((p, h)) = SEEN.lock().ok().and_then(|g| g.clone())
-        && p == path
-    {
-        return Ok(h);
-    }
-    let h = file_sha256(path).await?;
-    if let Ok(mut g) = SEEN.lock() {
-        *g = Some((path.to_owned(), h.clone()));
-    }
-    Ok(h)
-}
-
-/// Hex SHA-256 of a file, read in pieces.
-async fn file_sha256(path: &Path) -> Result<String, TimerError> {
-    let bad =
-        |e: std::io::Error| TimerError::Binary { path: path.display().to_string(), reason: e.to_string() };
-    let mut f = tokio::fs::File::open(path).await.map_err(bad)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).await.map_err(bad)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
-}
-
-/// Puts `binary` at [`BIN`] unless the same bytes are there; refuses a host of another
-/// architecture. Returns whether it was uploaded.
-pub async fn ensure_binary(conn: &Connection, binary: &Path) -> Result<bool, TimerError> {
-    let t = Duration::from_secs(60);
-    let arch = conn.run("uname -m", t).await?;
-    if arch.trim() != std::env::consts::ARCH {
-        let why =
-            format!("the host is {}, Nova's binary is built for {}", arch.trim(), std::env::consts::ARCH);
-        return Err(TimerError::Invalid(format!("spec.runOn.hostRef: {why}")));
-    }
-    let want = binary_sha256(binary).await?;
-    let have = conn.run(&format!("sha256sum {BIN} 2>/dev/null | cut -d' ' -f1 || true"), t).await?;
-    if have.trim() == want {
-        return Ok(false);
-    }
-    let f = tokio::fs::File::open(binary)
-        .await
-        .map_err(|e| TimerError::Binary { path: binary.display().to_string(), reason: e.to_string() })?;
-    let cmd = format!(
-        "set -e; d=$(dirname {b}); install -d \"$d\"; t=$(mktemp \"$d/.nova.XXXXXX\"); trap 'rm -f \"$t\"' EXIT; \
-         cat > \"$t\"; [ \"$(sha256sum \"$t\" | cut -d' ' -f1)\" = {want} ]; chmod 755 \"$t\"; mv -f \"$t\" {b}; trap - EXIT",
-        b = quote(BIN)
-    );
-    conn.run_with_input(&cmd, f, Duration::from_secs(1800)).await?;
-    Ok(true)
-}
-
 /// Installs (or brings up to date) the timer of Backup `name` (id `id`) on `host`:
 /// the binary, the configuration `config` (YAML with its Secrets, 0600), the units, enabled.
 pub async fn install(
@@ -172,7 +110,7 @@ pub async fn install(
     binary: &Path,
 ) -> Result<(), TimerError> {
     let t = Duration::from_secs(60);
-    ensure_binary(conn, binary).await?;
+    crate::ssh::binary::ensure(conn, binary, "spec.runOn.hostRef").await?;
     conn.upload(&config_path(id), config.as_bytes(), 0o600, Some("root"), t).await?;
     let u = unit(id);
     conn.upload(

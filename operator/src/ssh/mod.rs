@@ -2,6 +2,7 @@
 //! against what the Host pins before anything is sent, commands with timeouts and captured
 //! output, and atomic file uploads.
 
+pub mod binary;
 pub mod pool;
 pub mod quote;
 mod stream;

@@ -49,8 +49,8 @@ pub struct Args {
     /// latest: continue from the newest checkpoint in --checkpoint-dir; none: start over.
     #[arg(long, default_value = "latest", value_parser = ["latest", "none"])]
     resume: String,
-    /// Continue from this checkpoint file (set by Nova when a worker moves).
-    #[arg(long, env = "NOVA_RESUME_FROM")]
+    /// Continue from this checkpoint file [env: NOVA_RESUME_FROM, set by Nova; empty: none].
+    #[arg(long)]
     resume_from: Option<PathBuf>,
     /// Append the progress protocol here (JSON lines) instead of printing it.
     #[arg(long, env = "NOVA_PROGRESS_FILE")]
@@ -99,7 +99,10 @@ fn config(a: Args) -> Result<(Config, Option<PathBuf>), String> {
     let dataset = a.dataset.or(f.dataset).ok_or(
         "--dataset: give fashion-mnist, synthetic-classification, synthetic-regression or a directory",
     )?;
-    let resume = match (a.resume_from.filter(|p| !p.as_os_str().is_empty()), a.resume.as_str()) {
+    // Not clap's `env`: it refuses the empty value Nova gives a worker with no checkpoint.
+    let from_env = std::env::var_os("NOVA_RESUME_FROM").map(PathBuf::from);
+    let resume_from = a.resume_from.or(from_env).filter(|p| !p.as_os_str().is_empty());
+    let resume = match (resume_from, a.resume.as_str()) {
         (Some(p), _) => Resume::From(p),
         (None, "none") => Resume::None,
         (None, _) => Resume::Latest,

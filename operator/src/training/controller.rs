@@ -92,9 +92,9 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     let old = ctx.status.current(job);
     let mut seen = super::observe::pods(&api, &name, old.attempt).await?;
     let mut status = old.clone();
-    if let (Some(attempt), true) =
-        (old.attempt, old.phase == Some(TrainingPhase::Running) && seen.workers.contains_key(&0))
-    {
+    // Pending too: a short job can finish between two rounds, its last lines still to read.
+    let live = matches!(old.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
+    if let (Some(attempt), true) = (old.attempt, live && seen.workers.contains_key(&0)) {
         let rank0 = pods::pod_name(&name, attempt, 0);
         seen.progressed = super::observe::progress(&api, &rank0, &mut status).await?;
     }

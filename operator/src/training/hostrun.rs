@@ -41,7 +41,7 @@ pub enum Error {
     #[error("host/{host}: {source}")]
     Ssh { host: String, source: ssh::Error },
     #[error(transparent)]
-    Binary(#[from] crate::backup::timer::TimerError),
+    Binary(#[from] ssh::binary::BinaryError),
 }
 
 pub(super) fn on(host: &str) -> impl FnOnce(ssh::Error) -> Error + '_ {
@@ -131,7 +131,7 @@ pub async fn create(
             None => None,
         };
         if job.spec.trainer.is_some() {
-            crate::backup::timer::ensure_binary(c, binary).await?;
+            ssh::binary::ensure(c, binary, "spec.target.hosts").await?;
         }
         let w = pods::Worker {
             attempt,
@@ -243,7 +243,9 @@ pub async fn round(
     let id = units::id(job).map_err(Error::Invalid)?;
     let mut seen = observe(sites, &id, old.attempt).await?;
     let mut status = old.clone();
-    if old.phase == Some(TrainingPhase::Running) && seen.workers.contains_key(&0) {
+    // Pending too: a short job can finish between two rounds, its last lines still to read.
+    let live = matches!(old.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
+    if live && seen.workers.contains_key(&0) {
         seen.progressed = progress(sites, &id, &mut status).await?;
     }
     let mut p = super::plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());

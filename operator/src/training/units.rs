@@ -16,7 +16,7 @@ use crate::render::{self, validate};
 /// Where a job keeps its files on a host: progress lines, environment files, checkpoints.
 pub const STATE_DIR: &str = "/var/lib/nova/training";
 /// Nova's binary on a host (shared with the backup timers).
-pub const BIN: &str = crate::backup::timer::BIN;
+pub const BIN: &str = crate::ssh::binary::BIN;
 
 /// `<namespace>--<name>`: Kubernetes names, so safe in unit and file names.
 pub fn id(job: &TrainingJob) -> Result<String, String> {
