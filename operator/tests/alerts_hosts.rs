@@ -116,6 +116,40 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     names.sort();
     assert_eq!(names, ["NovaTestAlways", "NovaTestNodeDown", "NovaTestOther"], "{out}");
     assert!(out.contains("alertrule/other: Loaded: 1 rules loaded"), "{out}");
+
+    // Both objects changed again: counted on the host, one `promtool check rules` of both files
+    // and one Prometheus reload for the round (a wrapper logs promtool's calls; Prometheus logs
+    // each configuration load).
+    th.ssh(
+        "mv /usr/bin/promtool /usr/bin/promtool.real && printf '#!/bin/sh\\necho \"$*\" >> /root/promtool.calls\\n\
+         exec /usr/bin/promtool.real \"$@\"\\n' > /usr/bin/promtool && chmod 755 /usr/bin/promtool",
+    )?;
+    let loads = || -> Result<usize> {
+        let n = th.ssh(
+            "journalctl -u prometheus --no-pager | grep -c 'Completed loading of configuration file' || true",
+        )?;
+        Ok(n.trim().parse()?)
+    };
+    let before = loads()?;
+    let mut other2 = other_doc(&th);
+    other2["spec"]["groups"][0]["rules"][0]["annotations"]["summary"] = json!("never fires, changed");
+    let both = write_as(
+        dir.path(),
+        "both.yaml",
+        &[host_doc(&th), secret_doc(), rule_doc(&th, "{{ $labels.job }} fires, changed"), other2],
+    )?;
+    let (ok, out) = nova(&["apply", "-f", &both, "-i", key], dir.path()).await?;
+    assert!(ok, "{out}");
+    let calls = std::fs::read_to_string(th.root().join("root/promtool.calls")).unwrap_or_default();
+    let checks: Vec<&str> = calls.lines().filter(|l| l.starts_with("check rules")).collect();
+    assert_eq!(checks.len(), 1, "promtool calls: {calls}");
+    assert!(checks[0].contains("app") && checks[0].contains("other"), "one check of both files: {calls}");
+    // journald may write the line a moment after the reload answered.
+    test_cluster::eventually("the reload in Prometheus's log", Duration::from_secs(10), || async {
+        anyhow::Ok(loads()? > before)
+    })
+    .await?;
+    assert_eq!(loads()? - before, 1, "Prometheus reloads in the round");
     let (ok, out) = nova(&["delete", "-f", &other, "-i", key], dir.path()).await?;
     assert!(ok, "{out}");
     let (_, status) = nova(&["status", "app"], dir.path()).await?;
