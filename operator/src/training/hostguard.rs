@@ -1,5 +1,5 @@
 //! The thermal guard on Hosts: each round reads every GPU the gang was given (`nvidia-smi` on
-//! the host, the same readings `nova host facts` takes), puts them in the workers' status, and
+//! the host: the query's readings and each GPU's slowdown threshold), puts them in the workers' status, and
 //! asks the pure guard ([`super::thermal`]) whether to freeze the workers (SIGSTOP to every
 //! process of their units) or thaw them (SIGCONT).
 
