@@ -48,9 +48,8 @@ async fn configuration(
     host: &crate::api::host::Host,
 ) -> Result<(String, String), Error> {
     let config = run_config(b, ctx, Some(host)).await?;
-    let bin = crate::ssh::binary::binary_sha256(&binary(ctx)?)
-        .await
-        .map_err(|e| host_err("Nova's binary", e.into()))?;
+    let bin =
+        crate::ssh::binary::sha256(&binary(ctx)?).await.map_err(|e| host_err("Nova's binary", e.into()))?;
     let digest = hex::encode(Sha256::digest(format!("{bin}\n{config}").as_bytes()));
     Ok((config, digest[..16].to_owned()))
 }

@@ -25,7 +25,7 @@ pub enum BinaryError {
 
 /// Hex SHA-256 of Nova's binary at `path`, computed once per process (it does not change
 /// under a running Nova; the operator asks on every reconcile of a timer's Backup).
-pub async fn binary_sha256(path: &Path) -> Result<String, BinaryError> {
+pub async fn sha256(path: &Path) -> Result<String, BinaryError> {
     static SEEN: std::sync::Mutex<Option<(std::path::PathBuf, String)>> = std::sync::Mutex::new(None);
     if let Some((p, h)) = SEEN.lock().ok().and_then(|g| g.clone())
         && p == path
@@ -65,7 +65,7 @@ pub async fn ensure(conn: &Connection, binary: &Path, field: &str) -> Result<boo
             format!("the host is {}, Nova's binary is built for {}", arch.trim(), std::env::consts::ARCH);
         return Err(BinaryError::Arch(format!("{field}: {why}")));
     }
-    let want = binary_sha256(binary).await?;
+    let want = sha256(binary).await?;
     let have = conn.run(&format!("sha256sum {BIN} 2>/dev/null | cut -d' ' -f1 || true"), t).await?;
     if have.trim() == want {
         return Ok(false);

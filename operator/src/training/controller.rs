@@ -92,9 +92,9 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     let old = ctx.status.current(job);
     let mut seen = super::observe::pods(&api, &name, old.attempt).await?;
     let mut status = old.clone();
-    // Pending too: a short job can finish between two rounds, its last lines still to read.
-    let live = matches!(old.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
-    if let (Some(attempt), true) = (old.attempt, live && seen.workers.contains_key(&0)) {
+    if let (Some(attempt), true) =
+        (old.attempt, plan::reads_progress(old.phase) && seen.workers.contains_key(&0))
+    {
         let rank0 = pods::pod_name(&name, attempt, 0);
         seen.progressed = super::observe::progress(&api, &rank0, &mut status).await?;
     }
@@ -106,9 +106,7 @@ async fn apply(job: &TrainingJob, ctx: &Ctx) -> Result<Action, Error> {
     super::runs::record(&ctx.state, &ns, &name, &old, &plan).await?;
     write_status(job, ctx, &plan).await?;
     let live = matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
-    let guarded = job.spec.gpus_per_worker > 0
-        && ctx.families.settings.prometheus_url.is_some()
-        && matches!(plan.status.phase, Some(TrainingPhase::Running | TrainingPhase::Paused));
+    let guarded = super::podguard::watches(ctx, job, plan.status.phase);
     let watch = if guarded { GUARD_EVERY } else { WATCH };
     Ok(match plan.recheck {
         Some(d) if guarded => Action::requeue(d.unsigned_abs().clamp(Duration::from_millis(200), watch)),

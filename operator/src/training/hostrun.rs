@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::plan::{Observed, Plan, Policy};
 use super::{pods, units};
 use crate::api::TrainingJob;
-use crate::api::training::{TrainingJobStatus, TrainingPhase, WorkerStatus};
+use crate::api::training::{TrainingJobStatus, WorkerStatus};
 use crate::ssh::{self, Connection, quote};
 
 const T: Duration = Duration::from_secs(60);
@@ -123,6 +123,7 @@ pub async fn create(
         (crate::api::training::Resume::Latest, Some(c)) => Some(c.clone()),
         _ => None,
     };
+    let mut binary_on = std::collections::BTreeSet::new();
     for (&index, host) in placed.iter().filter(|(i, _)| plan.create.contains(i)) {
         let s = site(host);
         let c = s.conn.as_ref().expect("placed on a host that answered");
@@ -130,8 +131,10 @@ pub async fn create(
             Some(ck) => carry(sites, ck, host).await?.then_some(ck.path.as_str()),
             None => None,
         };
-        if job.spec.trainer.is_some() {
+        // Once per Host, not per worker: each check is two commands over SSH.
+        if job.spec.trainer.is_some() && !binary_on.contains(host.as_str()) {
             ssh::binary::ensure(c, binary, "spec.target.hosts").await?;
+            binary_on.insert(host.as_str());
         }
         let w = pods::Worker {
             attempt,
@@ -243,9 +246,7 @@ pub async fn round(
     let id = units::id(job).map_err(Error::Invalid)?;
     let mut seen = observe(sites, &id, old.attempt).await?;
     let mut status = old.clone();
-    // Pending too: a short job can finish between two rounds, its last lines still to read.
-    let live = matches!(old.phase, Some(TrainingPhase::Running | TrainingPhase::Pending));
-    if live && seen.workers.contains_key(&0) {
+    if super::plan::reads_progress(old.phase) && seen.workers.contains_key(&0) {
         seen.progressed = progress(sites, &id, &mut status).await?;
     }
     let mut p = super::plan::decide(&Policy::of(&job.spec), &status, &seen, Timestamp::now());

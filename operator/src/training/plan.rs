@@ -169,6 +169,13 @@ pub fn decide(p: &Policy, old: &TrainingJobStatus, seen: &Observed, now: Timesta
     judge(p, plan, seen, now)
 }
 
+/// Whether worker 0's progress is read in a round of a job in `phase`: while the gang runs,
+/// and while it starts too — a short job can finish between two rounds, its last lines still
+/// to read.
+pub fn reads_progress(phase: Option<TrainingPhase>) -> bool {
+    matches!(phase, Some(TrainingPhase::Running | TrainingPhase::Pending))
+}
+
 /// Creates a new gang, unless a placement backoff is still running.
 fn start(p: &Policy, mut plan: Plan, now: Timestamp) -> Plan {
     let retry = plan.status.retry_after.as_ref().map(|t| t.0.duration_since(now));

@@ -14,6 +14,13 @@ use super::thermal::{self, Guard};
 use crate::api::TrainingJob;
 use crate::api::training::TrainingPhase;
 
+/// Whether the guard reads the GPUs of `job` in `phase` (the controller looks again sooner).
+pub fn watches(ctx: &Ctx, job: &TrainingJob, phase: Option<TrainingPhase>) -> bool {
+    ctx.families.settings.prometheus_url.is_some()
+        && job.spec.gpus_per_worker > 0
+        && matches!(phase, Some(TrainingPhase::Running | TrainingPhase::Paused))
+}
+
 /// The guard's turn, between the plan and acting on it. Without `--prometheus-url` or GPUs it
 /// does nothing; a Prometheus that cannot be read holds (no readings decide nothing), and a
 /// stopped gang's condition says why it is not resumed.
@@ -22,7 +29,7 @@ pub async fn guard(ctx: &Ctx, job: &TrainingJob, plan: &mut Plan, now: Timestamp
     let phase = plan.status.phase;
     let stopped = phase == Some(TrainingPhase::Paused) && plan.status.attempt_start_time.is_none();
     let running = phase == Some(TrainingPhase::Running) && !plan.stop_all;
-    if job.spec.gpus_per_worker <= 0 || !plan.create.is_empty() || !(stopped || running) {
+    if !watches(ctx, job, phase) || !plan.create.is_empty() || !(stopped || running) {
         return;
     }
     let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
