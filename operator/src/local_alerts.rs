@@ -172,16 +172,8 @@ async fn on_host(
         Err(e) => return planned.iter().map(|_| Err(e.to_string())).collect(),
     };
     let objects: Vec<Object> = planned.iter().map(|p| p.object()).collect();
-    let out = match batch::apply(&conn, &objects, statuses).await {
-        Ok(round) => round.into_iter().map(|(_, c)| Ok(c)).collect(),
-        Err(_) => {
-            let mut out = Vec::new();
-            for (o, st) in objects.iter().zip(statuses.iter_mut()) {
-                out.push(hosts::apply(&conn, o, st).await.map(|(_, c)| c).map_err(|e| e.to_string()));
-            }
-            out
-        }
-    };
+    let round = batch::apply_or_each(&conn, &objects, statuses).await;
+    let out = round.into_iter().map(|r| r.map(|(_, c)| c).map_err(|e| e.to_string())).collect();
     conn.close().await;
     out
 }

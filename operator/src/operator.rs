@@ -421,7 +421,14 @@ async fn alerts(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let controller = Controller::new(api::<AlertRule>(client, ns), watcher::Config::default());
-    let families = crate::alerts::memo::Alerts::new(cfg.alerts.clone(), controller.store());
+    let rounds = crate::kit::rounds::RoundMetrics::register(
+        &ctx.metrics.registry,
+        "nova_alert_host",
+        "host",
+        "AlertRule files checked and loaded on a Host",
+    )
+    .expect("alert round metrics register once");
+    let families = crate::alerts::memo::Alerts::new(cfg.alerts.clone(), controller.store(), rounds);
     let own = crate::context::Own::<AlertRule, _>::new(ctx, families);
     controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))

@@ -235,7 +235,7 @@ async fn the_operator_loads_rules_on_a_host_and_removes_them_on_delete() -> Resu
     doc["metadata"] = json!({"name": "app"});
     doc["spec"]["target"] = json!({"hosts": {"names": [host]}});
     doc["spec"].as_object_mut().context("spec")?.remove("routing");
-    rules.create(&PostParams::default(), &serde_json::from_value(doc)?).await?;
+    rules.create(&PostParams::default(), &serde_json::from_value(doc.clone())?).await?;
     let file = th.root().join(format!("etc/prometheus/nova/rules/{ns}--app.yml"));
     test_cluster::eventually("rules loaded on the host, read back", Duration::from_secs(240), || async {
         let st = rules.get("app").await?.status.unwrap_or_default();
@@ -248,9 +248,80 @@ async fn the_operator_loads_rules_on_a_host_and_removes_them_on_delete() -> Resu
     assert!(degraded.message.contains("spec.groups[0].rules[1].expr"), "{degraded:?}");
     assert_eq!(loaded_rules(&th)?.len(), 2);
 
-    rules.delete("app", &DeleteParams::default()).await?;
-    test_cluster::eventually("the AlertRule gone", Duration::from_secs(60), || async {
-        anyhow::Ok(rules.get_opt("app").await?.is_none())
+    // Objects that arrive together share one round on the host. promtool's checks wait for
+    // /root/go, so the round of g0 holds; g1 and g2 arrive meanwhile and wait for the next
+    // round (the operator's metric says so); then one check and one reload take both.
+    th.ssh(
+        "mv /usr/bin/promtool /usr/bin/promtool.real && printf '#!/bin/sh\\necho \"$*\" >> /root/promtool.calls\\n\
+         if [ \"$1\" = check ] && [ \"$2\" = rules ]; then while [ ! -f /root/go ]; do sleep 0.05; done; fi\\n\
+         exec /usr/bin/promtool.real \"$@\"\\n' > /usr/bin/promtool && chmod 755 /usr/bin/promtool",
+    )?;
+    let checks = || -> Vec<String> {
+        let calls = std::fs::read_to_string(th.root().join("root/promtool.calls")).unwrap_or_default();
+        calls.lines().filter(|l| l.starts_with("check rules")).map(str::to_owned).collect()
+    };
+    let loads = || -> Result<usize> {
+        let n = th.ssh(
+            "journalctl -u prometheus --no-pager | grep -c 'Completed loading of configuration file' || true",
+        )?;
+        Ok(n.trim().parse()?)
+    };
+    let before = loads()?;
+    let group = ["g0", "g1", "g2"];
+    let create = |name: &'static str| {
+        let mut d = doc.clone();
+        d["metadata"] = json!({"name": name});
+        let rules = rules.clone();
+        async move {
+            rules
+                .create(&PostParams::default(), &serde_json::from_value(d)?)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+    };
+    create(group[0]).await?;
+    test_cluster::eventually("g0's check started and held", Duration::from_secs(60), || async {
+        anyhow::Ok(checks().len() == 1)
+    })
+    .await?;
+    create(group[1]).await?;
+    create(group[2]).await?;
+    let waiting = format!("nova_alert_host_round_waiting{{host=\"{host}\"}} ");
+    test_cluster::eventually("g1 and g2 waiting for the next round", Duration::from_secs(60), || async {
+        let m = op.metrics().await?;
+        let n = m.lines().find_map(|l| l.strip_prefix(&waiting)).and_then(|v| v.trim().parse::<u32>().ok());
+        anyhow::Ok(n.unwrap_or(0) >= 2)
+    })
+    .await?;
+    th.ssh("touch /root/go")?;
+    test_cluster::eventually("g0, g1 and g2 loaded", Duration::from_secs(120), || async {
+        let mut all = true;
+        for g in group {
+            all &= rules.get(g).await?.status.unwrap_or_default().rules_loaded == Some(2);
+        }
+        anyhow::Ok(all)
+    })
+    .await?;
+    let checks = checks();
+    assert_eq!(checks.len(), 2, "promtool checks: {checks:?}");
+    assert!(checks[0].contains("--g0.yml") && !checks[0].contains("--g1"), "{checks:?}");
+    assert!(
+        checks[1].contains("--g1.yml") && checks[1].contains("--g2.yml"),
+        "one check of both: {checks:?}"
+    );
+    test_cluster::eventually("two reloads in Prometheus's log", Duration::from_secs(10), || async {
+        anyhow::Ok(loads()? >= before + 2)
+    })
+    .await?;
+    assert_eq!(loads()? - before, 2, "Prometheus reloads for two rounds");
+    assert_eq!(loaded_rules(&th)?.len(), 8);
+
+    for name in ["app"].into_iter().chain(group) {
+        rules.delete(name, &DeleteParams::default()).await?;
+    }
+    test_cluster::eventually("the AlertRules gone", Duration::from_secs(60), || async {
+        anyhow::Ok(rules.list(&Default::default()).await?.items.is_empty())
     })
     .await?;
     assert!(!file.exists(), "the finalizer left {}", file.display());

@@ -1,4 +1,5 @@
-//! Many AlertRules on one Host in one round, for `nova apply -f` with many objects: every rule
+//! Many AlertRules on one Host in one round — `nova apply -f` with many objects, and the
+//! operator's reconciles that arrive together ([`crate::kit::rounds`]): every rule
 //! file that changed is checked by one `promtool check rules` and loaded by one reload, every
 //! routing part is read by one command and merged once, and Prometheus is asked once. Object by
 //! object ([`super::hosts::apply`]) the same work is one check, one reload and one question per
@@ -117,6 +118,26 @@ pub async fn apply(
             Err(e) => observe::unreachable(e),
         })
         .collect())
+}
+
+/// Every object on the host in one round ([`apply`]); object by object when the round is refused
+/// and put back, so that each refusal is told to the object it belongs to. One result per
+/// object, in order.
+pub async fn apply_or_each(
+    conn: &Connection,
+    objects: &[Object<'_>],
+    statuses: &mut [AlertRuleStatus],
+) -> Vec<Result<(Duration, Vec<Cond>), Error>> {
+    match apply(conn, objects, statuses).await {
+        Ok(round) => round.into_iter().map(Ok).collect(),
+        Err(_) => {
+            let mut out = Vec::new();
+            for (o, st) in objects.iter().zip(statuses.iter_mut()) {
+                out.push(hosts::apply(conn, o, st).await);
+            }
+            out
+        }
+    }
 }
 
 /// The rule file's name in [`RULES_DIR`] (Kubernetes names: no blank, no quote, no slash).

@@ -1,6 +1,7 @@
 //! The AlertRule controller's hosts target (`spec.target.hosts`): the Hosts it selects are
 //! connected first — each must allow the namespace — then each gets the rule file and routing
-//! and is read back ([`super::hosts`], shared with `nova apply`). Hosts no longer selected lose
+//! and is read back ([`super::batch`], shared with `nova apply`): the objects of a Host that
+//! arrive together share one round there — one `promtool check rules`, one reload, one read-back. Hosts no longer selected lose
 //! the object's files; so do all of them when it is deleted (finalizer).
 
 use std::time::Duration;
@@ -9,13 +10,14 @@ use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use super::batch;
 use super::controller::Ctx;
 use super::hosts::{self, Object};
 use super::onhost;
 use super::validate::Checked;
 use super::{observe, routing};
 use crate::api::AlertRule;
-use crate::api::alert::AlertRuleStatus;
+use crate::api::alert::{AlertRuleStatus, Routing};
 use crate::api::host::Host;
 use crate::conditions::{Cond, CondType};
 use crate::context::{Blocked, Call, Error};
@@ -58,6 +60,38 @@ async fn all_hosts(ctx: &Ctx) -> Result<Vec<Host>, Error> {
         .items)
 }
 
+/// One object's part of a round on a Host ([`crate::kit::rounds`]): what it asks of the host and
+/// its status so far.
+pub struct Job {
+    namespace: String,
+    name: String,
+    owner: String,
+    checked: Checked,
+    routing: Option<(Routing, routing::Secrets)>,
+    status: AlertRuleStatus,
+}
+
+/// A job's status read back, when to look again and its Ready/MetricsPresent conditions.
+pub type Outcome = Result<(AlertRuleStatus, Duration, Vec<Cond>), onhost::Error>;
+
+/// The jobs that arrived together, in one check and one reload on the host behind `conn` (each
+/// job's own reconcile connected to it first: the host allows every job's namespace).
+async fn round(conn: &ssh::Connection, jobs: Vec<Job>) -> Vec<Outcome> {
+    let objects: Vec<Object> = jobs
+        .iter()
+        .map(|j| Object {
+            namespace: &j.namespace,
+            name: &j.name,
+            owner: &j.owner,
+            checked: &j.checked,
+            routing: j.routing.as_ref().map(|(r, s)| (r, s)),
+        })
+        .collect();
+    let mut statuses: Vec<AlertRuleStatus> = jobs.iter().map(|j| j.status.clone()).collect();
+    let out = batch::apply_or_each(conn, &objects, &mut statuses).await;
+    out.into_iter().zip(statuses).map(|(r, st)| r.map(|(after, conds)| (st, after, conds))).collect()
+}
+
 /// Applies `o` on its Hosts and writes its status.
 pub async fn apply(
     o: &AlertRule,
@@ -94,7 +128,6 @@ pub async fn apply(
     for (h, conn) in connect(ctx, &gone, &ns).await? {
         hosts::remove(&conn, &ns, &name).await.map_err(|e| on_host(&h, e))?;
     }
-    let obj = Object { namespace: &ns, name: &name, owner, checked, routing: routing.zip(secrets.as_ref()) };
     let mut new = AlertRuleStatus {
         rules_applied: Some(checked.rules() as i32),
         applied_to: Some(format!("{PREFIX}{}", names.join(", "))),
@@ -102,8 +135,20 @@ pub async fn apply(
     };
     let mut rounds = Vec::new();
     for (h, conn) in &conns {
-        let mut st = new.clone();
-        let (after, conds) = hosts::apply(conn, &obj, &mut st).await.map_err(|e| on_host(h, e))?;
+        let job = Job {
+            namespace: ns.clone(),
+            name: name.clone(),
+            owner: owner.to_owned(),
+            checked: checked.clone(),
+            routing: routing.cloned().zip(secrets.clone()),
+            status: new.clone(),
+        };
+        let done = ctx.families.rounds.submit(h, job, |jobs| round(conn, jobs)).await;
+        let (st, after, conds) = done
+            .ok_or_else(|| {
+                Error::Host(format!("Host {h}: the round on the host ended before this object's turn"))
+            })?
+            .map_err(|e| on_host(h, e))?;
         rounds.push((h, after, conds, st));
     }
     let after = rounds.iter().map(|r| r.1).min().unwrap_or(Duration::from_secs(300));

@@ -2,7 +2,7 @@
 //! hundred small reconciles and not a hundred times everything: which of prometheus-operator's
 //! kinds are served (asked again after a while), every AlertRule (the controller's own watch
 //! cache, for the merged routing), the merged configuration last written, and Prometheus's
-//! last answer (shared by the reconciles of the same moment).
+//! last answer (shared by the reconciles of the same moment), and the rounds on each Host.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,9 +11,10 @@ use kube::Client;
 use kube::runtime::reflector::Store;
 
 use super::controller::Settings;
-use super::{prom, targets};
+use super::{hostctl, prom, targets};
 use crate::api::AlertRule;
 use crate::context::Error;
+use crate::kit::rounds::{RoundMetrics, Rounds};
 
 /// How long what the apiserver serves is believed (CRDs installed later are seen after this).
 const SERVED_FOR: Duration = Duration::from_secs(30);
@@ -32,16 +33,19 @@ pub struct Alerts {
     served: Mutex<Option<(Instant, targets::Served)>>,
     merged: Mutex<Option<(Instant, String)>>,
     answer: tokio::sync::Mutex<Option<(Instant, Arc<Answer>)>>,
+    /// The objects of each Host that arrive together share one check and one reload.
+    pub rounds: Rounds<hostctl::Job, hostctl::Outcome>,
 }
 
 impl Alerts {
-    pub fn new(settings: Settings, store: Store<AlertRule>) -> Self {
+    pub fn new(settings: Settings, store: Store<AlertRule>, rounds: RoundMetrics) -> Self {
         Self {
             settings,
             store,
             served: Mutex::default(),
             merged: Mutex::default(),
             answer: Default::default(),
+            rounds: Rounds::with_metrics(rounds),
         }
     }
 

@@ -12,7 +12,7 @@ use super::{OWNER_LABEL, packs};
 use crate::api::alert::{AlertRuleSpec, AlertingRule, RuleGroup};
 
 /// The spec as it will be applied, and what was left out.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Checked {
     /// Own groups (valid rules only; a group left with none is dropped), then the packs' groups.
     pub groups: Vec<RuleGroup>,

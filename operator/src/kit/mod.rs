@@ -8,6 +8,8 @@
 //! - [`StatusWriter`] writes status only on change, against what this process last wrote;
 //! - [`finalized`] runs Apply / Cleanup under a finalizer, for what owner references cannot
 //!   remove (anything on a host);
+//! - [`rounds::Rounds`] lets reconciles that each need the same costly step on one target
+//!   share one round of it (group commit);
 //! - events are cut to the apiserver's 1 KiB limit on a character boundary ([`events`]).
 
 pub mod backoff;
@@ -17,6 +19,7 @@ pub mod fence;
 pub mod finalizer;
 pub mod kinds;
 pub mod metrics;
+pub mod rounds;
 pub mod status;
 #[cfg(test)]
 pub mod verifier;
