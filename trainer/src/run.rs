@@ -173,7 +173,12 @@ impl Run<'_> {
         if let Some(dir) =
             self.cfg.checkpoint_dir.clone().filter(|_| step.is_multiple_of(self.cfg.every_steps))
         {
-            let path = checkpoint::save(&dir, false, &self.pos, self.tensors())?;
+            let path = checkpoint::save(
+                &dir,
+                false,
+                &self.pos,
+                self.tensors()?.iter().map(|(n, t)| (n.clone(), t)),
+            )?;
             checkpoint::prune(&dir, self.cfg.keep_last)?;
             let mut r = self.record(Kind::Checkpoint);
             r.checkpoint = Some(path.display().to_string());
@@ -193,7 +198,7 @@ impl Run<'_> {
             self.pos.best_validation_loss = Some(loss);
             self.pos.epochs_since_best = 0;
             if let Some(dir) = self.cfg.checkpoint_dir.clone() {
-                checkpoint::save(&dir, true, &self.pos, self.tensors())?;
+                checkpoint::save(&dir, true, &self.pos, self.tensors()?.iter().map(|(n, t)| (n.clone(), t)))?;
             }
         } else {
             self.pos.epochs_since_best += 1;
@@ -217,9 +222,10 @@ impl Run<'_> {
         })
     }
 
-    fn tensors(&self) -> impl Iterator<Item = (String, &Tensor)> {
-        let weights = self.model.params.iter().map(|(n, v)| (n.clone(), v.as_tensor()));
-        weights.chain(self.opt.state())
+    /// Weights and optimizer moments, named for a checkpoint.
+    fn tensors(&self) -> Result<Vec<(String, Tensor)>, Error> {
+        let weights = self.model.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone()));
+        Ok(weights.chain(self.opt.state()?).collect())
     }
 
     fn record(&self, kind: Kind) -> Record {

@@ -79,16 +79,42 @@ fn median(runs: usize, mut one: impl FnMut() -> Result<Run>) -> Result<(f64, Vec
     Ok((rates[rates.len() / 2], last))
 }
 
+/// Median steps/s and the last run's loss curve.
+type Side = (f64, Vec<(u64, f64)>);
+
+/// candle and PyTorch taking turns, run by run (a discarded pair first), so that a machine whose
+/// speed drifts during the bench slows both alike: each one's median steps/s and last curve,
+/// and the median of the ratios of the runs taken side by side.
+fn paired(runs: usize, threads: usize, s: &Settings) -> Result<(Side, Side, f64)> {
+    candle(s, threads, None)?;
+    torch(s, threads)?;
+    let (mut c, mut t, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cc, mut tc) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let a = candle(s, threads, None)?;
+        let b = torch(s, threads)?;
+        ratios.push(a.steps_per_second / b.steps_per_second);
+        c.push(a.steps_per_second);
+        t.push(b.steps_per_second);
+        (cc, tc) = (a.losses, b.losses);
+    }
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(((mid(c), cc), (mid(t), tc), mid(ratios)))
+}
+
 pub fn run(s: &Settings) -> Result<String> {
     let mut md = String::from(
-        "| threads | candle steps/s | PyTorch steps/s | candle / PyTorch |\n| --- | --- | --- | --- |\n",
+        "| threads | candle steps/s | PyTorch steps/s | candle / PyTorch | median of the pairs' ratios |\n\
+         | --- | --- | --- | --- | --- |\n",
     );
     let mut curves = (Vec::new(), Vec::new());
     let mut plain2 = 0.0;
     for threads in [1, 2] {
-        let (c, cc) = median(s.runs, || candle(s, threads, None))?;
-        let (t, tc) = median(s.runs, || torch(s, threads))?;
-        md += &format!("| {threads} | {c:.1} | {t:.1} | {:.2}× |\n", c / t);
+        let ((c, cc), (t, tc), ratio) = paired(s.runs, threads, s)?;
+        md += &format!("| {threads} | {c:.1} | {t:.1} | {:.2}× | {ratio:.2}× |\n", c / t);
         (curves, plain2) = ((cc, tc), c);
     }
     let dir = tempfile::tempdir()?;
