@@ -27,7 +27,7 @@ pub type Finalized<K> = Event<K>;
 /// Runs `body` with Apply (the finalizer is in place) or Cleanup (the object is being deleted;
 /// the finalizer goes once it returns Ok). A new object gets the finalizer and is applied in
 /// the same reconcile: kube's helper stops after adding it and waits for the watch to bring the
-/// object back, which doubles the time to a new object's first apply (docs/benchmarks.md).
+/// object back, one more round trip before a new object's first apply.
 pub async fn finalized<K, Fut>(
     api: &Api<K>,
     obj: Arc<K>,
