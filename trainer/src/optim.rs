@@ -142,6 +142,9 @@ fn tensor_update(
     Ok((m, v))
 }
 
+/// A stretch of parameter, gradient, first and second moment, as rayon's zip hands them out.
+type Slices<'a> = (((&'a mut [f32], &'a [f32]), &'a mut [f32]), &'a mut [f32]);
+
 /// The same update in one pass over host memory, the parameter written in place: on the CPU,
 /// ten tensor operations that each allocate and write a parameter-sized buffer — or copying
 /// parameter, gradient and moments out and back — cost more than the forward and backward
@@ -179,7 +182,7 @@ impl candle_core::InplaceOp2 for HostUpdate<'_> {
         let h = self.h;
         let (b1, b2, lr, eps) = (h.beta1 as f32, h.beta2 as f32, h.lr as f32, h.eps as f32);
         let (c1, c2, decay) = (self.c.0 as f32, self.c.1 as f32, (1.0 - h.lr * h.weight_decay) as f32);
-        let one = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
+        let one = |(((p, g), m), v): Slices<'_>| {
             for i in 0..p.len() {
                 m[i] = b1 * m[i] + (1.0 - b1) * g[i];
                 v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
