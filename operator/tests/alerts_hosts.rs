@@ -77,6 +77,24 @@ fn loaded_rules(th: &TestHost) -> Result<Vec<String>> {
     Ok(out.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
 }
 
+/// Puts a wrapper before the host's promtool that logs each call's arguments to
+/// /root/promtool.calls and runs `then` (shell, printf-escaped) before the real one.
+fn wrap_promtool(th: &TestHost, then: &str) -> Result<()> {
+    th.ssh(&format!(
+        "mv /usr/bin/promtool /usr/bin/promtool.real && printf '#!/bin/sh\\necho \"$*\" >> /root/promtool.calls\\n\
+         {then}exec /usr/bin/promtool.real \"$@\"\\n' > /usr/bin/promtool && chmod 755 /usr/bin/promtool"
+    ))?;
+    Ok(())
+}
+
+/// How many times the host's Prometheus has loaded its configuration (its journal says so).
+fn reloads(th: &TestHost) -> Result<usize> {
+    let n = th.ssh(
+        "journalctl -u prometheus --no-pager | grep -c 'Completed loading of configuration file' || true",
+    )?;
+    Ok(n.trim().parse()?)
+}
+
 /// Sets a default ACL on the rules directory: user prometheus may not read what is created
 /// there (the xattr's binary form, so the host needs no `acl` package).
 const DENY_PROMETHEUS: &str = "import os,pwd,struct\n\
@@ -120,16 +138,8 @@ async fn alert_rules_load_route_and_roll_back_on_a_host() -> Result<()> {
     // Both objects changed again: counted on the host, one `promtool check rules` of both files
     // and one Prometheus reload for the round (a wrapper logs promtool's calls; Prometheus logs
     // each configuration load).
-    th.ssh(
-        "mv /usr/bin/promtool /usr/bin/promtool.real && printf '#!/bin/sh\\necho \"$*\" >> /root/promtool.calls\\n\
-         exec /usr/bin/promtool.real \"$@\"\\n' > /usr/bin/promtool && chmod 755 /usr/bin/promtool",
-    )?;
-    let loads = || -> Result<usize> {
-        let n = th.ssh(
-            "journalctl -u prometheus --no-pager | grep -c 'Completed loading of configuration file' || true",
-        )?;
-        Ok(n.trim().parse()?)
-    };
+    wrap_promtool(&th, "")?;
+    let loads = || reloads(&th);
     let before = loads()?;
     let mut other2 = other_doc(&th);
     other2["spec"]["groups"][0]["rules"][0]["annotations"]["summary"] = json!("never fires, changed");
@@ -251,21 +261,15 @@ async fn the_operator_loads_rules_on_a_host_and_removes_them_on_delete() -> Resu
     // Objects that arrive together share one round on the host. promtool's checks wait for
     // /root/go, so the round of g0 holds; g1 and g2 arrive meanwhile and wait for the next
     // round (the operator's metric says so); then one check and one reload take both.
-    th.ssh(
-        "mv /usr/bin/promtool /usr/bin/promtool.real && printf '#!/bin/sh\\necho \"$*\" >> /root/promtool.calls\\n\
-         if [ \"$1\" = check ] && [ \"$2\" = rules ]; then while [ ! -f /root/go ]; do sleep 0.05; done; fi\\n\
-         exec /usr/bin/promtool.real \"$@\"\\n' > /usr/bin/promtool && chmod 755 /usr/bin/promtool",
+    wrap_promtool(
+        &th,
+        "if [ \"$1\" = check ] && [ \"$2\" = rules ]; then while [ ! -f /root/go ]; do sleep 0.05; done; fi\\n",
     )?;
     let checks = || -> Vec<String> {
         let calls = std::fs::read_to_string(th.root().join("root/promtool.calls")).unwrap_or_default();
         calls.lines().filter(|l| l.starts_with("check rules")).map(str::to_owned).collect()
     };
-    let loads = || -> Result<usize> {
-        let n = th.ssh(
-            "journalctl -u prometheus --no-pager | grep -c 'Completed loading of configuration file' || true",
-        )?;
-        Ok(n.trim().parse()?)
-    };
+    let loads = || reloads(&th);
     let before = loads()?;
     let group = ["g0", "g1", "g2"];
     let create = |name: &'static str| {
