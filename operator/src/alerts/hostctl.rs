@@ -1,8 +1,9 @@
 //! The AlertRule controller's hosts target (`spec.target.hosts`): the Hosts it selects are
 //! connected first — each must allow the namespace — then each gets the rule file and routing
 //! and is read back ([`super::batch`], shared with `nova apply`): the objects of a Host that
-//! arrive together share one round there — one `promtool check rules`, one reload, one read-back. Hosts no longer selected lose
-//! the object's files; so do all of them when it is deleted (finalizer).
+//! arrive together share one round there — one `promtool check rules`, one reload, one
+//! read-back. Hosts no longer selected lose the object's files; so do all of them when it is
+//! deleted (finalizer).
 
 use std::time::Duration;
 
