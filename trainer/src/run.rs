@@ -1,7 +1,7 @@
 //! The training loop: deterministic batch order from the seed and the epoch, so a run resumed from
 //! a checkpoint continues exactly where the killed one stood.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor};
@@ -173,12 +173,7 @@ impl Run<'_> {
         if let Some(dir) =
             self.cfg.checkpoint_dir.clone().filter(|_| step.is_multiple_of(self.cfg.every_steps))
         {
-            let path = checkpoint::save(
-                &dir,
-                false,
-                &self.pos,
-                self.tensors()?.iter().map(|(n, t)| (n.clone(), t)),
-            )?;
+            let path = self.save(&dir, false)?;
             checkpoint::prune(&dir, self.cfg.keep_last)?;
             let mut r = self.record(Kind::Checkpoint);
             r.checkpoint = Some(path.display().to_string());
@@ -198,7 +193,7 @@ impl Run<'_> {
             self.pos.best_validation_loss = Some(loss);
             self.pos.epochs_since_best = 0;
             if let Some(dir) = self.cfg.checkpoint_dir.clone() {
-                checkpoint::save(&dir, true, &self.pos, self.tensors()?.iter().map(|(n, t)| (n.clone(), t)))?;
+                self.save(&dir, true)?;
             }
         } else {
             self.pos.epochs_since_best += 1;
@@ -222,10 +217,11 @@ impl Run<'_> {
         })
     }
 
-    /// Weights and optimizer moments, named for a checkpoint.
-    fn tensors(&self) -> Result<Vec<(String, Tensor)>, Error> {
+    /// A checkpoint of the weights and the optimizer's moments at the current position.
+    fn save(&self, dir: &Path, best: bool) -> Result<PathBuf, Error> {
         let weights = self.model.params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone()));
-        Ok(weights.chain(self.opt.state()?).collect())
+        let tensors: Vec<(String, Tensor)> = weights.chain(self.opt.state()?).collect();
+        checkpoint::save(dir, best, &self.pos, tensors.iter().map(|(n, t)| (n.clone(), t)))
     }
 
     fn record(&self, kind: Kind) -> Record {
