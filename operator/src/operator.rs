@@ -430,6 +430,11 @@ async fn alerts(
     .expect("alert round metrics register once");
     let families = crate::alerts::memo::Alerts::new(cfg.alerts.clone(), controller.store(), rounds);
     let own = crate::context::Own::<AlertRule, _>::new(ctx, families);
+    // Objects whose rules are loading are woken when Prometheus answers of them differently.
+    let controller = match cfg.alerts.prometheus_url.clone() {
+        Some(url) => controller.reconcile_on(crate::alerts::loading::wakeups(own.clone(), url)),
+        None => controller,
+    };
     controller
         .with_config(controller::Config::default().concurrency(cfg.concurrency))
         .graceful_shutdown_on(stop)

@@ -44,8 +44,8 @@ impl std::fmt::Debug for Settings {
 
 pub type Ctx = Own<AlertRule, super::memo::Alerts>;
 
-/// Looked at again while rules are still loading.
-const LOADING: Duration = Duration::from_millis(500);
+/// Looked at again while rules are still loading (on Kubernetes, woken instead: [`super::loading`]).
+pub const LOADING: Duration = Duration::from_millis(500);
 /// Health read back again after this long when all is well.
 const REFRESH: Duration = Duration::from_secs(300);
 
@@ -91,6 +91,8 @@ async fn cleanup(o: &AlertRule, ctx: &Ctx) -> Result<Action, Error> {
     }
     let served = ctx.families.served(&ctx.client).await?;
     targets::drop_children(&ctx.client, o, served).await?;
+    ctx.families.forget_rules(&o.uid().unwrap_or_default());
+    ctx.families.waiting.done(&kube::runtime::reflector::ObjectRef::from_obj(o));
     if !served.alertmanager_configs {
         merge_all(ctx, o, true).await?;
     }
@@ -101,8 +103,9 @@ fn on_hosts(o: &AlertRule) -> bool {
     o.spec.target.as_ref().is_some_and(|t| t.hosts.is_some())
 }
 
-/// Writes the rules; returns where to, and the Selected condition when Prometheus objects
-/// could be checked.
+/// Writes the rules (unless this generation's were written there lately: a reconcile that
+/// only looks again while they load writes nothing); returns where to, and the Selected
+/// condition when Prometheus objects could be checked.
 async fn write_rules(
     o: &AlertRule,
     ctx: &Ctx,
@@ -111,12 +114,23 @@ async fn write_rules(
     served: targets::Served,
 ) -> Result<(String, Option<Cond>), Error> {
     let labels = &ctx.families.settings.rule_labels;
+    let (uid, generation) = (o.uid().unwrap_or_default(), o.metadata.generation.unwrap_or_default());
+    let to = targets::rules_target(o, served);
+    if !ctx.families.rules_written(&uid, generation, &to) {
+        match served.prometheus_rules {
+            false => {
+                targets::put_config_map(&ctx.client, o, labels, rules::yaml(owner, &checked.groups)).await?
+            }
+            true => {
+                targets::put_prometheus_rule(&ctx.client, o, labels, rules::file(owner, &checked.groups))
+                    .await?
+            }
+        }
+        ctx.families.mark_rules_written(uid, generation, to.clone());
+    }
     if !served.prometheus_rules {
-        let to = targets::put_config_map(&ctx.client, o, labels, rules::yaml(owner, &checked.groups)).await?;
         return Ok((to, None));
     }
-    let to =
-        targets::put_prometheus_rule(&ctx.client, o, labels, rules::file(owner, &checked.groups)).await?;
     let selected =
         if served.prometheuses { Some(super::observe::selected(ctx, o, labels).await?) } else { None };
     Ok((to, selected))
@@ -150,12 +164,10 @@ async fn merge_all(ctx: &Ctx, o: &AlertRule, leaving: bool) -> Result<(), Error>
     let config = routing::merged(&all).map_err(|e| Error::Bug(format!("merging routing: {e}")))?;
     let text = serde_yaml::to_string(&config)
         .map_err(|e| Error::Bug(format!("Alertmanager config as YAML: {e}")))?;
-    if !ctx.families.merged_changed(&text) {
-        return Ok(());
-    }
-    targets::put_alertmanager_secret(&ctx.client, &ctx.namespace, &text).await?;
-    ctx.families.merged_written(text);
-    Ok(())
+    let put = |text: String| async move {
+        targets::put_alertmanager_secret(&ctx.client, &ctx.namespace, &text).await
+    };
+    ctx.families.write_merged(text, put).await
 }
 
 async fn status(
@@ -189,7 +201,7 @@ async fn status(
         ctx.status.write(&ctx.kit, o, new, &conds).await?;
         return Ok(Action::await_change());
     };
-    let (after, read) = super::observe::read_back(ctx, url, owner, checked, &mut new).await;
+    let (after, read) = super::observe::read_back(ctx, url, (o, owner), checked, &mut new).await;
     conds.extend(read);
     if !problems.is_empty() && conds.iter().any(|c| c.type_ == CondType::Ready && c.status) {
         conds.retain(|c| c.type_ != CondType::Ready);

@@ -132,8 +132,7 @@ fn rule_status(alert: &str, got: Option<&PromRule>, absent_metrics: Vec<String>)
     let Some(r) = got else {
         return RuleStatus { alert: alert.into(), loaded: false, absent_metrics, ..Default::default() };
     };
-    // Prometheus reports the zero time before a rule's first evaluation.
-    let evaluated = !r.last_evaluation.is_empty() && !r.last_evaluation.starts_with("0001-");
+    let evaluated = evaluated(&r.last_evaluation);
     RuleStatus {
         alert: alert.into(),
         loaded: true,
@@ -142,6 +141,12 @@ fn rule_status(alert: &str, got: Option<&PromRule>, absent_metrics: Vec<String>)
         last_evaluation: evaluated.then(|| r.last_evaluation.clone()),
         absent_metrics,
     }
+}
+
+/// Whether Prometheus's `lastEvaluation` says the rule was evaluated: it reports the zero time
+/// before a rule's first evaluation.
+pub fn evaluated(last_evaluation: &str) -> bool {
+    !last_evaluation.is_empty() && !last_evaluation.starts_with("0001-")
 }
 
 /// Loaded rules in `groups`.

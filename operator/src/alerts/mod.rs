@@ -12,6 +12,7 @@ pub mod controller;
 pub mod hostctl;
 pub mod hosts;
 pub mod loaded;
+pub mod loading;
 pub mod memo;
 pub mod observe;
 pub mod onhost;

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DynamicObject, ListParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::controller::{Ctx, judge};
+use super::controller::{Ctx, LOADING, judge};
 use super::routing::{self, Secrets};
 use super::selection::{self, PromObject};
 use super::validate::Checked;
-use super::{loaded, owner_key, prom, targets};
+use super::{loaded, loading, owner_key, prom, targets};
 use crate::api::AlertRule;
 use crate::api::alert::{AlertRuleStatus, Routing};
 use crate::conditions::{Cond, CondType};
@@ -97,9 +98,15 @@ pub async fn routed(
     // other objects' routes from the merged configuration.
     let store = &ctx.families.store;
     store.wait_until_ready().await.map_err(|e| Error::Bug(format!("the AlertRule cache: {e}")))?;
-    let mut all: Vec<AlertRule> =
-        store.state().iter().filter(|a| a.uid() != o.uid()).map(|a| (**a).clone()).collect();
-    all.push(o.clone());
+    // Only the objects with routing are looked at further: cloning every object for every
+    // reconcile made a hundred objects cost ten thousand clones.
+    let others = store.state();
+    let mut all: Vec<&AlertRule> = others
+        .iter()
+        .map(|a| &**a)
+        .filter(|a| a.uid() != o.uid() && a.spec.routing.is_some())
+        .chain(std::iter::once(o))
+        .collect();
     all.sort_by_key(|a| (a.namespace(), a.name_any()));
     let mut out = Vec::new();
     for a in all {
@@ -108,10 +115,11 @@ pub async fn routed(
         let left_out = (a.metadata.deletion_timestamp.is_some()
             || a.spec.target.as_ref().is_some_and(|t| t.hosts.is_some()))
             && !me;
-        let Some(r) = a.spec.routing.clone().filter(|r| routing::problems(r).is_empty()) else { continue };
+        let Some(r) = a.spec.routing.as_ref().filter(|r| routing::problems(r).is_empty()) else { continue };
         if (me && leaving) || left_out {
             continue;
         }
+        let r = r.clone();
         let ns = a.namespace().unwrap_or_default();
         match secrets(ctx, &ns, &r).await {
             Ok(s) => out.push((owner_key(&ns, &a.name_any()), r, s)),
@@ -138,19 +146,31 @@ pub async fn secrets(ctx: &Ctx, ns: &str, r: &Routing) -> Result<Secrets, Error>
     Ok(out)
 }
 
-/// Reads the rules back from Prometheus into `new`; returns when to look again and the
+/// Reads the rules of `o` back from Prometheus into `new`; returns when to look again and the
 /// conditions. Prometheus unreachable is a condition, not an error: the rules are applied.
+/// While its rules load, `o` waits to be woken when Prometheus answers of them differently.
 pub async fn read_back(
     ctx: &Ctx,
     url: &str,
-    owner: &str,
+    (o, owner): (&AlertRule, &str),
     checked: &Checked,
     new: &mut AlertRuleStatus,
 ) -> (Duration, Vec<Cond>) {
-    match ctx.families.answer(url).await {
-        Ok(a) => fill(owner, checked, &a, new),
-        Err(e) => unreachable(&e),
+    let me = ObjectRef::from_obj(o);
+    let a = match ctx.families.answer(url).await {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.families.waiting.done(&me);
+            return unreachable(&e);
+        }
+    };
+    let (after, conds) = fill(owner, checked, &a, new);
+    if after > LOADING {
+        ctx.families.waiting.done(&me);
+        return (after, conds);
     }
+    ctx.families.waiting.wait(me, owner.to_string(), loading::seen(owner, &a.rules));
+    (loading::FALLBACK, conds)
 }
 
 /// `new` filled from Prometheus's answer; when to look again and the conditions.

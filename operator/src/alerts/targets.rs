@@ -97,15 +97,21 @@ async fn apply_dynamic(
     Ok(())
 }
 
-/// Writes the rules as a PrometheusRule; returns where they went.
+/// Where `obj`'s rules go: its PrometheusRule when prometheus-operator's kind is served, else
+/// its ConfigMap for a rule sidecar.
+pub fn rules_target(obj: &AlertRule, served: Served) -> String {
+    let kind = if served.prometheus_rules { "PrometheusRule" } else { "ConfigMap" };
+    format!("{kind} {}/{}", obj.namespace().unwrap_or_default(), child_name(&obj.name_any()))
+}
+
+/// Writes the rules as a PrometheusRule.
 pub async fn put_prometheus_rule(
     client: &Client,
     obj: &AlertRule,
     labels: &BTreeMap<String, String>,
     file: Value,
-) -> Result<String, Error> {
-    apply_dynamic(client, &prometheus_rule(), obj, meta(obj, labels), file).await?;
-    Ok(format!("PrometheusRule {}/{}", obj.namespace().unwrap_or_default(), child_name(&obj.name_any())))
+) -> Result<(), Error> {
+    apply_dynamic(client, &prometheus_rule(), obj, meta(obj, labels), file).await
 }
 
 /// The key of the rule file in the ConfigMap: unique across namespaces, for a sidecar that
@@ -114,13 +120,13 @@ pub fn file_key(obj: &AlertRule) -> String {
     format!("{}-{}.rules.yaml", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// Writes the rules as a ConfigMap; returns where they went.
+/// Writes the rules as a ConfigMap.
 pub async fn put_config_map(
     client: &Client,
     obj: &AlertRule,
     labels: &BTreeMap<String, String>,
     yaml: String,
-) -> Result<String, Error> {
+) -> Result<(), Error> {
     let mut labels = labels.clone();
     labels.insert(RULES_LABEL.into(), "true".into());
     let cm = ConfigMap {
@@ -133,7 +139,7 @@ pub async fn put_config_map(
         .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm))
         .await
         .call(|| format!("applying ConfigMap {ns}/{name}"))?;
-    Ok(format!("ConfigMap {ns}/{name}"))
+    Ok(())
 }
 
 /// Writes the routing as an AlertmanagerConfig.
