@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use crate::bench::{Operator, install_crds, namespace, tempfile_dir};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use nova::alerts::{loaded, prom, rules, targets, validate};
 use nova::api::AlertRule;
 
@@ -234,7 +234,6 @@ struct Seen {
 
 /// Watches (not lists: a list of every object each 50 ms would load the apiserver Nova
 /// shares) until the `count` AlertRules' `status.rulesLoaded` add up to `rules`.
-#[allow(clippy::too_many_arguments)]
 async fn until_reported(
     api: &Api<AlertRule>,
     cms: &Api<ConfigMap>,
@@ -246,15 +245,17 @@ async fn until_reported(
 ) -> anyhow::Result<Seen> {
     let (objects, w1) = reflector::store();
     let (maps, w2) = reflector::store();
-    let mut object_events = reflector(w1, watcher(api.clone(), watcher::Config::default())).boxed();
+    let mut object_events =
+        reflector(w1, watcher(api.clone(), watcher::Config::default()).default_backoff()).boxed();
     let labels = format!("{}=true", targets::RULES_LABEL);
     let mut map_events =
-        reflector(w2, watcher(cms.clone(), watcher::Config::default().labels(&labels))).boxed();
+        reflector(w2, watcher(cms.clone(), watcher::Config::default().labels(&labels)).default_backoff())
+            .boxed();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut seen = Seen { written: None, in_prometheus: None };
     loop {
         tokio::select! {
-            // A watch error (the apiserver's cache still starting) is retried by the next poll.
+            // A watch error (the apiserver's cache still starting) is retried after a backoff.
             _ = object_events.next() => {}
             _ = map_events.next() => {}
             _ = tick.tick() => {
