@@ -124,11 +124,28 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test]
-    async fn merges_of_the_same_text_at_once_write_it_once() {
+    fn alerts() -> Alerts {
         let (store, _writer) = kube::runtime::reflector::store();
         let rounds = RoundMetrics::register(&prometheus::Registry::new(), "t", "host", "t").expect("metrics");
-        let alerts = Alerts::new(Settings::default(), store, rounds);
+        Alerts::new(Settings::default(), store, rounds)
+    }
+
+    #[test]
+    fn rules_are_written_again_for_a_new_generation_another_target_or_once_forgotten() {
+        let a = alerts();
+        assert!(!a.rules_written("u1", 1, "ConfigMap ns/nova-x"));
+        a.mark_rules_written("u1".into(), 1, "ConfigMap ns/nova-x".into());
+        assert!(a.rules_written("u1", 1, "ConfigMap ns/nova-x"), "the same generation, lately: not again");
+        assert!(!a.rules_written("u1", 2, "ConfigMap ns/nova-x"), "a new generation");
+        assert!(!a.rules_written("u1", 1, "PrometheusRule ns/nova-x"), "prometheus-operator installed since");
+        assert!(!a.rules_written("u2", 1, "ConfigMap ns/nova-x"), "another object");
+        a.forget_rules("u1");
+        assert!(!a.rules_written("u1", 1, "ConfigMap ns/nova-x"));
+    }
+
+    #[tokio::test]
+    async fn merges_of_the_same_text_at_once_write_it_once() {
+        let alerts = alerts();
         let writes = AtomicUsize::new(0);
         let put = |_: String| async {
             writes.fetch_add(1, Ordering::SeqCst);
