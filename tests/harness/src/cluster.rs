@@ -103,7 +103,9 @@ fn sweep_stale_dirs() {
     }
 }
 
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
+/// N distinct free loopback ports (a port chosen by binding and closing one listener at a time
+/// can come back twice: SeaweedFS once got the same gRPC port for its master and its volume server).
+pub(crate) fn free_ports<const N: usize>() -> Result<[u16; N]> {
     // All listeners are held until every port is chosen, so the N ports differ.
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))

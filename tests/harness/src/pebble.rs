@@ -22,13 +22,6 @@ pub struct Pebble {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Error::io("free port", e))?
-        .port())
-}
-
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
@@ -72,12 +65,12 @@ impl Pebble {
         write(&cert, &serving.cert_pem)?;
         write(&key, &serving.key_pem)?;
         write(&ca, &pki.ca_pem)?;
-        let (api, management, dns, dns_mgmt) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let [api, management, dns, dns_mgmt, tls] = crate::cluster::free_ports()?;
         let mut config = serde_json::json!({"pebble": {
             "listenAddress": format!("127.0.0.1:{api}"),
             "managementListenAddress": format!("127.0.0.1:{management}"),
             "certificate": cert, "privateKey": key,
-            "httpPort": http01_port, "tlsPort": free_port()?,
+            "httpPort": http01_port, "tlsPort": tls,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
         if let Some(v) = options.validity {

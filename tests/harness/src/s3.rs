@@ -21,13 +21,6 @@ pub struct S3 {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Error::io("free port", e))?
-        .port())
-}
-
 /// An HTTP/1.0 GET on loopback: the response head and body, or None when nothing answers.
 fn get(port: u16, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -57,8 +50,7 @@ impl S3 {
         std::fs::write(&config_path, config.to_string()).map_err(|e| Error::io("writing s3.json", e))?;
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).map_err(|e| Error::io("data directory", e))?;
-        let [master, volume, filer, s3] = [free_port()?, free_port()?, free_port()?, free_port()?];
-        let [mg, vg, fg, sg] = [free_port()?, free_port()?, free_port()?, free_port()?];
+        let [master, volume, filer, s3, mg, vg, fg, sg] = crate::cluster::free_ports()?;
         let args: Vec<OsString> = [
             "server".to_owned(),
             format!("-dir={}", data.display()),
