@@ -127,13 +127,13 @@ async fn floor(p: &Prometheus, dir: &Path, objects: usize, per: usize) -> anyhow
         Command::new("promtool").args(["check", "rules"]).args(&files).stdout(Stdio::null()).status()?;
     anyhow::ensure!(checked.success(), "promtool refused the files");
     p.reload().await?;
-    until_loaded(p, objects * per).await?;
+    until_rules(p, |n| n >= objects * per).await?;
     let took = started.elapsed().as_secs_f64();
     for f in files {
         std::fs::remove_file(f)?;
     }
     p.reload().await?;
-    until_gone(p).await?;
+    until_rules(p, |n| n == 0).await?;
     Ok(took)
 }
 
@@ -158,9 +158,9 @@ async fn sidecar(client: Client, ns: String, dir: PathBuf, url: String) {
     }
 }
 
-/// Polls until Prometheus holds `want` rules.
-async fn until_loaded(p: &Prometheus, want: usize) -> anyhow::Result<()> {
-    while p.loaded().await? < want {
+/// Polls until the number of rules Prometheus holds satisfies `done`.
+async fn until_rules(p: &Prometheus, done: impl Fn(usize) -> bool) -> anyhow::Result<()> {
+    while !done(p.loaded().await?) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -195,7 +195,7 @@ async fn plain_client(
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
         .await?;
-    until_loaded(p, objects * per).await?;
+    until_rules(p, |n| n >= objects * per).await?;
     let status = json!({"status": {"rulesLoaded": per}});
     stream::iter(0..objects)
         .map(|i| {
@@ -215,15 +215,8 @@ async fn plain_client(
         std::fs::remove_file(f?.path())?;
     }
     p.reload().await?;
-    until_gone(p).await?;
+    until_rules(p, |n| n == 0).await?;
     Ok(took)
-}
-
-async fn until_gone(p: &Prometheus) -> anyhow::Result<()> {
-    while p.loaded().await? > 0 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 /// When all rule ConfigMaps existed and when Prometheus held all rules (seconds after start).
