@@ -1,7 +1,8 @@
 //! The TrainingJob controller on the simulated cluster (kwok runs the pods; the test fails them
 //! as a kubelet would): the gang's pods, environment and headless Service; gang restart with a
 //! new rendezvous; the backoff limit counted across attempts; a permanent exit code; placement
-//! that times out and is retried; suspend and resume; the active deadline; the TTL.
+//! that times out and is retried; suspend and resume; the active deadline; the TTL; rank 0's
+//! progress read from its log (kwok serves `pods/log` from a file the test appends to).
 
 mod common;
 
@@ -286,4 +287,55 @@ async fn the_priority_becomes_a_priority_class_the_workers_name() -> Result<()> 
         assert_eq!(spec.priority_class_name.as_deref(), Some("nova-training-100"), "{}", p.name_any());
     }
     e.op.stop().await
+}
+
+/// Rank 0's progress lines, read from its pod's log through the apiserver's kubelet proxy (kwok
+/// serves the log as a kubelet would), reach the status and the metrics; once they stop
+/// advancing, the progress deadline restarts the gang. Worker 1's log is never read.
+#[tokio::test]
+async fn rank_zeros_log_is_the_progress_and_a_silent_rank_zero_restarts_the_gang() -> Result<()> {
+    let cp = shared(Mode::Simulated).await?;
+    let e = env("train-log").await?;
+    let log = cp.pod_log(&e.client, &e.ns, "prog-a1-0").await?;
+    let other = cp.pod_log(&e.client, &e.ns, "prog-a1-1").await?;
+    other.append(r#"{"kind":"step","time":1.0,"step":900,"epoch":9,"loss":9.0}"#)?;
+    // Printed before Nova first looks: the first read already sees it.
+    log.append("rank 0 starting")?;
+    log.append(r#"{"kind":"step","time":1.0,"step":100,"epoch":0,"loss":0.9,"samplesPerSecond":512.0}"#)?;
+    e.running("prog", 2, json!({"runPolicy": {"progressDeadlineSeconds": 10, "backoffLimit": 2}})).await?;
+    let j = e.status_until("prog", "step 100 read from rank 0's log", |s| s.step == Some(100)).await?;
+    let st = j.status.as_ref().context("status")?;
+    assert_eq!((st.epoch, st.loss, st.throughput), (Some(0), Some(0.9), Some(512.0)));
+
+    log.append(r#"{"kind":"step","time":2.0,"step":200,"epoch":1,"loss":0.5,"samplesPerSecond":640.0}"#)?;
+    log.append(r#"{"kind":"checkpoint","time":2.5,"step":200,"epoch":1,"checkpoint":"/ckpt/step-0000000200.safetensors"}"#)?;
+    let j =
+        e.status_until("prog", "the checkpoint read from the log", |s| s.last_checkpoint.is_some()).await?;
+    let st = j.status.as_ref().context("status")?;
+    assert_eq!((st.step, st.loss, st.restarts.unwrap_or(0)), (Some(200), Some(0.5), 0));
+    assert_eq!(
+        st.last_checkpoint.as_ref().map(|c| (c.step, c.path.as_str())),
+        Some((200, "/ckpt/step-0000000200.safetensors"))
+    );
+    let metrics = e.op.metrics().await?;
+    let series = |m: &str| format!("{m}{{name=\"prog\",namespace=\"{}\"}}", e.ns);
+    for want in [
+        format!("{} 200", series("nova_training_steps_total")),
+        format!("{} 0.5", series("nova_training_loss")),
+        format!("{} 640", series("nova_training_samples_per_second")),
+    ] {
+        assert!(metrics.contains(&want), "{want} missing");
+    }
+
+    // Rank 0 goes quiet: after the deadline the whole gang restarts.
+    e.gang("prog", 2, 2).await?;
+    let j = e.status_until("prog", "restart 1 recorded", |s| s.restarts == Some(1)).await?;
+    assert_eq!(j.status.as_ref().and_then(|s| s.step), Some(200), "the step read is kept");
+    let events = e.events("prog").await?;
+    assert!(
+        events.iter().any(|(r, n)| r == "GangRestart"
+            && n.contains("no progress for spec.runPolicy.progressDeadlineSeconds (10)")),
+        "{events:?}"
+    );
+    Ok(())
 }

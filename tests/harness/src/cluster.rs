@@ -256,7 +256,7 @@ impl ControlPlane {
 
         let audit_policy = write(&d, "audit-policy.yaml", AUDIT_POLICY)?;
         let audit_log = crate::record::file("audit").unwrap_or_else(|| d.join(AUDIT_LOG));
-        let [etcd_client, etcd_peer, api_port] = free_ports::<3>()?;
+        let [etcd_client, etcd_peer, api_port, kubelet_port] = free_ports::<4>()?;
         let server = format!("https://127.0.0.1:{api_port}");
 
         // Each identity gets its own certificate and kubeconfig, as kubeadm does, so RBAC sees
@@ -322,6 +322,10 @@ impl ControlPlane {
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--allow-privileged=true".into(),
                 "--profiling=false".into(),
+                // The kubelet proxy (pods/log) goes to kwok's server on loopback, whose
+                // certificate is the apiserver's own (signed by the cluster CA, valid for 127.0.0.1).
+                "--kubelet-preferred-address-types=InternalIP".into(),
+                format!("--kubelet-certificate-authority={}", ca.display()),
                 // Every write, with who sent it: tests count what Nova writes (a quiet
                 // operator writes nothing; a fenced one writes nothing more).
                 format!("--audit-policy-file={}", audit_policy.display()),
@@ -342,6 +346,7 @@ impl ControlPlane {
         .await?;
 
         if opts.mode == Mode::Simulated {
+            crate::podlogs::install_crd(&client, opts.ready_timeout).await?;
             cp.spawn(
                 "kube-controller-manager",
                 args([
@@ -379,12 +384,18 @@ impl ControlPlane {
                 args([
                     format!("--kubeconfig={}", kwok_kc.display()),
                     format!("--config={}", bin.join("kwok-stages.yaml").display()),
+                    // Serves pods/log (and only what tests give a `Logs` object) as a kubelet would.
+                    "--enable-crds=Logs".into(),
+                    format!("--server-address=127.0.0.1:{kubelet_port}"),
+                    format!("--node-port={kubelet_port}"),
+                    format!("--tls-cert-file={}", serving_crt.display()),
+                    format!("--tls-private-key-file={}", serving_key.display()),
                     "--manage-all-nodes=false".into(),
                     format!("--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake"),
                     "--node-lease-duration-seconds=40".into(),
-                    // Documentation and benchmark ranges (RFC 5737, RFC 2544): pods and nodes get
-                    // addresses that route nowhere.
-                    "--node-ip=192.0.2.10".into(),
+                    // Nodes on loopback, where the apiserver finds their kubelet (kwok); pods get
+                    // addresses of the benchmark range (RFC 2544) that route nowhere.
+                    "--node-ip=127.0.0.1".into(),
                     "--cidr=198.18.0.0/15".into(),
                 ]),
             )?;

@@ -19,6 +19,7 @@ pub mod images;
 pub mod netns;
 pub mod pebble;
 mod pki;
+mod podlogs;
 pub mod postgres;
 mod process;
 pub mod prometheus;
@@ -35,6 +36,7 @@ pub use binaries::{
     seaweedfs_dir,
 };
 pub use cluster::{AuditedWrite, ControlPlane, Mode, Options, eventually};
+pub use podlogs::PodLog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
