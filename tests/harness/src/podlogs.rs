@@ -11,10 +11,11 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{ControlPlane, Error, Result, eventually};
+use crate::{ControlPlane, Error, Result};
 
 const LOGS_CRD: &str = include_str!("kwok-logs-crd.yaml");
 
@@ -24,12 +25,14 @@ pub(crate) async fn install_crd(client: &Client, timeout: Duration) -> Result<()
         .map_err(|e| Error::Other(format!("kwok's Logs CRD does not parse: {e}")))?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await?;
-    eventually("kwok's Logs CRD to be established", timeout, || async {
-        let crd = crds.get("logs.kwok.x-k8s.io").await?;
-        let conds = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-        Ok::<_, kube::Error>(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"))
-    })
-    .await
+    let established = await_condition(crds, "logs.kwok.x-k8s.io", conditions::is_crd_established());
+    match tokio::time::timeout(timeout, established).await {
+        Ok(done) => done.map(drop).map_err(|e| Error::Other(format!("watching kwok's Logs CRD: {e}"))),
+        Err(_) => Err(Error::Timeout {
+            what: "kwok's Logs CRD to be established".into(),
+            seconds: timeout.as_secs(),
+        }),
+    }
 }
 
 /// The log of one pod's containers: lines appended here are what `pods/log` returns.
